@@ -1,0 +1,3 @@
+from hmr_trt.export.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""``trt-export``: PyTorch -> ONNX (and, with TensorRT on a GPU, engines), with parity in millimetres."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from hmr_trt.cli_common import run_cli, step
+from hmr_trt.errors import ConfigError
+from hmr_trt.profile import ShapeProfile
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class Exporter(str, Enum):
+    torchscript = "torchscript"
+    dynamo = "dynamo"
+
+
+class Model(str, Enum):
+    coseg = "coseg"
+
+
+FileOpt = Annotated[Optional[Path], typer.Option(dir_okay=False)]
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Output directory (created; replaced only on success).")],
+    model: Annotated[Model, typer.Option(help="Which network.")] = Model.coseg,
+    precision: Annotated[Precision, typer.Option(help="fp32, fp16 or int8.")] = Precision.fp32,
+    window: Annotated[int, typer.Option(help="Frames per window T (even, >= 4).")] = 16,
+    batch: Annotated[str, typer.Option(help="Batch profile MIN:OPT:MAX.")] = "1:8:64",
+    checkpoint: FileOpt = None,
+    backbone_checkpoint: FileOpt = None,
+    smpl_model: Annotated[Optional[Path], typer.Option(dir_okay=False, help="SMPL .npz or official .pkl; "
+                                                       "default: a synthetic body model (not SMPL).")] = None,
+    mean_params: FileOpt = None,
+    video: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Video whose frames give the real-feature "
+                                                  "parity windows (default: the sample video when present).")] = None,
+    exporter: Annotated[Exporter, typer.Option(help="torchscript (opset 17, TensorRT 8.6+) or dynamo "
+                                               "(opset 18, TensorRT 10+).")] = Exporter.torchscript,
+) -> None:
+    """Export the model to ONNX, validate it and measure parity against PyTorch in millimetres."""
+
+    def job() -> None:
+        from rich.console import Console
+
+        from .pipeline import ExportOptions, run_export
+        from .sample import default_sample_video
+
+        profile = ShapeProfile.parse(batch)
+        if precision is not Precision.fp32:
+            raise ConfigError(
+                f"--precision {precision.value}: FP16/INT8 ONNX and TensorRT engines are not built yet "
+                "(they come with the engines work); use --precision fp32"
+            )
+        sample = video or default_sample_video()
+        console = Console(width=max(Console().width, 100))
+        if sample is None:
+            console.print("[yellow]no video given and no sample video found: parity on random windows only[/]")
+        opts = ExportOptions(out=out, model=model.value, precision=precision.value, window=window, profile=profile,
+                             checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint, smpl_model=smpl_model,
+                             mean_params=mean_params, video=sample, exporter=exporter.value)
+        result = run_export(opts, step=step)
+        print_parity(console, result.reports)
+        console.print(f"wrote {out}/manifest.json; export took {result.seconds['total']:.1f} s "
+                      f"(export {result.seconds['export']:.1f} s, parity {result.seconds['parity']:.1f} s)")
+        for note in result.manifest.notes[:-1]:
+            console.print(f"note: {note}")
+
+    run_cli(job)
+
+
+def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types imported lazily
+    from rich.table import Table
+
+    from .parity import ParityTable
+
+    table = Table(title="parity vs PyTorch, ONNX Runtime CPU (all drifts in mm)")
+    for col in ParityTable.header:
+        table.add_column(col, justify="right")
+    for row in ParityTable(reports).lines():
+        table.add_row(*row)
+    console.print(table)
+    for rep in reports:
+        status = "[green]PASS[/]" if rep.passed else "[red]FAIL[/]"
+        inv = ", ".join(f"{k} {v:.1e}" for k, v in rep.batch_invariance.items())
+        console.print(f"{rep.precision}: {status} (goal: mean vertex drift <= {rep.goal_mean_vertex_mm} mm; "
+                      f"batch invariance max abs: {inv})")
+
+
+def main() -> None:
+    app()

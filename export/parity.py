@@ -1,0 +1,211 @@
+"""Parity of exported graphs against the PyTorch reference, in the task's unit: millimetres.
+
+The reference is the torch model (FFT form of FDE) followed by SMPL through the smplx package.
+The candidate is the exported temporal graph followed by the exported body-model graph, run by
+ONNX Runtime (or any ``runner(name, feed) -> outputs``). For each set of windows (random, and
+features of real video frames) and each batch size, we report per-output max abs/rel error and
+the mean/max drift of vertices and joints in mm, each also as a fraction of the motion spread
+(how far vertex positions move across the windows: parity means little if outputs do not move).
+Batch invariance: a window's outputs do not depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .features import features_from_video_tiles
+
+# Written-down goals (mean vertex drift, mm) per precision, and the tight per-output tier for FP32.
+GOALS_MM = {"fp32": 0.01, "fp16": 0.1, "int8": 0.4}
+FP32_MAX_ABS = {"pose_rotmat": 1e-3, "betas": 1e-3, "cam": 1e-3}
+# Float32 kernels block differently per batch size (seen: ~1e-4); mixing samples gives O(0.1-1).
+BATCH_INVARIANCE_ATOL = 1e-3
+MIN_SPREAD_MM = 50.0
+
+Runner = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass
+class Reference:
+    """Torch outputs for one set of windows: temporal outputs and the body model's (frames flattened)."""
+
+    outputs: dict[str, np.ndarray]  # pose_rotmat (W, T, 24, 3, 3), betas, cam
+    vertices: np.ndarray  # (W, T, V, 3) metres
+    joints: np.ndarray  # (W, T, J, 3) metres
+
+
+@dataclass
+class ParityReport:
+    precision: str
+    goal_mean_vertex_mm: float
+    spread_mm: dict[str, float] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    batch_invariance: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def worst(self, key: str = "vertices_mean_mm") -> float:
+        return max((r[key] for r in self.rows), default=float("nan"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "goal_mean_vertex_mm": self.goal_mean_vertex_mm,
+            "spread_mm": self.spread_mm,
+            "rows": self.rows,
+            "batch_invariance_max_abs": self.batch_invariance,
+            "passed": self.passed,
+            "failures": self.failures,
+        }
+
+
+def drift_mm(candidate: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Mean and max Euclidean distance, in mm, between matching points (..., 3) in metres."""
+    d = np.linalg.norm(candidate.astype(np.float64) - reference.astype(np.float64), axis=-1) * 1000.0
+    return float(d.mean()), float(d.max())
+
+
+def motion_spread_mm(vertices: np.ndarray) -> float:
+    """How far vertices move across windows: mean over (frame, vertex) of the RMS distance to their
+    mean position across windows, in mm.  vertices: (W, T, V, 3) metres."""
+    v = vertices.astype(np.float64)
+    rms = np.sqrt(((v - v.mean(axis=0, keepdims=True)) ** 2).sum(-1).mean(axis=0))  # (T, V)
+    return float(rms.mean() * 1000.0)
+
+
+def output_errors(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """max |a - b| and that over max |b| (relative to the output's scale, not element-wise)."""
+    errs = {}
+    for name, ref in reference.items():
+        diff = float(np.abs(candidate[name].astype(np.float64) - ref).max())
+        errs[name] = {"max_abs": diff, "max_rel": diff / max(float(np.abs(ref).max()), 1e-12)}
+    return errs
+
+
+def reference_outputs(model: torch.nn.Module, body_ref: Any, windows: np.ndarray) -> Reference:
+    with torch.no_grad():
+        rotmat, betas, cam = model(torch.from_numpy(windows))
+        w, t = rotmat.shape[:2]
+        verts, joints = body_ref(rotmat.reshape(w * t, *rotmat.shape[2:]), betas.reshape(w * t, -1))
+    return Reference(
+        {"pose_rotmat": rotmat.numpy(), "betas": betas.numpy(), "cam": cam.numpy()},
+        verts.numpy().reshape(w, t, -1, 3),
+        joints.numpy().reshape(w, t, -1, 3),
+    )
+
+
+def run_pipeline(run: Runner, windows: np.ndarray, batch: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Temporal graph in chunks of ``batch`` windows, then the body-model graph on all frames."""
+    chunks = [run("temporal", {"features": windows[i:i + batch]}) for i in range(0, len(windows), batch)]
+    outs = {k: np.concatenate([c[k] for c in chunks]) for k in ("pose_rotmat", "betas", "cam")}
+    w, t = outs["betas"].shape[:2]
+    body = run("body_model", {"pose_rotmat": outs["pose_rotmat"].reshape(w * t, -1, 3, 3),
+                              "betas": outs["betas"].reshape(w * t, -1)})
+    return outs, body["vertices"].reshape(w, t, -1, 3), body["joints3d"].reshape(w, t, -1, 3)
+
+
+def torch_batch_invariance(model: torch.nn.Module, windows: np.ndarray) -> float:
+    """Max abs change of any output when each window runs alone instead of in one batch."""
+    with torch.no_grad():
+        together = model(torch.from_numpy(windows))
+        alone = [model(torch.from_numpy(windows[i:i + 1])) for i in range(len(windows))]
+    return max(
+        float((together[k][i] - alone[i][k]).abs().max()) for i in range(len(windows)) for k in range(len(together))
+    )
+
+
+def compare(
+    run: Runner,
+    references: dict[str, Reference],
+    windows: dict[str, np.ndarray],
+    *,
+    precision: str = "fp32",
+    batch_sizes: tuple[int, ...] = (1, 2, 7),
+    check_outputs: bool = True,
+) -> ParityReport:
+    """The parity report of ``run`` against the references, for every set and batch size."""
+    goal = GOALS_MM[precision]
+    report = ParityReport(precision, goal)
+    per_batch_outputs: dict[int, dict[str, np.ndarray]] = {}
+    for set_name, ref in references.items():
+        spread = motion_spread_mm(ref.vertices)
+        report.spread_mm[set_name] = spread
+        for batch in batch_sizes:
+            outs, verts, joints = run_pipeline(run, windows[set_name], batch)
+            if set_name == "video" or len(references) == 1:
+                per_batch_outputs[batch] = outs
+            v_mean, v_max = drift_mm(verts, ref.vertices)
+            j_mean, j_max = drift_mm(joints, ref.joints)
+            row = {
+                "set": set_name, "batch": batch,
+                "vertices_mean_mm": v_mean, "vertices_max_mm": v_max,
+                "joints_mean_mm": j_mean, "joints_max_mm": j_max,
+                "vertices_mean_of_spread": v_mean / spread if spread > 0 else float("inf"),
+                "outputs": output_errors(outs, ref.outputs),
+            }
+            report.rows.append(row)
+            if v_mean > goal:
+                report.failures.append(f"{set_name} batch {batch}: mean vertex drift {v_mean:.4g} mm > goal {goal} mm")
+            if check_outputs and precision == "fp32":
+                for name, tol in FP32_MAX_ABS.items():
+                    if row["outputs"][name]["max_abs"] > tol:
+                        report.failures.append(
+                            f"{set_name} batch {batch}: {name} max abs {row['outputs'][name]['max_abs']:.3g} > {tol}"
+                        )
+    if len(per_batch_outputs) > 1:
+        base = per_batch_outputs[min(per_batch_outputs)]
+        report.batch_invariance["onnxruntime"] = max(
+            float(np.abs(o[k] - base[k]).max()) for o in per_batch_outputs.values() for k in base
+        )
+    return report
+
+
+def check_spread(report: ParityReport, minimum: float = MIN_SPREAD_MM) -> None:
+    for set_name, spread in report.spread_mm.items():
+        if spread < minimum:
+            report.failures.append(
+                f"{set_name}: outputs barely move across windows (spread {spread:.1f} mm < {minimum} mm); "
+                "parity on near-constant outputs proves nothing"
+            )
+
+
+def random_windows(n: int, window: int, feature_dim: int, seed: int = 0) -> np.ndarray:
+    """Unit-variance Gaussian windows (W, T, C) float32."""
+    return np.random.default_rng(seed).standard_normal((n, window, feature_dim)).astype(np.float32)
+
+
+def parity_windows(cfg: Any, video: str | None, n: int = 7, seed: int = 0, backbone: Any = None) -> dict[str, np.ndarray]:
+    """Random windows, and windows of backbone features of real video frames when a video is given."""
+    sets = {"random": random_windows(n, cfg.window, cfg.feature_dim, seed)}
+    if video is not None:
+        sets["video"] = features_from_video_tiles(video, n, cfg.window, backbone=backbone)
+    return sets
+
+
+@dataclass
+class ParityTable:
+    """Rows for printing: one per (precision, set, batch)."""
+
+    reports: list[ParityReport]
+
+    def lines(self) -> list[list[str]]:
+        out = []
+        for rep in self.reports:
+            for r in rep.rows:
+                out.append([
+                    rep.precision, r["set"], str(r["batch"]),
+                    f"{r['vertices_mean_mm']:.2e}", f"{r['vertices_max_mm']:.2e}",
+                    f"{r['joints_mean_mm']:.2e}", f"{r['joints_max_mm']:.2e}",
+                    f"{r['vertices_mean_of_spread']:.1e}", f"{rep.spread_mm[r['set']]:.0f}",
+                ])
+        return out
+
+    header = ["prec", "windows", "batch", "vert mean", "vert max", "joint mean", "joint max", "mean/spread",
+              "spread"]

@@ -1,0 +1,40 @@
+"""What every hmr-trt command shares: one-line errors with exit code 1, Ctrl-C handling, progress."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import Callable, Iterator, TypeVar
+
+from .errors import HmrTrtError
+
+T = TypeVar("T")
+DEBUG_ENV = "HMR_TRT_DEBUG"
+
+
+def run_cli(fn: Callable[[], T]) -> T:
+    """Call ``fn``; a project error becomes one line on stderr and exit code 1 (HMR_TRT_DEBUG=1: traceback)."""
+    try:
+        return fn()
+    except HmrTrtError as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        sys.exit(130)
+
+
+@contextlib.contextmanager
+def step(label: str) -> Iterator[None]:
+    """Show a spinner while one step of long work runs, then its duration."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    with console.status(f"{label} ..."):
+        yield
+    console.print(f"[green]done[/] {label} ({time.perf_counter() - start:.1f} s)")

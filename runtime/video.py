@@ -1,0 +1,59 @@
+"""Decoding video frames (OpenCV), tolerant of damaged files: what decodes is returned, losses counted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from hmr_trt.errors import InputSpecError
+
+
+@dataclass
+class VideoInfo:
+    path: str
+    width: int
+    height: int
+    fps: float
+    frames_declared: int  # what the container says; 0 when unknown
+
+
+def open_video(path: str | Path):  # -> (cv2.VideoCapture, VideoInfo)
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputSpecError(f"video not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputSpecError(f"video file is empty: {path}")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise InputSpecError(f"cannot decode {path}: not a video OpenCV can read")
+    info = VideoInfo(
+        str(path),
+        int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
+        max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
+    )
+    if info.width <= 0 or info.height <= 0:
+        cap.release()
+        raise InputSpecError(f"cannot decode {path}: no video stream")
+    return cap, info
+
+
+def frames_from_video(path: str | Path, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index, BGR frame) for every frame that decodes, up to ``max_frames``."""
+    cap, _ = open_video(path)
+    try:
+        index = 0
+        while max_frames is None or index < max_frames:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            yield index, frame
+            index += 1
+    finally:
+        cap.release()

@@ -1,0 +1,70 @@
+"""Manifest round trip, profiles, and the staged output directory (nothing half-written)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hmr_trt.errors import ConfigError, HmrTrtError, OutputDirError
+from hmr_trt.manifest import Artifact, Manifest, TensorSpec, sha256_of, staged_output
+from hmr_trt.profile import ShapeProfile
+
+
+def test_profile_parse_and_check() -> None:
+    p = ShapeProfile.parse("1:8:64")
+    assert (p.min, p.opt, p.max) == (1, 8, 64) and str(p) == "1:8:64"
+    assert p.contains(64) and not p.contains(65)
+    for bad in ("0:1:2", "4:2:8", "1:9:8", "a:b:c", "1:2"):
+        with pytest.raises(ConfigError):
+            ShapeProfile.parse(bad)
+    with pytest.raises(ConfigError, match="outside the profile"):
+        p.check(100)
+
+
+def test_manifest_round_trip(tmp_path) -> None:
+    (tmp_path / "a.onnx").write_bytes(b"abc")
+    m = Manifest(model="coseg", config={"window": 16}, profile={"min": 1, "opt": 8, "max": 64})
+    m.add(Artifact("temporal", "a.onnx", "onnx", "fp32", sha256_of(tmp_path / "a.onnx"),
+                   [TensorSpec("features", ["batch", 16, 2048])], [TensorSpec("betas", ["batch", 16, 10])]))
+    m.add(Artifact("temporal", "a.onnx", "onnx", "fp32", "x" * 64, [], []))  # replaces the first
+    m.write(tmp_path)
+    back = Manifest.read(tmp_path)
+    assert len(back.artifacts) == 1 and back.find("temporal").sha256 == "x" * 64
+    assert sha256_of(tmp_path / "a.onnx") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_reading_a_non_export_dir_fails(tmp_path) -> None:
+    with pytest.raises(HmrTrtError, match="no manifest.json"):
+        Manifest.read(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(HmrTrtError, match="not a valid hmr-trt manifest"):
+        Manifest.read(tmp_path)
+
+
+def test_staged_output_moves_into_place_only_on_success(tmp_path) -> None:
+    out = tmp_path / "out"
+    with staged_output(out) as stage:
+        (stage / "manifest.json").write_text("{}")
+        assert not out.exists()
+    assert (out / "manifest.json").exists()
+    with pytest.raises(RuntimeError), staged_output(out) as stage:
+        (stage / "manifest.json").write_text('{"new": 1}')
+        raise RuntimeError("boom")
+    assert (out / "manifest.json").read_text() == "{}"  # the earlier output is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging leftovers
+
+
+def test_staged_output_survives_ctrl_c(tmp_path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt), staged_output(out) as stage:
+        (stage / "half.onnx").write_bytes(b"12")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_output_refuses_foreign_content(tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match="other content"), staged_output(tmp_path):
+        pass
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputDirError, match="not a directory"), staged_output(tmp_path / "f"):
+        pass

@@ -1,0 +1,76 @@
+"""trt-export's bad input: one clear line, exit code 1, nothing written to --out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from hmr_trt.export.cli import app
+
+runner = CliRunner()
+
+
+def _fails(args: list[str], match: str, out) -> None:
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and match in lines[0], result.output
+    assert not out.exists() or not any(out.iterdir()), "nothing may be written on failure"
+    assert not list(out.parent.glob(f".{out.name}.staging-*")), "staging directory left behind"
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--window", "15"], "window must be an even number"),
+        (["--batch", "8:4:2"], "min <= opt <= max"),
+        (["--batch", "1:8"], "MIN:OPT:MAX"),
+        (["--batch", "2:8:64"], "parity batch 1 is below the profile's min 2"),
+        (["--checkpoint", "/nonexistent/ckpt.pt"], "--checkpoint /nonexistent/ckpt.pt: file not found"),
+        (["--smpl-model", "/nonexistent/SMPL.pkl"], "--smpl-model /nonexistent/SMPL.pkl: file not found"),
+        (["--precision", "int8"], "--precision int8"),
+    ],
+)
+def test_bad_options(tmp_path, args, match) -> None:
+    _fails(args, match, tmp_path / "out")
+
+
+def test_corrupt_checkpoint(tmp_path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    _fails(["--checkpoint", str(bad)], "cannot read checkpoint", tmp_path / "out")
+
+
+def test_corrupt_smpl_file(tmp_path) -> None:
+    bad = tmp_path / "SMPL_NEUTRAL.pkl"
+    bad.write_bytes(b"\x80\x02garbage")
+    result = runner.invoke(app, ["--smpl-model", str(bad), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "error:" in result.output and "SMPL_NEUTRAL.pkl" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_out(tmp_path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["--out", str(blocker / "sub")])
+    assert result.exit_code == 1 and "cannot write to --out" in result.output
+
+
+def test_out_with_other_content_is_refused(tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    result = runner.invoke(app, ["--out", str(out)])
+    assert result.exit_code == 1 and "exists with other content" in result.output
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_exit_code_from_a_real_process(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "hmr_trt.export", "--window", "7", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: window must be an even number")
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,137 @@
+"""ONNX export of the full model: graph contract, manifest, parity in millimetres, batch invariance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from hmr_trt.engines.preflight import opset_of, validate_onnx
+from hmr_trt.errors import InputSpecError
+from hmr_trt.export import onnx_export, parity
+from hmr_trt.export.config import TINY
+from hmr_trt.export.model import build_model
+from hmr_trt.export.pipeline import body_models, check_feature_windows, ort_runner
+from hmr_trt.manifest import Manifest, sha256_of
+from hmr_trt.profile import ShapeProfile
+
+
+def test_manifest_lists_every_artifact(full_export) -> None:
+    out, result = full_export
+    manifest = Manifest.read(out)
+    assert {a.name for a in manifest.artifacts} == {"temporal", "body_model", "backbone"}
+    for art in manifest.artifacts:
+        assert art.kind == "onnx" and art.precision == "fp32"
+        assert sha256_of(out / art.path) == art.sha256
+        assert art.inputs and art.outputs
+    temporal = manifest.find("temporal")
+    assert [t.name for t in temporal.inputs] == ["features"]
+    assert temporal.inputs[0].shape == ["batch", 16, 2048]
+    assert [t.name for t in temporal.outputs] == ["pose_rotmat", "betas", "cam"]
+    assert manifest.config["window"] == 16 and manifest.profile == {"min": 1, "opt": 8, "max": 64}
+    assert "torch" in manifest.tools and "onnxruntime" in manifest.tools
+    assert any("NOT SMPL" in n for n in manifest.notes)
+    json.loads((out / "manifest.json").read_text())  # plain JSON a user can open elsewhere
+
+
+def test_fp32_parity_in_millimetres(full_export) -> None:
+    _, result = full_export
+    report = result.reports[0]
+    assert report.passed, report.failures
+    assert {r["set"] for r in report.rows} == {"random", "video"}
+    assert {r["batch"] for r in report.rows} == {1, 2, 7}
+    for row in report.rows:
+        assert row["vertices_mean_mm"] < 0.01 and row["joints_mean_mm"] < 0.01
+        assert row["vertices_max_mm"] < 0.1
+    # parity means something only if outputs move like real motion
+    assert min(report.spread_mm.values()) >= 50.0
+    assert report.batch_invariance["onnxruntime"] < 1e-3 and report.batch_invariance["torch"] < 1e-3
+
+
+def test_exported_graphs_keep_the_contract(full_export) -> None:
+    out, _ = full_export
+    for name in ("coseg_temporal_fp32.onnx", "body_model_fp32.onnx", "backbone_fp32.onnx"):
+        model = onnx.load(str(out / name), load_external_data=False)
+        ops = {n.op_type for n in model.graph.node}
+        assert not ops & {"DFT", "Einsum"}, name
+        assert opset_of(model) == 17
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic leading axis
+        types = {v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)}
+        assert types == {onnx.TensorProto.FLOAT}
+        assert onnx_export.graph_metadata(model)["graph"] in ("temporal", "body_model", "backbone")
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_both_exporters_match_torch(tmp_path, exporter: str) -> None:
+    """Small config, both exporters: ORT == torch at batches 1, 2, 7, and batch invariance."""
+    model = build_model(TINY.with_(fde_mode="matrix"))
+    path = tmp_path / "t.onnx"
+    onnx_export.export_temporal(model, path, ShapeProfile(1, 4, 8), exporter)
+    validate_onnx(path, max_opset=None)
+    body, body_ref, _ = body_models(None)
+    body_path = tmp_path / "b.onnx"
+    onnx_export.export_body_model(body, body_path, 256, exporter)
+    windows = {"random": parity.random_windows(7, 16, TINY.feature_dim)}
+    refs = {"random": parity.reference_outputs(build_model(TINY), body_ref, windows["random"])}
+    stack, run = ort_runner({"temporal": path, "body_model": body_path})
+    with stack:
+        report = parity.compare(run, refs, windows, precision="fp32")
+    assert report.passed, report.failures
+    assert report.batch_invariance["onnxruntime"] < 1e-3
+
+
+def test_parity_catches_a_wrong_graph(tmp_path) -> None:
+    """The harness must fail when the exported graph computes something else (here: other weights)."""
+    other = build_model(TINY.with_(fde_mode="matrix", seed=7))
+    path = tmp_path / "t.onnx"
+    onnx_export.export_temporal(other, path, ShapeProfile(1, 4, 8))
+    body, body_ref, _ = body_models(None)
+    onnx_export.export_body_model(body, tmp_path / "b.onnx", 256)
+    windows = {"random": parity.random_windows(3, 16, TINY.feature_dim)}
+    refs = {"random": parity.reference_outputs(build_model(TINY), body_ref, windows["random"])}
+    stack, run = ort_runner({"temporal": path, "body_model": tmp_path / "b.onnx"})
+    with stack:
+        report = parity.compare(run, refs, windows, batch_sizes=(1, 3))
+    assert not report.passed
+    assert any("mean vertex drift" in f for f in report.failures)
+
+
+def test_spread_check_rejects_constant_outputs() -> None:
+    report = parity.ParityReport("fp32", 0.01, spread_mm={"random": 3.0})
+    parity.check_spread(report)
+    assert report.failures and "barely move" in report.failures[0]
+
+
+def test_drift_and_spread_units() -> None:
+    a = np.zeros((2, 4, 5, 3))
+    b = a.copy()
+    b[..., 0] += 0.002  # 2 mm along x
+    assert parity.drift_mm(b, a) == pytest.approx((2.0, 2.0))
+    moving = np.zeros((2, 1, 1, 3))
+    moving[1, ..., 1] = 0.1  # two windows 100 mm apart: each is 50 mm from the mean
+    assert parity.motion_spread_mm(moving) == pytest.approx(50.0)
+
+
+def test_wrong_feature_windows_are_refused() -> None:
+    cfg = TINY
+    with pytest.raises(InputSpecError, match="feature width 10"):
+        check_feature_windows(np.zeros((1, 16, 10), np.float32), cfg, "x")
+    with pytest.raises(InputSpecError, match="window length 8"):
+        check_feature_windows(np.zeros((1, 8, 64), np.float32), cfg, "x")
+
+
+def test_fft_model_is_refused_by_the_exporter(tmp_path) -> None:
+    from hmr_trt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fde_mode='matrix'"):
+        onnx_export.export_temporal(build_model(TINY), tmp_path / "x.onnx", ShapeProfile())
+
+
+def test_torch_reference_runs_fft(full_export) -> None:
+    """The reference keeps torch.fft; the exported graph keeps the matrix: they agree (parity passed)."""
+    _, result = full_export
+    assert result.manifest.config["fde_mode"] == "fft"
+    assert torch.fft.fft is not None
