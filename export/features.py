@@ -9,17 +9,8 @@ import numpy as np
 import torch
 
 from hmr_trt.errors import InputSpecError
-from hmr_trt.runtime.crops import crop_from_frame, normalise_crops
+from hmr_trt.runtime.crops import crop_from_frame, normalise_crops, tile_boxes
 from hmr_trt.runtime.video import frames_from_video
-
-
-def tile_boxes(height: int, width: int, n: int) -> list[np.ndarray]:
-    """``n`` square boxes of half the frame height, stepping over a 3 x 2 grid of the frame."""
-    side = height / 2
-    xs = np.linspace(0, width - side, 3)
-    ys = np.linspace(0, height - side, 2)
-    grid = [np.array([x, y, x + side, y + side], dtype=np.float32) for y in ys for x in xs]
-    return [grid[i % len(grid)] for i in range(n)]
 
 
 @torch.no_grad()

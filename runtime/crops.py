@@ -43,3 +43,12 @@ def normalise_crops(crops_rgb: np.ndarray) -> np.ndarray:
     x = crops_rgb.astype(np.float32) / 255.0
     x = (x - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def tile_boxes(height: int, width: int, n: int) -> list[np.ndarray]:
+    """``n`` square boxes of half the frame height, stepping over a 3 x 2 grid of the frame."""
+    side = height / 2
+    xs = np.linspace(0, width - side, 3)
+    ys = np.linspace(0, height - side, 2)
+    grid = [np.array([x, y, x + side, y + side], dtype=np.float32) for y in ys for x in xs]
+    return [grid[i % len(grid)] for i in range(n)]
