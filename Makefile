@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PY39 ?= $(shell command -v python3.9 2>/dev/null || ls /root/.pyenv/versions/3.9*/bin/python3.9 2>/dev/null | head -1)
+# The first Python 3.9 that actually runs (pyenv's shim exists but may refuse to run).
+PY39 ?= $(shell for p in $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.9*/bin/python3.9 2>/dev/null) $$(command -v python3.9); do "$$p" -c 'import sys' 2>/dev/null && echo "$$p" && break; done)
 VENV39 ?= .venv39
 SAMPLE := data/vtest.avi
 DEMO_OUT ?= out/demo
@@ -40,6 +41,29 @@ pytest: $(STAMP) $(SAMPLE) $(VENV39)/.installed
 	HMR_TRT_PY39=$(abspath $(VENV39))/bin/python $(BIN)/python -m pytest
 
 test: lint pytest
+
+# --- GPU ------------------------------------------------------------------------------------
+# Export with a Python that has torch (EXPORT_PY), then build engines and compare them with the
+# torch reference in mm under the Python that has TensorRT (TRT_PY: a TensorRT container's
+# python3, or `py39` from the offline TensorRT 8.6 bundle in ../shared/gpu). The package is
+# staged under build/stage (no pip needed on either side).
+TRT_PY ?= $(shell command -v py39 2>/dev/null || echo python3)
+EXPORT_PY ?= $(shell [ -x $(BIN)/python ] && echo $(BIN)/python || echo python3)
+GPU_OUT ?= out/gpu
+
+test-gpu:
+	@test -f $(SAMPLE) || { echo "missing $(SAMPLE): run 'make $(SAMPLE)' where apt works, or copy vtest.avi there"; exit 1; }
+	python3 tools/stage_package.py build/stage >/dev/null
+	PYTHONPATH=$(abspath build/stage) $(TRT_PY) -m hmr_trt.engines.doctor
+	PYTHONPATH=$(abspath build/stage) $(EXPORT_PY) -m hmr_trt.export --out $(GPU_OUT)/export --video $(SAMPLE)
+	PYTHONPATH=$(abspath build/stage) HMR_TRT_EXPORT_DIR=$(abspath $(GPU_OUT)/export) HMR_TRT_GPU_OUT=$(abspath $(GPU_OUT)) \
+	  HMR_TRT_SAMPLE_VIDEO=$(abspath $(SAMPLE)) $(TRT_PY) -m pytest -o addopts="" --strict-markers -p no:cacheprovider \
+	  -c pyproject.toml -m "gpu or trt" -v tests/gpu
+
+# --- benchmarks ---------------------------------------------------------------------------------
+BENCH_ARGS ?=
+bench: $(STAMP) $(SAMPLE)
+	$(BIN)/trt-bench --out out/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV39) out .pytest_cache .ruff_cache

@@ -35,8 +35,10 @@ def test_runtime_and_engines_on_python39() -> None:
     if not py39 or not Path(py39).is_file():
         pytest.skip("no Python 3.9 interpreter (HMR_TRT_PY39 unset; `make pytest` sets it when python3.9 exists)")
     mods = [m for m in ALL if m.startswith(("hmr_trt.runtime", "hmr_trt.engines"))]
-    stage = ROOT / "build" / "py39"
-    env = dict(os.environ, PYTHONPATH=str(_stage_package(stage)))
+    sys.path.insert(0, str(ROOT / "tools"))
+    from stage_package import stage
+
+    env = dict(os.environ, PYTHONPATH=str(stage(ROOT / "build" / "py39", ("runtime", "engines"))))
     code = (
         "import sys\n" + "".join(f"import {m}\n" for m in mods)
         + "assert sys.version_info[:2] == (3, 9), sys.version\n"
@@ -47,15 +49,3 @@ def test_runtime_and_engines_on_python39() -> None:
     )
     proc = subprocess.run([py39, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
-
-
-def _stage_package(stage: Path) -> Path:
-    """hmr_trt laid out as installed (root package + subpackages), without pip: what a bare image gets."""
-    import shutil
-
-    target = stage / "hmr_trt"
-    shutil.rmtree(stage, ignore_errors=True)
-    shutil.copytree(ROOT / "hmr_trt", target)
-    for sub in ("runtime", "engines", "calibration"):
-        shutil.copytree(ROOT / sub, target / sub)
-    return stage
