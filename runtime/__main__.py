@@ -1,0 +1,3 @@
+from hmr_trt.runtime.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""``trt-run``: a video (or precomputed features) through the exported model, to meshes on disk."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from hmr_trt.cli_common import run_cli
+from hmr_trt.errors import ConfigError
+
+
+class BackendChoice(str, Enum):
+    auto = "auto"
+    tensorrt = "tensorrt"
+    onnxruntime = "onnxruntime"
+
+
+class Emit(str, Enum):
+    center = "center"
+    last = "last"
+    all = "all"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def run(
+    out: Annotated[Path, typer.Option("--out", help="Output directory: track_<id>.npz files and summary.json.")],
+    video: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Input video.")] = None,
+    features: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Precomputed per-frame features (.npz) "
+                                                     "instead of a video.")] = None,
+    export_dir: Annotated[Path, typer.Option("--export", help="Directory written by trt-export / trt-build.")]
+    = Path("out/demo"),
+    backend: Annotated[BackendChoice, typer.Option(help="auto: TensorRT when a matching engine exists, else "
+                                                   "ONNX Runtime.")] = BackendChoice.auto,
+    precision: Annotated[Precision, typer.Option(help="Which exported precision to run.")] = Precision.fp32,
+    emit: Annotated[Emit, typer.Option(help="center (16-frame window centred on each frame), last (causal), "
+                                       "all (non-overlapping windows, fastest).")] = Emit.center,
+    detector: Annotated[str, typer.Option(help="'hog' (OpenCV's people detector) or a detector .onnx.")] = "hog",
+    render: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Write the meshes over the video "
+                                                   "to this .mp4.")] = None,
+    no_vertices: Annotated[bool, typer.Option("--no-vertices", help="Leave vertices out of the .npz files.")]
+    = False,
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
+    min_track_frames: Annotated[int, typer.Option(min=1, help="Drop tracks shorter than this.")] = 16,
+    threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: its default).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Detect, track and recover meshes for every person in a video (or for precomputed features)."""
+
+    def job() -> None:
+        from rich.console import Console
+
+        from .pipeline import RunOptions, run_features, run_video
+
+        if (video is None) == (features is None):
+            raise ConfigError("give exactly one of --video or --features")
+        opts = RunOptions(out=out, export_dir=export_dir, video=video, features=features, backend=backend.value,
+                          precision=precision.value, emit=emit.value, detector=detector, render=render,
+                          vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
+                          threads=threads)
+        console = Console(stderr=True)
+        if video is not None:
+            summary = _with_progress(console, opts, run_video, quiet)
+        else:
+            summary = run_features(opts)
+        print_summary(console, summary)
+
+    run_cli(job)
+
+
+def _with_progress(console, opts, run_video, quiet: bool):  # noqa: ANN001 - rich types imported lazily
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .video import open_video
+
+    cap, info = open_video(opts.video)
+    cap.release()
+    total = min(info.frames_declared or 0, opts.max_frames or 1 << 30) or None
+    if quiet:
+        return run_video(opts)
+    with Progress(TextColumn("frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("frames", total=total)
+        return run_video(opts, progress=lambda n: bar.advance(task, n))
+
+
+def print_summary(console, summary: dict) -> None:  # noqa: ANN001
+    from rich.table import Table
+
+    console.print(f"backend: {summary['backend']}; precision {summary['precision']}; emit {summary['emit']}")
+    if summary.get("weights"):
+        console.print(f"note: {summary['weights']}")
+    table = Table(title=f"{summary['frames_decoded']} frames, {summary['tracks']} tracks, "
+                        f"{summary['frames_per_second']} frames/s")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    total = sum(summary["timings_s"].values()) or 1.0
+    for stage, sec in summary["timings_s"].items():
+        table.add_row(stage, f"{sec:.2f}", f"{100 * sec / total:.0f}%")
+    console.print(table)
+    if summary.get("frames_lost"):
+        console.print(f"[yellow]{summary['frames_lost']} frames could not be decoded (damaged video)[/]")
+    console.print(f"wrote {summary['tracks']} track files and summary.json")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,287 @@
+"""The job behind ``trt-run``: frames -> people -> crops -> features -> windows -> meshes -> files.
+
+Stages, each timed: decode, detect, track, crop, backbone, temporal, body model, writing,
+render. Per-frame features stream through ``WindowStreamer`` as they are computed, so the
+temporal engine sees windows as soon as they are complete. Everything is written into a staging
+directory that becomes ``--out`` only at the end (Ctrl-C or an error leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+
+from hmr_trt.errors import ConfigError, InputSpecError
+from hmr_trt.manifest import staged_output
+
+from .backends_select import Backends, open_backends
+from .crops import crop_from_frame, normalise_crops, square_box
+from .streaming import FrameResult, WindowStreamer, check_emit, stack_by_track
+from .video import open_video
+
+STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "body_model", "writing", "render")
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass
+class RunOptions:
+    out: Path
+    export_dir: Path
+    video: Optional[Path] = None
+    features: Optional[Path] = None
+    backend: str = "auto"  # auto | tensorrt | onnxruntime
+    precision: str = "fp32"
+    emit: str = "center"
+    detector: str = "hog"  # "hog" or a path to the user's ONNX detector
+    render: Optional[Path] = None
+    vertices: bool = True
+    max_frames: Optional[int] = None
+    min_track_frames: int = 16  # shorter tracks (detector flicker) are dropped, as peers do (they use 25)
+    backbone_batch: int = 32
+    threads: int = 0
+
+
+@dataclass
+class StageTimer:
+    seconds: Dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+
+Progress = Callable[[int], None]  # called with the number of frames just done
+
+
+@dataclass
+class TrackLog:
+    frames: List[int] = field(default_factory=list)
+    boxes: List[np.ndarray] = field(default_factory=list)
+
+
+class _FeatureStage:
+    """Crops wait here until a backbone batch is full; their features then stream into the windows."""
+
+    def __init__(self, backends: Backends, streamer: WindowStreamer, timer: StageTimer, batch: int) -> None:
+        self.backends, self.streamer, self.timer, self.batch = backends, streamer, timer, batch
+        self.pending: List[tuple] = []  # (track_id, frame_index, crop uint8 (224, 224, 3))
+        self.results: List[FrameResult] = []
+
+    def add(self, track_id: Any, frame_index: int, crop: np.ndarray) -> None:
+        self.pending.append((track_id, frame_index, crop))
+        if len(self.pending) >= self.batch:
+            self.run()
+
+    def run(self) -> None:
+        if not self.pending:
+            return
+        with self.timer("crop"):
+            images = normalise_crops(np.stack([c for _, _, c in self.pending]))
+        with self.timer("backbone"):
+            feats = self.backends.infer_backbone(images)
+        with self.timer("temporal"):
+            for (track_id, frame_index, _), feat in zip(self.pending, feats):
+                self.results.extend(self.streamer.push(track_id, frame_index, feat))
+        self.pending = []
+
+    def end(self) -> None:
+        self.run()
+        with self.timer("temporal"):
+            self.results.extend(self.streamer.flush())
+
+
+def _detector(spec: str) -> Any:
+    from .detect import HogPeopleDetector, OnnxDetector
+
+    if spec == "hog":
+        return HogPeopleDetector()
+    path = Path(spec)
+    if path.suffix != ".onnx" or not path.is_file():
+        raise ConfigError(f"--detector must be 'hog' or an existing .onnx file, got {spec!r}")
+    return OnnxDetector(path)
+
+
+def _tracker() -> Any:
+    from .track import Tracker
+
+    return Tracker()
+
+
+def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str, Any]:
+    """The whole path on a video; returns the summary (also written to ``out/summary.json``)."""
+    check_emit(opts.emit)
+    if opts.video is None:
+        raise ConfigError("run_video needs a video")
+    cap, info = open_video(opts.video)  # missing / empty / non-video files fail here, before --out is touched
+    cap.release()
+    detector, tracker = _detector(opts.detector), _tracker()
+    timer = StageTimer()
+    tracks: Dict[Any, TrackLog] = defaultdict(TrackLog)
+    start = time.perf_counter()
+    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads) as backends:
+        streamer = WindowStreamer(backends.temporal, emit=opts.emit)
+        features = _FeatureStage(backends, streamer, timer, opts.backbone_batch)
+        decoded = 0
+        for frame_index, frame in _timed_frames(opts.video, opts.max_frames, timer):
+            decoded += 1
+            with timer("detect"):
+                detections = detector.detect(frame)
+            with timer("track"):
+                active = tracker.update(frame_index, detections)
+            for track_id, box in active:
+                with timer("crop"):
+                    crop = crop_from_frame(frame, square_box(np.asarray(box)))
+                tracks[track_id].frames.append(frame_index)
+                tracks[track_id].boxes.append(np.asarray(box[:4], dtype=np.float32))
+                features.add(track_id, frame_index, crop)
+            if progress:
+                progress(1)
+        features.end()
+        kept = {t: log for t, log in tracks.items() if len(log.frames) >= opts.min_track_frames}
+        results = stack_by_track([r for r in features.results if r.track_id in kept])
+        summary = _finish(opts, backends, timer, results, kept, start, {
+            "input": str(opts.video), "width": info.width, "height": info.height, "fps": info.fps,
+            "frames_declared": info.frames_declared, "frames_decoded": decoded,
+            "frames_lost": max(info.frames_declared - decoded, 0) if opts.max_frames is None else 0,
+            "tracks_detected": len(tracks), "tracks_dropped_short": len(tracks) - len(kept),
+        })
+    return summary
+
+
+def _timed_frames(video: Path, max_frames: Optional[int], timer: StageTimer) -> Iterator[tuple]:
+    cap, _ = open_video(video)
+    try:
+        index = 0
+        while max_frames is None or index < max_frames:
+            with timer("decode"):
+                ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            yield index, frame
+            index += 1
+    finally:
+        cap.release()
+
+
+def run_features(opts: RunOptions) -> Dict[str, Any]:
+    """Precomputed per-frame features (.npz): one track (N, C) under 'features', (K, N, C), or 'track_<id>' keys."""
+    check_emit(opts.emit)
+    tracks_features = features_from_npz(opts.features)
+    timer = StageTimer()
+    start = time.perf_counter()
+    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, need_backbone=False) as backends:
+        width = backends.feature_dim
+        for track_id, feats in tracks_features.items():
+            if feats.shape[1] != width:
+                raise InputSpecError(f"{opts.features}: track {track_id} has features of width {feats.shape[1]}, "
+                                     f"the model expects {width}")
+        streamer = WindowStreamer(backends.temporal, emit=opts.emit)
+        results: List[FrameResult] = []
+        with timer("temporal"):
+            for track_id, feats in tracks_features.items():
+                for i, row in enumerate(feats):
+                    results.extend(streamer.push(track_id, i, row))
+                results.extend(streamer.end_track(track_id))
+        logs = {t: TrackLog(list(range(len(f))), [np.full(4, np.nan, np.float32)] * len(f))
+                for t, f in tracks_features.items()}
+        summary = _finish(opts, backends, timer, stack_by_track(results), logs, start, {
+            "input": str(opts.features), "frames_decoded": int(sum(len(f) for f in tracks_features.values())),
+        })
+    return summary
+
+
+def features_from_npz(path: Optional[Path]) -> Dict[str, np.ndarray]:
+    if path is None or not Path(path).is_file():
+        raise InputSpecError(f"features file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise InputSpecError(f"cannot read features from {path}: {exc}") from exc
+    if "features" in arrays:
+        f = arrays["features"]
+        if f.ndim == 2:
+            tracks = {"0": f}
+        elif f.ndim == 3:
+            tracks = {str(i): f[i] for i in range(f.shape[0])}
+        else:
+            raise InputSpecError(f"{path}: 'features' must be (N, C) or (tracks, N, C), got {f.shape}")
+    else:
+        tracks = {k[len("track_"):]: v for k, v in arrays.items() if k.startswith("track_")}
+        if not tracks:
+            raise InputSpecError(f"{path}: expected a 'features' array or 'track_<id>' arrays, found {sorted(arrays)}")
+    for name, f in tracks.items():
+        if f.ndim != 2 or len(f) == 0:
+            raise InputSpecError(f"{path}: track {name} must be a non-empty (N, C) array, got shape {f.shape}")
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tracks.items()}
+
+
+def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Dict[Any, Dict[str, np.ndarray]],
+            logs: Dict[Any, TrackLog], start: float, facts: Dict[str, Any]) -> Dict[str, Any]:
+    """Body model on the emitted frames, per-track .npz files, the render, summary.json; all staged."""
+    from .outputs import write_summary_json, write_track_npz
+
+    with staged_output(opts.out, replace_marker=SUMMARY_NAME) as stage:
+        meshes: Dict[Any, Dict[str, np.ndarray]] = {}
+        track_rows = []
+        for track_id, res in sorted(results.items(), key=lambda kv: str(kv[0])):
+            with timer("body_model"):
+                verts, joints = backends.infer_body(res["pose_rotmat"], res["betas"])
+            log = logs[track_id]
+            frames = np.asarray(res["frame_index"])
+            box_of = dict(zip(log.frames, log.boxes))
+            boxes = np.stack([box_of[int(f)] for f in frames]).astype(np.float32)
+            with timer("writing"):
+                name = f"track_{track_id}.npz"
+                write_track_npz(stage / name, track_id, frames, boxes, res["pose_rotmat"], res["betas"], res["cam"],
+                                joints, verts if opts.vertices else None)
+            meshes[track_id] = {"frames": frames, "boxes": boxes, "vertices": verts, "cam": res["cam"]}
+            track_rows.append({"id": str(track_id), "file": name, "frames": int(len(frames)),
+                               "first_frame": int(frames.min()), "last_frame": int(frames.max())})
+        if opts.render is not None and opts.video is not None:
+            with timer("render"):
+                _render(opts, meshes, backends.faces)
+        total = time.perf_counter() - start
+        frames_done = facts.get("frames_decoded", 0)
+        summary = {
+            **facts,
+            "backend": backends.description, "precision": opts.precision, "emit": opts.emit,
+            "export_dir": str(opts.export_dir), "weights": backends.weights_note,
+            "tracks": len(track_rows), "track_files": track_rows,
+            "timings_s": {k: round(v, 4) for k, v in timer.seconds.items()}, "total_s": round(total, 3),
+            "frames_per_second": round(frames_done / total, 2) if total > 0 else None,
+            "render": str(opts.render) if opts.render else None,
+        }
+        write_summary_json(stage / SUMMARY_NAME, summary)
+    return summary
+
+
+def _render(opts: RunOptions, meshes: Dict[Any, Dict[str, np.ndarray]], faces: np.ndarray) -> None:
+    from .render import VideoWriterAtomic, render_meshes
+
+    by_frame: Dict[int, list] = defaultdict(list)
+    for m in meshes.values():
+        for i, f in enumerate(m["frames"]):
+            by_frame[int(f)].append((m["vertices"][i], faces, m["cam"][i], square_box(m["boxes"][i])))
+    cap, info = open_video(opts.video)
+    try:
+        with VideoWriterAtomic(opts.render, info.fps or 25.0, (info.width, info.height)) as writer:
+            index = 0
+            while opts.max_frames is None or index < opts.max_frames:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                writer.write(render_meshes(frame, by_frame.get(index, [])))
+                index += 1
+    finally:
+        cap.release()
