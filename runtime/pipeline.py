@@ -192,6 +192,7 @@ def run_features(opts: RunOptions) -> Dict[str, Any]:
                 for i, row in enumerate(feats):
                     results.extend(streamer.push(track_id, i, row))
                 results.extend(streamer.end_track(track_id))
+            results.extend(streamer.flush())  # windows still queued in a partial batch
         logs = {t: TrackLog(list(range(len(f))), [np.full(4, np.nan, np.float32)] * len(f))
                 for t, f in tracks_features.items()}
         summary = _finish(opts, backends, timer, stack_by_track(results), logs, start, {

@@ -1,0 +1,162 @@
+"""Person detectors: OpenCV's HOG on the sample video, NMS, and the ONNX detector's output layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hmr_trt.errors import ConfigError, InputSpecError
+from hmr_trt.runtime.detect import HogPeopleDetector, OnnxDetector, letterbox, nms
+
+cv2 = pytest.importorskip("cv2")
+
+
+def _frame(video: Path, index: int) -> np.ndarray:
+    cap = cv2.VideoCapture(str(video))
+    try:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = cap.read()
+    finally:
+        cap.release()
+    assert ok, f"cannot read frame {index} of {video}"
+    return frame
+
+
+@pytest.fixture(scope="module")
+def hog() -> HogPeopleDetector:
+    return HogPeopleDetector()
+
+
+def test_hog_finds_pedestrians_in_the_sample_video(hog, sample_video) -> None:
+    frame = _frame(sample_video, 100)
+    dets = hog.detect(frame)
+    assert dets.dtype == np.float32 and dets.ndim == 2 and dets.shape[1] == 5
+    h, w = frame.shape[:2]
+    widths, heights = dets[:, 2] - dets[:, 0], dets[:, 3] - dets[:, 1]
+    plausible = (heights > 40) & (heights < 0.8 * h) & (widths < heights)  # upright people, not the whole frame
+    assert plausible.sum() >= 2, dets
+    assert (dets[:, 0] >= 0).all() and (dets[:, 2] <= w).all() and (dets[:, 1] >= 0).all() and (dets[:, 3] <= h).all()
+    assert (np.diff(dets[:, 4]) <= 0).all(), "sorted by score"
+
+
+@pytest.mark.parametrize("value", [0, 128])
+def test_hog_finds_nothing_in_a_blank_frame(hog, value) -> None:
+    dets = hog.detect(np.full((576, 768, 3), value, dtype=np.uint8))
+    assert dets.shape == (0, 5) and dets.dtype == np.float32
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (10, 10), (50, 50), (84, 42), (140, 40), (40, 140)])
+def test_hog_on_frames_smaller_than_its_window(hog, shape) -> None:
+    """Smaller than 64x128 after resizing: no detections (OpenCV itself crashes on some of these)."""
+    assert hog.detect(np.zeros((*shape, 3), dtype=np.uint8)).shape == (0, 5)
+
+
+def test_hog_refuses_bad_frames(hog) -> None:
+    with pytest.raises(InputSpecError, match=r"\(H, W, 3\)"):
+        hog.detect(np.zeros((64, 64), dtype=np.uint8))
+    with pytest.raises(InputSpecError, match="uint8"):
+        hog.detect(np.zeros((64, 64, 3), dtype=np.float32))
+
+
+def test_hog_missing_in_opencv5_is_a_config_error(monkeypatch) -> None:
+    monkeypatch.delattr(cv2, "HOGDescriptor")
+    with pytest.raises(ConfigError, match="opencv-python-headless<5"):
+        HogPeopleDetector()
+
+
+def test_hog_rejects_bad_settings() -> None:
+    with pytest.raises(ConfigError):
+        HogPeopleDetector(scale=1.0)
+    with pytest.raises(ConfigError):
+        HogPeopleDetector(tighten=(0.0, 1.0))
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    dets = np.array([[0, 0, 10, 20, 0.5], [1, 1, 11, 21, 0.9], [50, 50, 60, 70, -0.3]], dtype=np.float32)
+    kept = nms(dets, 0.45)
+    np.testing.assert_allclose(kept, dets[[1, 2]])  # negative scores (HOG margins) survive NMS
+    assert nms(dets, 0.45, score_threshold=0.0).shape == (1, 5)
+    assert nms(np.zeros((0, 5)), 0.45).shape == (0, 5)
+
+
+# --- ONNX detector: tiny graphs that output fixed tensors ----------------------------------------
+
+NET = 64  # network input side; the test frame is 128 x 96 (W x H): ratio 0.5, 8 px of padding top and bottom
+FRAME_W, FRAME_H = 128, 96
+
+
+def _constant_model(path: Path, output: np.ndarray, input_shape=(1, 3, NET, NET)) -> Path:
+    """images -> output0 = output + 0 * mean(images): a detector whose answer ignores the image."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["boxes", "nothing"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "fixed_detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(output.shape))],
+        initializer=[numpy_helper.from_array(output.astype(np.float32), "boxes"),
+                     numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _yolov8_head(anchors: int = 100, classes: int = 80) -> np.ndarray:
+    """(1, 4 + classes, anchors): a person, its near-duplicate, a weak person, a car, and empty anchors."""
+    head = np.zeros((4 + classes, anchors), dtype=np.float32)
+    head[:4, :] = [[10], [10], [4], [4]]
+    head[:4, 0], head[4 + 0, 0] = [32, 32, 16, 32], 0.9  # person: net xyxy (24, 16, 40, 48)
+    head[:4, 1], head[4 + 0, 1] = [33, 32, 16, 32], 0.8  # its duplicate: suppressed by NMS
+    head[:4, 2], head[4 + 0, 2] = [10, 40, 8, 16], 0.1  # below conf_threshold
+    head[:4, 3], head[4 + 2, 3] = [50, 30, 10, 10], 0.95  # class 2 (car): not a person
+    return head[None]
+
+
+def test_onnx_detector_parses_a_yolov8_head(tmp_path) -> None:
+    det = OnnxDetector(_constant_model(tmp_path / "yolov8.onnx", _yolov8_head()))
+    dets = det.detect(np.zeros((FRAME_H, FRAME_W, 3), dtype=np.uint8))
+    # net (24, 16, 40, 48) -> minus padding (0, 8) -> / ratio 0.5 -> frame (48, 16, 80, 80)
+    np.testing.assert_allclose(dets, [[48, 16, 80, 80, 0.9]], atol=1e-4)
+    det.close()
+
+
+def test_onnx_detector_parses_ready_made_boxes(tmp_path) -> None:
+    boxes = np.array([[[24, 16, 40, 48, 0.7, 0], [0, 8, 64, 56, 0.99, 5], [0, 0, 1, 1, 0.0, 0]]], dtype=np.float32)
+    det = OnnxDetector(_constant_model(tmp_path / "boxes.onnx", boxes))
+    dets = det.detect(np.zeros((FRAME_H, FRAME_W, 3), dtype=np.uint8))
+    np.testing.assert_allclose(dets, [[48, 16, 80, 80, 0.7]], atol=1e-4)
+
+
+def test_onnx_detector_uses_input_size_for_dynamic_inputs(tmp_path) -> None:
+    path = _constant_model(tmp_path / "dyn.onnx", _yolov8_head(), input_shape=("batch", 3, "height", "width"))
+    det = OnnxDetector(path, input_size=(NET, NET))
+    assert det.input_hw == (NET, NET)
+    np.testing.assert_allclose(det.detect(np.zeros((FRAME_H, FRAME_W, 3), dtype=np.uint8))[:, :4], [[48, 16, 80, 80]],
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 25200, 85), (7, 5), (1, 2, 3, 4)])
+def test_onnx_detector_refuses_unknown_layouts(tmp_path, shape) -> None:
+    det = OnnxDetector(_constant_model(tmp_path / "odd.onnx", np.zeros(shape, dtype=np.float32)))
+    with pytest.raises(InputSpecError, match=r"\(" + ", ".join(str(s) for s in shape) + r"\)"):
+        det.detect(np.zeros((FRAME_H, FRAME_W, 3), dtype=np.uint8))
+
+
+def test_letterbox_geometry() -> None:
+    frame = np.full((FRAME_H, FRAME_W, 3), 255, dtype=np.uint8)
+    blob, ratio, pad_x, pad_y = letterbox(frame, NET, NET)
+    assert blob.shape == (1, 3, NET, NET) and blob.dtype == np.float32
+    assert (ratio, pad_x, pad_y) == (0.5, 0.0, 8.0)
+    np.testing.assert_allclose(blob[0, :, 0, 0], 114 / 255)  # padding
+    np.testing.assert_allclose(blob[0, :, NET // 2, NET // 2], 1.0)  # image

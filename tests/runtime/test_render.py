@@ -1,0 +1,142 @@
+"""CPU mesh overlay on synthetic meshes, and the atomic mp4 writer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hmr_trt.errors import InputSpecError
+from hmr_trt.runtime.render import (
+    VideoWriterAtomic,
+    face_shades,
+    project_weak_perspective,
+    render_meshes,
+)
+
+cv2 = pytest.importorskip("cv2")
+
+GREY = 90
+BOX = (100.0, 100.0, 300.0, 300.0)  # the square crop box: 200 px, centre (200, 200)
+
+
+def _cube(half: float = 0.25, z: float = 0.0):
+    """A cube of side 2 * half metres centred at (0, 0, z): 8 vertices, 12 faces."""
+    v = np.array([[x, y, z + d] for x in (-half, half) for y in (-half, half) for d in (-half, half)])
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    faces = np.array([f for a, b, c, d in quads for f in ((a, b, c), (a, c, d))])
+    return v, faces
+
+
+def _quad(x0: float, x1: float, y0: float, y1: float, z: float, tilt: float = 0.0):
+    """A rectangle at depth z (tilted about the vertical axis by ``tilt`` radians: depth varies with x)."""
+    xs = np.array([x0, x1, x1, x0])
+    v = np.stack([xs, [y0, y0, y1, y1], z + np.tan(tilt) * (xs - (x0 + x1) / 2)], axis=1)
+    return v, np.array([[0, 1, 2], [0, 2, 3]])
+
+
+def _frame() -> np.ndarray:
+    return np.full((400, 500, 3), GREY, dtype=np.uint8)
+
+
+def test_projection_follows_the_crop_convention() -> None:
+    v = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 5.0], [-1.0, -1.0, 0.0], [0.5, 0.0, 0.0]])
+    px = project_weak_perspective(v, (1.0, 0.0, 0.0), BOX)
+    np.testing.assert_allclose(px, [[200, 200], [300, 300], [100, 100], [250, 200]])
+    px = project_weak_perspective(v[:1], (0.5, 0.4, -0.2), BOX)  # x_n = 0.5 * 0.4 = 0.2, y_n = -0.1
+    np.testing.assert_allclose(px, [[220, 190]])
+
+
+def test_mesh_changes_pixels_inside_its_projection_only() -> None:
+    v, f = _cube(0.25)  # x_n, y_n in [-0.25, 0.25] -> frame [175, 225]
+    frame = _frame()
+    out = render_meshes(frame, [(v, f, (1.0, 0.0, 0.0), BOX)])
+    assert out.shape == frame.shape and out.dtype == np.uint8 and out is not frame
+    assert (frame == GREY).all(), "the input frame is not modified"
+    changed = (out != GREY).any(axis=2)
+    assert changed[178:223, 178:223].all()
+    outside = np.ones_like(changed)
+    outside[172:229, 172:229] = False
+    assert not changed[outside].any()
+    # alpha 0.6: a blend of the mesh colour and the frame, not the plain mesh colour
+    assert 0 < np.abs(out[200, 200].astype(int) - GREY).max()
+
+
+def test_camera_translation_moves_the_mesh() -> None:
+    v, f = _cube(0.1)
+    out = render_meshes(_frame(), [(v, f, (1.0, 0.5, 0.0), BOX)])  # x_n centre 0.5 -> u = 250
+    changed = (out != GREY).any(axis=2)
+    assert changed[200, 250] and not changed[200, 200]
+
+
+def test_near_faces_cover_far_ones() -> None:
+    """A far quad facing the camera behind a near tilted one: the near one's shade shows where they overlap."""
+    far_v, far_f = _quad(-0.5, 0.5, -0.5, 0.5, z=2.0)
+    near_v, near_f = _quad(-0.2, 0.2, -0.2, 0.2, z=-1.0, tilt=1.2)
+    v = np.concatenate([near_v, far_v])  # near faces listed first: the order must come from depth
+    f = np.concatenate([near_f, far_f + len(near_v)])
+    colour = (200, 200, 200)
+    out = render_meshes(_frame(), [(v, f, (1.0, 0.0, 0.0), BOX)], alpha=1.0, colour=colour)
+    shades = face_shades(v, f)
+    near_grey, far_grey = np.round(shades[0] * 200), np.round(shades[-1] * 200)
+    assert abs(near_grey - far_grey) > 20
+    assert abs(int(out[200, 200, 0]) - near_grey) <= 1  # centre: the near quad
+    assert abs(int(out[200, 160, 0]) - far_grey) <= 1  # outside the near quad: the far one
+
+
+def test_meshes_off_frame_and_empty_lists() -> None:
+    frame = _frame()
+    assert (render_meshes(frame, []) == frame).all()
+    v, f = _cube(0.25)
+    off = render_meshes(frame, [(v, f, (1.0, 0.0, 0.0), (2000.0, 2000.0, 2200.0, 2200.0))])
+    assert (off == frame).all()
+
+
+def test_bad_meshes_are_refused() -> None:
+    v, f = _cube()
+    with pytest.raises(InputSpecError, match="face indices"):
+        render_meshes(_frame(), [(v, f + 10, (1.0, 0.0, 0.0), BOX)])
+    with pytest.raises(InputSpecError, match=r"\(V, 3\)"):
+        render_meshes(_frame(), [(v[:, :2], f, (1.0, 0.0, 0.0), BOX)])
+    with pytest.raises(InputSpecError, match="frame"):
+        render_meshes(np.zeros((10, 10), np.uint8), [(v, f, (1.0, 0.0, 0.0), BOX)])
+
+
+def _read_frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return count
+
+
+def test_video_writer_renames_on_close(tmp_path) -> None:
+    path = tmp_path / "out" / "render.mp4"
+    with VideoWriterAtomic(path, 25.0, (64, 48)) as writer:
+        for i in range(5):
+            writer.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
+        assert not path.exists(), "nothing at the final name before close"
+    assert path.is_file() and path.stat().st_size > 0
+    assert _read_frames(path) == 5
+    assert [p.name for p in path.parent.iterdir()] == ["render.mp4"]
+
+
+def test_video_writer_leaves_nothing_after_an_error(tmp_path) -> None:
+    path = tmp_path / "render.mp4"
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriterAtomic(path, 25.0, (64, 48)) as writer:
+            writer.write(np.zeros((48, 64, 3), dtype=np.uint8))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_writer_refuses_frames_of_another_size(tmp_path) -> None:
+    path = tmp_path / "render.mp4"
+    with pytest.raises(InputSpecError, match="64x48"):
+        with VideoWriterAtomic(path, 25.0, (64, 48)) as writer:
+            writer.write(np.zeros((48, 65, 3), dtype=np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    writer = VideoWriterAtomic(path, 25.0, (64, 48))
+    writer.abort()
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
