@@ -1,0 +1,245 @@
+"""TensorRT and CUDA across versions: lazy imports, what this machine has, and every version switch.
+
+hmr-trt builds engines with TensorRT 8.6, 10.x and 11.x. Their differences are decided here and
+nowhere else, always by comparing ``packaging`` versions (as strings, "10.10" < "10.9"):
+
+=====================  ==========================  ==========================  =====================
+                       8.6                         10.x                        11.x
+=====================  ==========================  ==========================  =====================
+network creation flag  EXPLICIT_BATCH (needed)     STRONGLY_TYPED              none: always strongly
+                                                   (EXPLICIT_BATCH ignored)    typed (flag ignored)
+precision              builder flags FP16, INT8    from the ONNX: FP16 casts,  from the ONNX only
+                       (INT8 from Q/DQ, no         INT8 Q/DQ nodes             (FP16/INT8 flags and
+                       calibrator)                                             calibrators removed)
+tactic sources         CUBLAS, CUBLAS_LT, CUDNN    off by default,             gone
+                       turned off (the offline     deprecated
+                       bundle's libraries are
+                       stubs that trap)
+=====================  ==========================  ==========================  =====================
+
+Everything else hmr-trt uses exists from 8.6 to 11 (OnnxParser, build_serialized_network,
+set_memory_pool_limit, builder_optimization_level, timing caches, optimization profiles,
+num_io_tensors / get_tensor_name, set_input_shape, set_tensor_address, execute_async_v3).
+TF32 stays off in every version: the FP32 parts of an engine must stay FP32 for the mm goals.
+
+``import tensorrt`` and cuda-python happen inside functions only, so this module imports on a
+machine without either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from packaging.version import InvalidVersion, Version
+
+from hmr_trt.errors import ConfigError, EngineError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+MIN_TENSORRT = Version("8.6")
+TRT10 = Version("10.0")
+TRT11 = Version("11.0")
+# Library-backed tactic sources that TensorRT 8.6 may use; 10 deprecated them, 11 removed them.
+LIBRARY_TACTICS = ("CUBLAS", "CUBLAS_LT", "CUDNN")
+
+INSTALL_HINT = (
+    "install the trt extra (pip install 'hmr-trt[trt]': tensorrt>=8.6 and cuda-python>=12) "
+    "and run on a machine with an NVIDIA GPU (a GPU machine without network: the offline bundle's py39)"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# versions
+
+
+def parse_version(text: str) -> Version:
+    """A TensorRT version string as a comparable ``packaging`` Version."""
+    try:
+        return Version(str(text).strip())
+    except InvalidVersion as exc:
+        raise EngineError(f"cannot read the TensorRT version {text!r}") from exc
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def is_strongly_typed(version: Version) -> bool:
+    """10.0+ builds strongly typed networks (hmr-trt's choice on 10; the only mode in 11)."""
+    return version >= TRT10
+
+
+def strongly_typed_only(version: Version) -> bool:
+    return version >= TRT11
+
+
+def has_precision_flags(version: Version) -> bool:
+    """``BuilderFlag.FP16`` / ``INT8`` exist in 8.6 and 10.x; 11 removed them."""
+    return version < TRT11
+
+
+def needs_explicit_batch(version: Version) -> bool:
+    """8.6 needs ``EXPLICIT_BATCH`` for ONNX networks; 10 made explicit batch the only mode."""
+    return version < TRT10
+
+
+def library_tactics_to_disable(version: Version) -> Tuple[str, ...]:
+    """8.6 enables cuBLAS/cuBLASLt/cuDNN tactics by default; turn them off (10: off, 11: gone)."""
+    return LIBRARY_TACTICS if version < TRT10 else ()
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How one TensorRT version builds one precision: names of the enum members to set."""
+
+    tensorrt_version: str
+    network_flags: Tuple[str, ...]  # NetworkDefinitionCreationFlag members
+    builder_flags: Tuple[str, ...]  # BuilderFlag members to set
+    disabled_tactics: Tuple[str, ...]  # TacticSource members to turn off
+    strongly_typed: bool
+
+
+def build_settings(version: Version, precision: str) -> BuildSettings:
+    """Network flags, builder flags and tactic sources for ``precision`` on TensorRT ``version``."""
+    check_precision(precision)
+    if version < MIN_TENSORRT:
+        raise EngineError(f"TensorRT {version} is too old: hmr-trt needs {MIN_TENSORRT} or newer; {INSTALL_HINT}")
+    if strongly_typed_only(version):
+        network_flags: Tuple[str, ...] = ()  # STRONGLY_TYPED is deprecated and ignored in 11
+    elif is_strongly_typed(version):
+        network_flags = ("STRONGLY_TYPED",)
+    else:
+        network_flags = ("EXPLICIT_BATCH",)
+    builder_flags: Tuple[str, ...] = ()
+    if not is_strongly_typed(version) and has_precision_flags(version):
+        builder_flags = {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8")}[precision]
+    return BuildSettings(str(version), network_flags, builder_flags, library_tactics_to_disable(version),
+                         is_strongly_typed(version))
+
+
+# ---------------------------------------------------------------------------------------------
+# applying settings to TensorRT objects
+
+
+def network_flag_bits(trt: Any, settings: BuildSettings) -> int:
+    bits = 0
+    for name in settings.network_flags:
+        bits |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    return bits
+
+
+def apply_builder_settings(trt: Any, config: Any, settings: BuildSettings) -> None:
+    """Precision flags, tactic sources and TF32 off on an ``IBuilderConfig``."""
+    for name in settings.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if settings.disabled_tactics:
+        sources = int(config.get_tactic_sources())
+        for name in settings.disabled_tactics:
+            member = getattr(trt.TacticSource, name, None)
+            if member is not None:
+                sources &= ~(1 << int(member))
+        config.set_tactic_sources(sources)
+    with contextlib.suppress(AttributeError):  # TF32 is on by default; FP32 layers must stay FP32
+        config.clear_flag(trt.BuilderFlag.TF32)
+
+
+# ---------------------------------------------------------------------------------------------
+# lazy imports and this machine
+
+
+def import_tensorrt() -> Any:
+    """``import tensorrt`` (8.6+), or an EngineError that says what to install and where to run."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise EngineError(f"TensorRT is not installed in this Python ({sys.executable}): {INSTALL_HINT}") from exc
+    version = parse_version(trt.__version__)
+    if version < MIN_TENSORRT:
+        raise EngineError(f"TensorRT {version} is too old: hmr-trt needs {MIN_TENSORRT} or newer; {INSTALL_HINT}")
+    return trt
+
+
+def trt_version() -> Optional[Version]:
+    """The installed TensorRT's version, or None when ``import tensorrt`` fails."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return None
+    return parse_version(trt.__version__)
+
+
+def import_cudart() -> Any:
+    """cuda-python's runtime API: ``cuda.bindings.runtime`` (12.6+) or the older ``cuda.cudart``."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as exc:
+            raise EngineError(f"cuda-python is not installed in this Python ({sys.executable}): {INSTALL_HINT}") from exc
+    return cudart
+
+
+def cuda_check(result: Any, what: str) -> Any:
+    """Unpack a cuda-python ``(error, value...)`` tuple; raise EngineError unless it succeeded."""
+    err, rest = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
+    if int(getattr(err, "value", err)) != 0:
+        raise EngineError(f"CUDA {what} failed: {getattr(err, 'name', err)}")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else rest
+
+
+def compute_capability(major: int, minor: int) -> str:
+    return f"sm_{int(major)}{int(minor)}"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).split(b"\0", 1)[0].decode(errors="replace")
+    return str(value).strip()
+
+
+def gpu_info(device: int = 0) -> Optional[Dict[str, str]]:
+    """``{name, compute_capability: "sm_90", driver: "12.4"}`` of a GPU, or None without cuda-python or a GPU."""
+    try:
+        cudart = import_cudart()
+        if cuda_check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount") <= device:
+            return None
+        props = cuda_check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+        driver = int(cuda_check(cudart.cudaDriverGetVersion(), "cudaDriverGetVersion"))
+    except (EngineError, RuntimeError, OSError, AttributeError, TypeError):
+        return None
+    return {"name": _text(props.name), "compute_capability": compute_capability(props.major, props.minor),
+            "driver": f"{driver // 1000}.{driver % 1000 // 10}"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an engine is tied to: the TensorRT version and the GPU (compute capability) it was built on."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+
+
+def current_target(device: int = 0) -> Target:
+    """This machine's TensorRT version and GPU; EngineError when either is absent."""
+    trt = import_tensorrt()
+    gpu = gpu_info(device)
+    if gpu is None:
+        raise EngineError(f"no NVIDIA GPU visible to cuda-python (device {device}): {INSTALL_HINT}")
+    return Target(str(parse_version(trt.__version__)), gpu["name"], gpu["compute_capability"])
+
+
+def trt_available() -> Tuple[bool, str]:
+    """(True, "TensorRT 10.3.0 on NVIDIA H100 (sm_90)") or (False, why not and what to do)."""
+    try:
+        target = current_target()
+    except EngineError as exc:
+        return False, str(exc)
+    return True, f"TensorRT {target.tensorrt_version} on {target.gpu_name} ({target.compute_capability})"

@@ -1,0 +1,230 @@
+"""TensorRT engines on a GPU: built from an export per precision, parity in mm, batch invariance, CUDA graphs.
+
+Needs TensorRT + cuda-python + an NVIDIA GPU (skipped with the reason otherwise) and an export
+directory in ``HMR_TRT_EXPORT_DIR`` (made by trt-export; the GPU image runs Python 3.9 without
+torch, so these tests cannot export themselves). Engines are built once per precision with
+``build_engines_for_export`` (cached in ``HMR_TRT_CACHE`` when set) and run with ``TensorRTBackend``:
+the temporal engine in chunks of the parity batch sizes, then the body-model engine on all frames.
+
+Reference meshes: the torch reference trt-export stores in ``EXPORT_DIR/parity_reference.npz``
+(``{set}/features`` (W, T, C) float32, ``{set}/vertices`` (W, T, V, 3), ``{set}/joints3d`` (W, T, J, 3)
+in metres, for set = random [, video]); for an export without it, ONNX Runtime FP32 on the same
+export's ONNX files and random windows when onnxruntime is importable.
+Goals: mean vertex drift <= 0.01 / 0.1 / 0.4 mm for fp32 / fp16 / int8 (hmr_trt.metrics.GOALS_MM).
+A precision the export has no temporal ONNX for is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Iterator, Tuple
+
+import numpy as np
+import pytest
+
+from hmr_trt.errors import EngineError
+from hmr_trt.manifest import Manifest
+from hmr_trt.metrics import GOALS_MM, mesh_drift
+
+pytestmark = [pytest.mark.gpu, pytest.mark.trt]
+
+EXPORT_ENV = "HMR_TRT_EXPORT_DIR"
+REFERENCE_FILE = "parity_reference.npz"
+PARITY_BATCHES = (1, 2, 7)
+N_WINDOWS = 7
+# Max abs change of any temporal output when a window runs alone instead of in a batch of 7:
+# kernels differ per batch size (float rounding); samples mixing in a batch gives O(0.1 - 1).
+BATCH_INVARIANCE_ATOL = {"fp32": 1e-3, "fp16": 2e-2, "int8": 2e-2}
+
+
+@pytest.fixture(scope="module")
+def export_dir() -> Path:
+    from hmr_trt.runtime.trt_compat import trt_available
+
+    ok, reason = trt_available()
+    if not ok:
+        pytest.skip(reason)
+    value = os.environ.get(EXPORT_ENV)
+    if not value:
+        pytest.skip(f"{EXPORT_ENV} is unset: point it at a trt-export output directory")
+    path = Path(value)
+    if not (path / "manifest.json").is_file():
+        pytest.fail(f"{EXPORT_ENV}={path} has no manifest.json: not a trt-export output directory")
+    return path
+
+
+def _sets_from_npz(path: Path) -> Dict[str, Dict[str, np.ndarray]]:
+    data = np.load(path)
+    names = [k[: -len("/features")] for k in data.files if k.endswith("/features")]
+    return {n: {"windows": data[f"{n}/features"].astype(np.float32), "vertices": data[f"{n}/vertices"],
+                "joints": data[f"{n}/joints3d"]} for n in names}
+
+
+def _ort_reference(export_dir: Path, manifest: Manifest, windows: np.ndarray) -> Dict[str, np.ndarray]:
+    from hmr_trt.runtime.backends import OnnxRuntimeBackend
+
+    temporal = export_dir / manifest.find("temporal", "onnx", "fp32").path
+    body = export_dir / manifest.find("body_model", "onnx", "fp32").path
+    with OnnxRuntimeBackend(temporal) as t, OnnxRuntimeBackend(body) as b:
+        outs = t.infer({"features": windows})
+        verts, joints = _meshes(b, outs)
+    return {"windows": windows, "vertices": verts, "joints": joints}
+
+
+@pytest.fixture(scope="module")
+def reference(export_dir) -> Tuple[str, Dict[str, Dict[str, np.ndarray]]]:
+    """(what the reference is, {set: {windows, vertices, joints}})."""
+    path = export_dir / REFERENCE_FILE
+    if path.is_file():
+        return f"PyTorch ({REFERENCE_FILE})", _sets_from_npz(path)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pytest.skip(f"no {REFERENCE_FILE} in {export_dir} and no onnxruntime here: nothing to compare with")
+    manifest = Manifest.read(export_dir)
+    cfg = manifest.config
+    windows = np.random.default_rng(0).standard_normal((N_WINDOWS, cfg["window"], cfg["feature_dim"]))
+    return "ONNX Runtime FP32", {"random": _ort_reference(export_dir, manifest, windows.astype(np.float32))}
+
+
+@pytest.fixture(scope="module")
+def engine_sets(export_dir, tmp_path_factory) -> Iterator:
+    """build(precision) -> (out_dir, manifest), built once per precision."""
+    from hmr_trt.engines.cli import build_engines_for_export, select_artifacts
+
+    built: Dict[str, Tuple[Path, Manifest]] = {}
+    cache = None if os.environ.get("HMR_TRT_CACHE") else tmp_path_factory.mktemp("engine-cache")
+
+    def build(precision: str) -> Tuple[Path, Manifest]:
+        if precision not in built:
+            try:
+                select_artifacts(Manifest.read(export_dir), precision)
+            except EngineError as exc:
+                pytest.skip(str(exc))
+            out = tmp_path_factory.mktemp("engines") / precision
+            built[precision] = out, build_engines_for_export(export_dir, precision, None, out, cache_dir=cache)
+        return built[precision]
+
+    yield build
+
+
+def _cast(backend, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    dtypes = {s.name: s.dtype for s in backend.inputs}
+    return {k: np.ascontiguousarray(v, dtype=dtypes[k]) for k, v in feed.items()}
+
+
+def _meshes(body, outs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Body model on every frame, in chunks the engine's profile allows."""
+    w, t = outs["betas"].shape[:2]
+    rot, betas = outs["pose_rotmat"].reshape(w * t, -1, 3, 3), outs["betas"].reshape(w * t, -1)
+    step = body.max_batch or w * t
+    parts = [body.infer(_cast(body, {"pose_rotmat": rot[i:i + step], "betas": betas[i:i + step]}))
+             for i in range(0, w * t, step)]
+    verts = np.concatenate([p["vertices"] for p in parts]).astype(np.float32)
+    joints = np.concatenate([p["joints3d"] for p in parts]).astype(np.float32)
+    return verts.reshape(w, t, -1, 3), joints.reshape(w, t, -1, 3)
+
+
+def _backend(out: Path, manifest: Manifest, name: str, precision: str, **kwargs):
+    from hmr_trt.engines.builder import load_engine
+    from hmr_trt.runtime.trt_backend import TensorRTBackend
+
+    art = manifest.find(name, "engine", precision)
+    return TensorRTBackend(load_engine(out / art.path), **kwargs)
+
+
+def _temporal(backend, windows: np.ndarray, batch: int) -> Dict[str, np.ndarray]:
+    chunks = [backend.infer(_cast(backend, {"features": windows[i:i + batch]})) for i in range(0, len(windows), batch)]
+    return {k: np.concatenate([c[k] for c in chunks]).astype(np.float32) for k in chunks[0]}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engine_parity_in_mm(precision, engine_sets, reference, record_property) -> None:
+    out, manifest = engine_sets(precision)
+    label, sets = reference
+    goal = GOALS_MM[precision]
+    failures, lines = [], []
+    with _backend(out, manifest, "temporal", precision) as temporal, \
+            _backend(out, manifest, "body_model", precision) as body:
+        for set_name, ref in sets.items():
+            for batch in PARITY_BATCHES:
+                verts, joints = _meshes(body, _temporal(temporal, ref["windows"], batch))
+                drift = mesh_drift(verts, joints, ref["vertices"], ref["joints"])
+                key = f"{precision}_{set_name}_b{batch}_vertices_mean_mm"
+                record_property(key, drift["vertices_mean_mm"])
+                lines.append(f"{precision} {set_name} batch {batch}: mean vertex {drift['vertices_mean_mm']:.4g} mm "
+                             f"(max {drift['vertices_max_mm']:.3g}), joints {drift['joints_mean_mm']:.4g} mm")
+                if drift["vertices_mean_mm"] > goal:
+                    failures.append(lines[-1])
+    print(f"\nTensorRT vs {label}:\n" + "\n".join(lines))
+    message = f"mean vertex drift over the {precision} goal {goal} mm vs {label}: " + "; ".join(failures)
+    onnx_parity = manifest.parity.get(precision, {})  # the export's ONNX-level parity, copied by trt-build
+    if failures and onnx_parity.get("passed") is False:
+        pytest.xfail(f"{message} (the {precision} ONNX itself misses the goal in the export's parity, "
+                     f"{'; '.join(onnx_parity.get('failures', []))[:300]}: an engine cannot do better)")
+    assert not failures, message
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engine_batch_invariance(precision, engine_sets, reference) -> None:
+    out, manifest = engine_sets(precision)
+    windows = next(iter(reference[1].values()))["windows"]
+    with _backend(out, manifest, "temporal", precision) as temporal:
+        together = _temporal(temporal, windows, len(windows))
+        alone = _temporal(temporal, windows, 1)
+    worst = max(float(np.abs(together[k] - alone[k]).max()) for k in together)
+    print(f"\n{precision} temporal engine: outputs change with batch composition by {worst:.3g}")
+    assert worst <= BATCH_INVARIANCE_ATOL[precision], (
+        f"{precision}: a window's outputs change by {worst:.3g} when batched with others "
+        f"(> {BATCH_INVARIANCE_ATOL[precision]})")
+
+
+def test_cuda_graphs_match_plain_enqueue(engine_sets, reference) -> None:
+    out, manifest = engine_sets("fp32")
+    windows = next(iter(reference[1].values()))["windows"]
+    feeds = [windows, windows[:3], windows[:3], windows[:3], windows]
+    with _backend(out, manifest, "temporal", "fp32") as plain:
+        expected = [plain.infer(_cast(plain, {"features": f})) for f in feeds]
+    with _backend(out, manifest, "temporal", "fp32", cuda_graphs=True) as graphs:
+        got = [graphs.infer(_cast(graphs, {"features": f})) for f in feeds]
+        counts, error = dict(graphs.counts), graphs.graph_error
+    for e, g in zip(expected, got):
+        for name in e:
+            np.testing.assert_allclose(g[name], e[name], rtol=0, atol=1e-6, err_msg=name)
+    if error is not None:
+        pytest.skip(f"CUDA graph capture is not possible for this engine (plain enqueue used, outputs equal): {error}")
+    assert counts["graph_launch"] >= 2 and counts["graph_capture"] >= 2, counts
+
+
+def test_double_buffering_matches_infer(engine_sets, reference) -> None:
+    out, manifest = engine_sets("fp32")
+    windows = next(iter(reference[1].values()))["windows"]
+    feeds = [windows[i:i + b] for i, b in ((0, 7), (0, 2), (2, 5), (6, 1))]
+    with _backend(out, manifest, "temporal", "fp32") as single:
+        expected = [single.infer(_cast(single, {"features": f})) for f in feeds]
+    with _backend(out, manifest, "temporal", "fp32", num_buffers=2) as double:
+        handles = [double.submit(_cast(double, {"features": f})) for f in feeds[:2]]
+        got = [double.collect(handles[0])]
+        handles.append(double.submit(_cast(double, {"features": feeds[2]})))
+        handles.append(double.submit(_cast(double, {"features": feeds[3]})))
+        got += [double.collect(h) for h in handles[1:]]
+    for e, g in zip(expected, got):
+        for name in e:
+            np.testing.assert_allclose(g[name], e[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_corrupt_engines_are_refused_by_real_tensorrt(engine_sets, tmp_path) -> None:
+    from hmr_trt.engines.builder import load_engine, sidecar_path
+    from hmr_trt.runtime.trt_backend import TensorRTBackend
+
+    out, manifest = engine_sets("fp32")
+    art = manifest.find("temporal", "engine", "fp32")
+    broken = tmp_path / art.path
+    data = (out / art.path).read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    sidecar_path(broken).write_bytes(sidecar_path(out / art.path).read_bytes())
+    with pytest.raises(EngineError, match="truncated or corrupt"):
+        load_engine(broken)
+    with pytest.raises(EngineError, match="cannot deserialize"):
+        TensorRTBackend(broken).activate()  # no sidecar check: TensorRT itself refuses
