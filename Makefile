@@ -31,8 +31,12 @@ $(VENV39)/.installed: constraints.txt
 $(SAMPLE):
 	tools/fetch_sample_video.sh $@ $(BIN)/python
 
+# The main job on the embedded default: export (ONNX + parity in mm), then the whole video through
+# detection, tracking, backbone, temporal model and body model, with the meshes rendered.
 demo: $(STAMP) $(SAMPLE)
-	$(BIN)/trt-export --model coseg --precision fp32 --window 16 --batch 1:8:64 --video $(SAMPLE) --out $(DEMO_OUT)
+	$(BIN)/trt-export --model coseg --precision fp32 --window 16 --batch 1:8:64 --video $(SAMPLE) --out $(DEMO_OUT)/export
+	$(BIN)/trt-run --video $(SAMPLE) --export $(DEMO_OUT)/export --out $(DEMO_OUT)/run --emit all \
+	  --render $(DEMO_OUT)/vtest_meshes.mp4
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

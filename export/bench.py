@@ -442,7 +442,7 @@ def main() -> None:
 
     def bench(
         out: Path = typer.Option(Path("out/bench"), help="Folder for report.md, results.json and plots."),
-        export: Optional[Path] = typer.Option(Path("out/demo"), help="Export dir (made when missing)."),
+        export: Optional[Path] = typer.Option(Path("out/demo/export"), help="Export dir (made when missing)."),
         video: Optional[Path] = typer.Option(Path("data/vtest.avi"), help="Video for the end-to-end section."),
         tiny: bool = typer.Option(False, help="A tiny configuration that runs in seconds (tests)."),
         gpu: bool = typer.Option(False, help="Require a GPU (fail if none) instead of CPU-only sections."),

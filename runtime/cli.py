@@ -41,7 +41,7 @@ def run(
     features: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Precomputed per-frame features (.npz) "
                                                      "instead of a video.")] = None,
     export_dir: Annotated[Path, typer.Option("--export", help="Directory written by trt-export / trt-build.")]
-    = Path("out/demo"),
+    = Path("out/demo/export"),
     backend: Annotated[BackendChoice, typer.Option(help="auto: TensorRT when a matching engine exists, else "
                                                    "ONNX Runtime.")] = BackendChoice.auto,
     precision: Annotated[Precision, typer.Option(help="Which exported precision to run.")] = Precision.fp32,

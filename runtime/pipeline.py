@@ -20,7 +20,7 @@ import numpy as np
 from hmr_trt.errors import ConfigError, InputSpecError
 from hmr_trt.manifest import staged_output
 
-from .backends_select import Backends, open_backends
+from .backends_select import FACES_NAME, Backends, open_backends
 from .crops import crop_from_frame, normalise_crops, square_box
 from .streaming import FrameResult, WindowStreamer, check_emit, stack_by_track
 from .video import open_video
@@ -129,6 +129,9 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
     tracks: Dict[Any, TrackLog] = defaultdict(TrackLog)
     start = time.perf_counter()
     with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads) as backends:
+        if opts.render is not None and len(backends.faces) == 0:
+            raise ConfigError(f"--render: {opts.export_dir} has no body-model faces ({FACES_NAME}); "
+                              "re-export it with trt-export")
         streamer = WindowStreamer(backends.temporal, emit=opts.emit)
         features = _FeatureStage(backends, streamer, timer, opts.backbone_batch)
         decoded = 0
