@@ -9,7 +9,7 @@ VENV39 ?= .venv39
 SAMPLE := data/vtest.avi
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test lint pytest test-gpu bench clean
+.PHONY: install demo test lint pytest test-slow test-gpu bench clean
 
 install: $(STAMP)
 
@@ -42,7 +42,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 pytest: $(STAMP) $(SAMPLE) $(VENV39)/.installed
-	HMR_TRT_PY39=$(abspath $(VENV39))/bin/python $(BIN)/python -m pytest
+	HMR_TRT_PY39=$(abspath $(VENV39))/bin/python $(BIN)/python -m pytest -m "not slow"
+
+# The tests marked slow (the INT8 sensitivity sweep from scratch, about 5 minutes on 2 cores).
+test-slow: $(STAMP) $(SAMPLE)
+	$(BIN)/python -m pytest -m slow
 
 test: lint pytest
 

@@ -17,10 +17,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from hmr_trt.metrics import GOALS_MM, drift_mm, motion_spread_mm
+
 from .features import features_from_video_tiles
 
-# Written-down goals (mean vertex drift, mm) per precision, and the tight per-output tier for FP32.
-GOALS_MM = {"fp32": 0.01, "fp16": 0.1, "int8": 0.4}
+__all__ = ["GOALS_MM", "drift_mm", "motion_spread_mm", "compare", "reference_outputs"]
+
+# The tight per-output tier for FP32 (the mm goals per precision are in hmr_trt.metrics.GOALS_MM).
 FP32_MAX_ABS = {"pose_rotmat": 1e-3, "betas": 1e-3, "cam": 1e-3}
 # Float32 kernels block differently per batch size (seen: ~1e-4); mixing samples gives O(0.1-1).
 BATCH_INVARIANCE_ATOL = 1e-3
@@ -64,20 +67,6 @@ class ParityReport:
             "passed": self.passed,
             "failures": self.failures,
         }
-
-
-def drift_mm(candidate: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """Mean and max Euclidean distance, in mm, between matching points (..., 3) in metres."""
-    d = np.linalg.norm(candidate.astype(np.float64) - reference.astype(np.float64), axis=-1) * 1000.0
-    return float(d.mean()), float(d.max())
-
-
-def motion_spread_mm(vertices: np.ndarray) -> float:
-    """How far vertices move across windows: mean over (frame, vertex) of the RMS distance to their
-    mean position across windows, in mm.  vertices: (W, T, V, 3) metres."""
-    v = vertices.astype(np.float64)
-    rms = np.sqrt(((v - v.mean(axis=0, keepdims=True)) ** 2).sum(-1).mean(axis=0))  # (T, V)
-    return float(rms.mean() * 1000.0)
 
 
 def output_errors(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

@@ -30,6 +30,8 @@ from .smpl_io import load_body_model_data
 from .synthetic_smpl import make_synthetic_smpl
 
 MODELS = ("coseg",)
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIBRATION_START_FRAME = 400  # calibration frames of the sample video do not overlap the parity windows
 FACES_NAME = "body_model_faces.npy"  # runtime/backends_select.py reads it under this name
 PARITY_REFERENCE_NAME = "parity_reference.npz"  # torch outputs for the parity windows (GPU tests, no torch there)
 BATCH_SIZES = (1, 2, 7)
@@ -51,6 +53,10 @@ class ExportOptions:
     parity_windows: int = 7
     config: CosegConfig | None = None  # overrides window (tests use small configs)
     with_backbone: bool = True
+    calib: Path | None = None  # INT8 calibration: a video, a folder of videos, or .npz feature files
+    calib_cache: Path | None = None  # default: ~/.cache/hmr-trt/calibration (survives re-exports)
+    accept_drift: bool = False  # keep FP16/INT8 artifacts whose parity misses the goal (recorded as failing)
+    build_engines: bool = True  # when TensorRT and a GPU are present
 
 
 Step = Callable[[str], Any]  # a context-manager factory that shows one step of progress
@@ -79,6 +85,10 @@ def _validate_options(opts: ExportOptions) -> CosegConfig:
     for batch in BATCH_SIZES:
         if not opts.profile.contains(batch) and batch <= opts.profile.max:
             raise ConfigError(f"parity batch {batch} is below the profile's min {opts.profile.min}")
+    if opts.precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {opts.precision!r}")
+    if opts.calib is not None:
+        check_calibration_source(Path(opts.calib), cfg)
     for label, path in (("--checkpoint", opts.checkpoint), ("--smpl-model", opts.smpl_model),
                         ("--backbone-checkpoint", opts.backbone_checkpoint), ("--mean-params", opts.mean_params),
                         ("--video", opts.video)):
@@ -154,12 +164,144 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
             manifest.add(Artifact(name, path.name, "onnx", "fp32", sha256_of(path), g_ins, g_outs,
                                   parity=report.to_dict() if name == "temporal" else None, extra=extra))
         manifest.parity = {"fp32": report.to_dict()}
+        reports = [report]
+        if not report.passed:
+            raise _parity_error("FP32 parity failed: " + "; ".join(report.failures), reports)
+        if opts.precision != "fp32":
+            t = time.perf_counter()
+            reduced = reduced_precision(opts, cfg, stage, temporal_path, body_path, graphs, references, windows,
+                                        manifest, step)
+            reports.append(reduced)
+            seconds[opts.precision] = time.perf_counter() - t
+            if not reduced.passed and not opts.accept_drift:
+                raise _parity_error(
+                    f"{opts.precision.upper()} parity misses its goal of {reduced.goal_mean_vertex_mm} mm mean vertex "
+                    f"drift: {_worst_per_set(reduced)}. Nothing was written; rerun with --accept-drift to keep the artifacts (manifest.json "
+                    "records them as failing)", reports)
+        if opts.build_engines:
+            build_or_explain_engines(opts, stage, manifest, step)
         seconds["total"] = time.perf_counter() - t0
         manifest.notes.append(f"export seconds: {seconds}")
         manifest.write(stage)
-        if not report.passed:
-            raise ParityError("FP32 parity failed: " + "; ".join(report.failures))
-    return ExportResult(manifest, [report], seconds)
+    return ExportResult(manifest, reports, seconds)
+
+
+def _worst_per_set(report: parity.ParityReport) -> str:
+    worst: dict[str, float] = {}
+    for row in report.rows:
+        worst[row["set"]] = max(worst.get(row["set"], 0.0), row["vertices_mean_mm"])
+    return ", ".join(f"{name} windows {mm:.3g} mm" for name, mm in worst.items())
+
+
+def _parity_error(message: str, reports: list[parity.ParityReport]) -> ParityError:
+    err = ParityError(message)
+    err.reports = reports  # the CLI prints the table before the one-line error
+    return err
+
+
+def reduced_precision(opts: ExportOptions, cfg: CosegConfig, stage: Path, temporal_path: Path, body_path: Path,
+                      graphs: list, references: dict, windows: dict, manifest: Manifest,
+                      step: Step) -> parity.ParityReport:
+    """The FP16 or INT8 temporal ONNX beside the FP32 one, with its parity in mm (ONNX Runtime, CPU)."""
+    import tempfile
+
+    from hmr_trt.engines.precision import emulation_onnx_from_fp16, fp16_onnx_from_fp32
+    from hmr_trt.engines.preflight import MAX_OPSET_TRT86 as _max_opset
+
+    path = stage / f"{opts.model}_temporal_{opts.precision}.onnx"
+    max_opset = _max_opset if opts.exporter == "torchscript" else None
+    with tempfile.TemporaryDirectory() as tmp:
+        if opts.precision == "fp16":
+            with step("FP16: mixed-precision ONNX (FP32 islands per engines/precision.py)"):
+                info = fp16_onnx_from_fp32(temporal_path, path)
+                validate_onnx(path, max_opset=max_opset)
+            # ONNX Runtime's CPU provider computes FP16 ops in FP32: parity runs a stand-in that
+            # rounds every FP16 tensor, as TensorRT's FP16 storage does (engines/precision.py)
+            candidate = Path(tmp) / "fp16_emulated.onnx"
+            emulation_onnx_from_fp16(path, candidate)
+            label = "FP16 parity (ONNX Runtime CPU, FP16 rounding emulated)"
+        else:
+            cal = calibration_windows(opts, cfg, graphs)
+            with step(f"INT8: calibration on {len(cal)} windows, Q/DQ, per-layer sensitivity sweep"):
+                from hmr_trt.calibration.quantize import int8_with_sweep
+
+                cache = (opts.calib_cache or Path.home() / ".cache" / "hmr-trt" / "calibration") / \
+                    f"{opts.model}_{sha256_of(temporal_path)[:16]}.json"
+                _, info = int8_with_sweep(temporal_path, path, cal, windows[next(reversed(windows))], body_path, cache)
+                validate_onnx(path, max_opset=max_opset)
+            candidate = path
+            label = "INT8 parity (ONNX Runtime CPU)"
+        with step(label):
+            stack, run = ort_runner({"temporal": candidate, "body_model": body_path})
+            with stack:
+                report = parity.compare(run, references, windows, precision=opts.precision, batch_sizes=BATCH_SIZES)
+    from .onnx_export import tensor_specs
+
+    model = onnx_load(path)
+    manifest.add(Artifact("temporal", path.name, "onnx", opts.precision, sha256_of(path),
+                          tensor_specs(model.graph.input), tensor_specs(model.graph.output),
+                          parity=report.to_dict(), extra={"conversion": _jsonable(info)}))
+    manifest.parity[opts.precision] = report.to_dict()
+    return report
+
+
+def calibration_windows(opts: ExportOptions, cfg: CosegConfig, graphs: list) -> np.ndarray:
+    """--calib (videos through the exported backbone, or .npz feature files), else the sample video."""
+    from hmr_trt.calibration.windows import windows_from_features_npz, windows_from_videos
+
+    backbone = next((p for name, p, *_ in graphs if name == "backbone"), None)
+    source = Path(opts.calib) if opts.calib else opts.video
+    if source is None:
+        raise ConfigError("--precision int8 needs calibration data: --calib VIDEO_OR_FOLDER_OR_NPZ (or --video)")
+    npz = source.suffix == ".npz" or (source.is_dir() and any(source.glob("*.npz")))
+    if npz:
+        return windows_from_features_npz(source, cfg.window, feature_dim=cfg.feature_dim)
+    if backbone is None:
+        raise ConfigError("calibration from videos needs the backbone graph")
+    start = CALIBRATION_START_FRAME if opts.calib is None else 0
+    return windows_from_videos(source, backbone, cfg.window, max_windows=8, start_frame=start)
+
+
+def check_calibration_source(source: Path, cfg: CosegConfig) -> None:
+    """Fail before any export work on calibration data that cannot be used (missing, empty, wrong width)."""
+    from hmr_trt.calibration.windows import VIDEO_SUFFIXES, windows_from_features_npz
+
+    if not source.exists():
+        raise ConfigError(f"--calib {source}: not found")
+    files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.is_file())
+    usable = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES + (".npz",)]
+    if not usable:
+        raise InputSpecError(f"--calib {source}: no videos or .npz feature files in it")
+    if any(p.suffix == ".npz" for p in usable):
+        windows_from_features_npz(source, cfg.window, feature_dim=cfg.feature_dim)  # raises on a wrong width
+
+
+def build_or_explain_engines(opts: ExportOptions, stage: Path, manifest: Manifest, step: Step) -> None:
+    """Engines when TensorRT and a GPU are here; otherwise say so and give the command for the target."""
+    from hmr_trt.runtime.trt_compat import trt_available
+
+    ok, why = trt_available()
+    if ok:
+        from hmr_trt.engines.cli import add_engines_to_export
+
+        add_engines_to_export(stage, manifest, opts.precision, opts.profile, step=step)
+        return
+    manifest.notes.append(
+        f"no TensorRT engine was built: {why.split(':')[0]}. On the target GPU machine run: "
+        f"trt-build {opts.out} --precision {opts.precision} --batch {opts.profile} --out {opts.out}-engines"
+    )
+
+
+def onnx_load(path: Path):  # noqa: ANN201 - onnx.ModelProto
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False)
+
+
+def _jsonable(d: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(d, default=str))
 
 
 def ort_runner(paths: dict[str, Path]) -> tuple[ExitStack, parity.Runner]:

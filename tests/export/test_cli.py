@@ -31,11 +31,22 @@ def _fails(args: list[str], match: str, out) -> None:
         (["--batch", "2:8:64"], "parity batch 1 is below the profile's min 2"),
         (["--checkpoint", "/nonexistent/ckpt.pt"], "--checkpoint /nonexistent/ckpt.pt: file not found"),
         (["--smpl-model", "/nonexistent/SMPL.pkl"], "--smpl-model /nonexistent/SMPL.pkl: file not found"),
-        (["--precision", "int8"], "--precision int8"),
     ],
 )
 def test_bad_options(tmp_path, args, match) -> None:
     _fails(args, match, tmp_path / "out")
+
+
+def test_empty_calibration_folder(tmp_path) -> None:
+    (tmp_path / "calib").mkdir()
+    _fails(["--precision", "int8", "--calib", str(tmp_path / "calib")], "no videos or .npz", tmp_path / "out")
+
+
+def test_calibration_features_of_the_wrong_width(tmp_path) -> None:
+    import numpy as np
+
+    np.savez(tmp_path / "f.npz", features=np.zeros((40, 512), np.float32))
+    _fails(["--precision", "int8", "--calib", str(tmp_path / "f.npz")], "512", tmp_path / "out")
 
 
 def test_corrupt_checkpoint(tmp_path) -> None:
