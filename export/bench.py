@@ -133,20 +133,42 @@ def flops_per_window(model: torch.nn.Module, cfg: CosegConfig) -> float:
     return float(counter.get_total_flops())
 
 
-def bench_temporal(result: BenchResult, cfg: CosegConfig, export_dir: Path, batches: list[int],
-                   budget_s: float) -> None:
-    model = build_model(cfg)
+def temporal_onnx_by_precision(export_dir: Path, tmp: Path, cfg: CosegConfig, result: BenchResult) -> dict[str, Path]:
+    """The export's temporal ONNX per precision; FP16/INT8 made here when the export lacks them.
+
+    A stand-in INT8 quantizes every MatMul/Gemm (calibrated on a few windows, no sensitivity
+    sweep): right for timing, not for accuracy (trt-export --precision int8 makes that one).
+    """
     manifest = Manifest.read(export_dir)
+    paths = {p: export_dir / a.path for p in ("fp32", "fp16", "int8")
+             if (a := manifest.find("temporal", "onnx", p)) is not None}
+    if "fp16" not in paths:
+        from hmr_trt.engines.precision import fp16_onnx_from_fp32
+
+        paths["fp16"] = tmp / "temporal_fp16.onnx"
+        fp16_onnx_from_fp32(paths["fp32"], paths["fp16"])
+        result.notes.append("FP16 ONNX made by the benchmark (engines/precision.py), not taken from the export")
+    if "int8" not in paths:
+        from hmr_trt.calibration.quantize import int8_onnx_from_fp32
+
+        paths["int8"] = tmp / "temporal_int8.onnx"
+        windows = np.abs(np.random.default_rng(0).standard_normal((4, cfg.window, cfg.feature_dim))).astype(np.float32)
+        int8_onnx_from_fp32(paths["fp32"], paths["int8"], windows, tmp / "calib.json")
+        result.notes.append("INT8 timing uses a stand-in that quantizes every MatMul/Gemm (no sensitivity sweep); "
+                            "the accuracy-checked INT8 ONNX keeps more layers in float")
+    return paths
+
+
+def bench_temporal(result: BenchResult, cfg: CosegConfig, export_dir: Path, batches: list[int],
+                   budget_s: float, onnx_paths: dict[str, Path]) -> None:
+    model = build_model(cfg)
     for batch in batches:
         x = torch.randn(batch, cfg.window, cfg.feature_dim)
         with torch.no_grad():
             med, p90, n = time_call(lambda x=x: model(x), budget_s=budget_s)
         result.timings.append(Timing("temporal", "torch eager fp32", batch, med, p90, n))
-        for precision in ("fp32", "fp16", "int8"):
-            art = manifest.find("temporal", "onnx", precision)
-            if art is None:
-                continue
-            with OnnxRuntimeBackend(export_dir / art.path) as ort:
+        for precision, path in onnx_paths.items():
+            with OnnxRuntimeBackend(path) as ort:
                 feed = {"features": x.numpy()}
                 med, p90, n = time_call(lambda feed=feed: ort.infer(feed), budget_s=budget_s)
             result.timings.append(Timing("temporal", f"onnxruntime {precision}", batch, med, p90, n))
@@ -392,7 +414,8 @@ def run_bench(out: Path, export_dir: Optional[Path], video: Optional[Path], tiny
             export_dir = _tiny_export(Path(tmp)) if tiny else _full_export(Path(tmp), video)
         batches = [1, 4] if tiny else [1, 4, 16, 32]
         budget = 0.2 if tiny else 4.0
-        bench_temporal(result, cfg, export_dir, batches, budget)
+        bench_temporal(result, cfg, export_dir, batches, budget,
+                       temporal_onnx_by_precision(export_dir, Path(tmp), cfg, result))
         if not tiny:
             bench_backbone(result, export_dir, [1, 8, 32], budget, 224)
             bench_e2e(result, export_dir, video, [50, 200])
