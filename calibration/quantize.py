@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from hmr_trt.errors import ConfigError, ExportError, InputSpecError
+from hmr_trt.fileio import atomic_write, save_onnx_atomic
 from hmr_trt.manifest import sha256_of
 from hmr_trt.metrics import GOALS_MM, mesh_drift, meshes
 
@@ -86,8 +86,8 @@ def int8_onnx_from_fp32(src: PathLike, dst: PathLike, windows: np.ndarray, cache
             calibration_cache_path=str(ort_cache),
         )
         if cached is None:
-            _write_json_atomic(cache_path, {"format": CACHE_FORMAT, "key": key,
-                                            "ranges": json.loads(ort_cache.read_text())})
+            payload = {"format": CACHE_FORMAT, "key": key, "ranges": json.loads(ort_cache.read_text())}
+            atomic_write(cache_path, lambda f: f.write(json.dumps(payload).encode()))
         model = onnx.load(str(out))
         _dedicated_qdq(model, set(exclude_nodes))
         problems = qdq_problems(model)
@@ -95,7 +95,7 @@ def int8_onnx_from_fp32(src: PathLike, dst: PathLike, windows: np.ndarray, cache
             raise ExportError(f"INT8 graph of {src} is not what TensorRT needs: " + "; ".join(problems[:5]))
         entry = model.metadata_props.add()
         entry.key, entry.value = "hmr_trt.int8", json.dumps({"excluded": sorted(exclude_nodes), **key})
-        _save_atomic(model, dst)
+        save_onnx_atomic(model, dst)
     return {"calibrated": cached is None, "quantized_nodes": sorted(_quantized_nodes(model)), "excluded_nodes": sorted(exclude_nodes),
             "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node),
             "windows": len(windows), "key": key}
@@ -387,24 +387,3 @@ def _read_cache(path: Path, key: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return data.get("ranges")
 
 
-def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _save_atomic(model: onnx.ModelProto, dst: Path) -> None:
-    import onnx
-
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

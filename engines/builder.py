@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from hmr_trt import __version__
 from hmr_trt.errors import ConfigError, EngineError
+from hmr_trt.fileio import write_bytes_atomic
 from hmr_trt.manifest import sha256_of
 from hmr_trt.profile import ShapeProfile
 from hmr_trt.runtime import trt_compat
@@ -114,21 +115,8 @@ def read_sidecar(engine_path: PathLike) -> EngineInfo:
 
 
 def atomic_write(path: PathLike, data: Any) -> None:
-    """Write bytes-like ``data`` to a temporary file beside ``path``, fsync, then ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise EngineError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    """Bytes-like ``data`` written atomically (hmr_trt.fileio); failures are EngineErrors."""
+    write_bytes_atomic(path, data, EngineError)
 
 
 def write_engine(engine_path: PathLike, data: Any, info: EngineInfo) -> None:

@@ -30,7 +30,6 @@ node but the GRUs in FP32 still 0.62 mm. ORT running the FP16 ONNX directly repo
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Set, Union
 
 from hmr_trt.errors import ConfigError, ExportError
+from hmr_trt.fileio import save_onnx_atomic
 
 if TYPE_CHECKING:
     import onnx
@@ -142,7 +142,7 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, *, block_list: tuple = BLO
     for key, value in (("hmr_trt.precision", "fp16"), ("hmr_trt.fp16_method", used)):
         entry = fp16.metadata_props.add()
         entry.key, entry.value = key, value
-    _save_atomic(fp16, dst)
+    save_onnx_atomic(fp16, dst)
     fp16_nodes = sum(any(types.get(o) == onnx.TensorProto.FLOAT16 for o in n.output) for n in fp16.graph.node)
     return {"method": used, "nodes": len(fp16.graph.node), "converted_nodes": fp16_nodes,
             "blocked_nodes": len(names), "blocked": by_rule,
@@ -227,7 +227,7 @@ def emulation_onnx_from_fp16(src: PathLike, dst: PathLike) -> Dict[str, Any]:
             v.type.tensor_type.elem_type = f32
     entry = model.metadata_props.add()
     entry.key, entry.value = "hmr_trt.fp16_emulation", "FP32 compute, FP16 storage: CPU stand-in for parity"
-    _save_atomic(model, dst)
+    save_onnx_atomic(model, dst)
     return {"rounded_tensors": rounded, "nodes": len(nodes)}
 
 
@@ -296,15 +296,3 @@ def _autocast(src: PathLike, names: Set[str]) -> onnx.ModelProto:
                                       nodes_to_exclude=[f"^{re.escape(n)}$" for n in sorted(names)])
 
 
-def _save_atomic(model: onnx.ModelProto, dst: PathLike) -> None:
-    """Write ``model`` to a temporary file beside ``dst`` and move it into place (never half-written)."""
-    import onnx
-
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from . import __version__
 from .errors import HmrTrtError, OutputDirError
+from .fileio import atomic_write
 
 MANIFEST_NAME = "manifest.json"
 
@@ -78,11 +79,8 @@ class Manifest:
         return asdict(self)
 
     def write(self, directory: str | Path) -> Path:
-        path = Path(directory) / MANIFEST_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        return atomic_write(Path(directory) / MANIFEST_NAME, lambda f: f.write(text.encode()))
 
     @classmethod
     def read(cls, directory: str | Path) -> Manifest:

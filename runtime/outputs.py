@@ -20,14 +20,13 @@ vertices           (N, V, 3)        mesh vertices, metres (absent when not reque
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from hmr_trt.errors import InputSpecError, OutputDirError
+from hmr_trt.errors import InputSpecError
+from hmr_trt.fileio import atomic_write  # noqa: F401 - re-exported for writers here
 
 PathLike = Union[str, Path]
 
@@ -66,26 +65,6 @@ def rotmat_to_axis_angle(rotmat: np.ndarray) -> np.ndarray:
         sign = np.where(np.einsum("ij,ij->i", axis, skew[large]) < 0, -1.0, 1.0)  # skew = 2 sin(theta) a
         out[large] = axis * (sign * angle[large])[:, None]
     return out.reshape(*lead, 3).astype(np.float32 if np.asarray(rotmat).dtype != np.float64 else np.float64)
-
-
-def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write ``path`` through ``write(file)`` into a temp file beside it, then os.replace; no partial files."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputDirError(f"cannot write into {path.parent}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _rows(name: str, value: Any, n: int, tail: tuple, dtype: type = np.float32) -> np.ndarray:

@@ -23,7 +23,7 @@ from hmr_trt.manifest import staged_output
 from .backends_select import FACES_NAME, Backends, open_backends
 from .crops import crop_from_frame, normalise_crops, square_box
 from .streaming import FrameResult, WindowStreamer, check_emit, stack_by_track
-from .video import open_video
+from .video import frames_from_video, open_video
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "body_model", "writing", "render")
 SUMMARY_NAME = "summary.json"
@@ -162,18 +162,14 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
 
 
 def _timed_frames(video: Path, max_frames: Optional[int], timer: StageTimer) -> Iterator[tuple]:
-    cap, _ = open_video(video)
-    try:
-        index = 0
-        while max_frames is None or index < max_frames:
-            with timer("decode"):
-                ok, frame = cap.read()
-            if not ok or frame is None:
-                return
-            yield index, frame
-            index += 1
-    finally:
-        cap.release()
+    """frames_from_video, with the time spent decoding charged to the 'decode' stage."""
+    frames = frames_from_video(video, max_frames)
+    while True:
+        with timer("decode"):
+            item = next(frames, None)
+        if item is None:
+            return
+        yield item
 
 
 def run_features(opts: RunOptions) -> Dict[str, Any]:
@@ -278,14 +274,7 @@ def _render(opts: RunOptions, meshes: Dict[Any, Dict[str, np.ndarray]], faces: n
         for i, f in enumerate(m["frames"]):
             by_frame[int(f)].append((m["vertices"][i], faces, m["cam"][i], square_box(m["boxes"][i])))
     cap, info = open_video(opts.video)
-    try:
-        with VideoWriterAtomic(opts.render, info.fps or 25.0, (info.width, info.height)) as writer:
-            index = 0
-            while opts.max_frames is None or index < opts.max_frames:
-                ok, frame = cap.read()
-                if not ok or frame is None:
-                    break
-                writer.write(render_meshes(frame, by_frame.get(index, [])))
-                index += 1
-    finally:
-        cap.release()
+    cap.release()
+    with VideoWriterAtomic(opts.render, info.fps or 25.0, (info.width, info.height)) as writer:
+        for index, frame in frames_from_video(opts.video, opts.max_frames):
+            writer.write(render_meshes(frame, by_frame.get(index, [])))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hmr_trt.errors import InputSpecError
+from hmr_trt.errors import InputSpecError, OutputDirError
 from hmr_trt.runtime import outputs
 from hmr_trt.runtime.outputs import rotmat_to_axis_angle, write_summary_json, write_track_npz
 
@@ -109,7 +109,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch) -
         raise OSError("disk full")
 
     monkeypatch.setattr(outputs.np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputDirError, match="cannot write .*t.npz: disk full"):
         write_track_npz(path, 1, **data)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.npz"]
