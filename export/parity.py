@@ -118,8 +118,14 @@ def compare(
     precision: str = "fp32",
     batch_sizes: tuple[int, ...] = (1, 2, 7),
     check_outputs: bool = True,
+    judged: set[str] | None = None,
 ) -> ParityReport:
-    """The parity report of ``run`` against the references, for every set and batch size."""
+    """The parity report of ``run`` against the references, for every set and batch size.
+
+    ``judged``: the window sets held to the goal (default: all). FP16/INT8 goals apply to real
+    feature windows; random Gaussian windows lie outside an INT8 calibration's ranges (real
+    features are non-negative), so for those precisions they are reported, not judged.
+    """
     goal = GOALS_MM[precision]
     report = ParityReport(precision, goal)
     per_batch_outputs: dict[int, dict[str, np.ndarray]] = {}
@@ -138,8 +144,11 @@ def compare(
                 "joints_mean_mm": j_mean, "joints_max_mm": j_max,
                 "vertices_mean_of_spread": v_mean / spread if spread > 0 else float("inf"),
                 "outputs": output_errors(outs, ref.outputs),
+                "judged": judged is None or set_name in judged,
             }
             report.rows.append(row)
+            if not row["judged"]:
+                continue
             if v_mean > goal:
                 report.failures.append(f"{set_name} batch {batch}: mean vertex drift {v_mean:.4g} mm > goal {goal} mm")
             if check_outputs and precision == "fp32":
@@ -189,7 +198,7 @@ class ParityTable:
         for rep in self.reports:
             for r in rep.rows:
                 out.append([
-                    rep.precision, r["set"], str(r["batch"]),
+                    rep.precision, r["set"] + ("" if r.get("judged", True) else "*"), str(r["batch"]),
                     f"{r['vertices_mean_mm']:.2e}", f"{r['vertices_max_mm']:.2e}",
                     f"{r['joints_mean_mm']:.2e}", f"{r['joints_max_mm']:.2e}",
                     f"{r['vertices_mean_of_spread']:.1e}", f"{rep.spread_mm[r['set']]:.0f}",

@@ -135,3 +135,20 @@ def test_torch_reference_runs_fft(full_export) -> None:
     _, result = full_export
     assert result.manifest.config["fde_mode"] == "fft"
     assert torch.fft.fft is not None
+
+
+def test_sets_outside_judged_are_reported_not_judged(tmp_path) -> None:
+    """FP16/INT8 are judged on real feature windows only; other sets stay in the table, marked."""
+    other = build_model(TINY.with_(fde_mode="matrix", seed=7))
+    onnx_export.export_temporal(other, tmp_path / "t.onnx", ShapeProfile(1, 4, 8))
+    body, body_ref, _ = body_models(None)
+    onnx_export.export_body_model(body, tmp_path / "b.onnx", 256)
+    windows = {"random": parity.random_windows(2, 16, TINY.feature_dim)}
+    refs = {"random": parity.reference_outputs(build_model(TINY), body_ref, windows["random"])}
+    stack, run = ort_runner({"temporal": tmp_path / "t.onnx", "body_model": tmp_path / "b.onnx"})
+    with stack:
+        judged = parity.compare(run, refs, windows, precision="int8", batch_sizes=(1,))
+        unjudged = parity.compare(run, refs, windows, precision="int8", batch_sizes=(1,), judged={"video"})
+    assert not judged.passed and unjudged.passed
+    assert unjudged.rows[0]["judged"] is False and unjudged.rows[0]["vertices_mean_mm"] > 0.4
+    assert parity.ParityTable([unjudged]).lines()[0][1] == "random*"
