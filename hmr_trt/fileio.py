@@ -16,6 +16,13 @@ from .errors import HmrTrtError, OutputDirError
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain open()/mkdir() would give under the current umask (mkstemp/mkdtemp give 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any],
                  error: Type[HmrTrtError] = OutputDirError) -> Path:
     """Write ``path`` through ``write(file)``; an OSError becomes ``error`` naming the path."""
@@ -30,6 +37,7 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], Any],
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

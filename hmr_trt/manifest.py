@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from . import __version__
 from .errors import HmrTrtError, OutputDirError
-from .fileio import atomic_write
+from .fileio import atomic_write, default_mode
 
 MANIFEST_NAME = "manifest.json"
 
@@ -133,6 +133,7 @@ def staged_output(out: str | Path, *, replace_marker: str = MANIFEST_NAME) -> It
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+        os.chmod(stage, default_mode(directory=True))  # what --out would get from mkdir, not mkdtemp's 0700
     except OSError as exc:
         raise OutputDirError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
     try:

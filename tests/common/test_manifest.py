@@ -68,3 +68,19 @@ def test_staged_output_refuses_foreign_content(tmp_path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(OutputDirError, match="not a directory"), staged_output(tmp_path / "f"):
         pass
+
+
+def test_outputs_get_the_usual_permissions(tmp_path) -> None:
+    """mkstemp/mkdtemp create 0600/0700 files; outputs must be readable like any file the user writes."""
+    import os
+
+    from hmr_trt.fileio import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        with staged_output(tmp_path / "out") as stage:
+            atomic_write(stage / "manifest.json", lambda f: f.write(b"{}"))
+        assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+        assert (tmp_path / "out" / "manifest.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
