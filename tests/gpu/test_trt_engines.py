@@ -2,7 +2,9 @@
 
 Needs TensorRT + cuda-python + an NVIDIA GPU (skipped with the reason otherwise) and an export
 directory in ``HMR_TRT_EXPORT_DIR`` (made by trt-export; the GPU image runs Python 3.9 without
-torch, so these tests cannot export themselves). Engines are built once per precision with
+torch, so these tests cannot export themselves). trt-export writes one reduced precision per
+run, so the directory may hold one export per precision in ``fp32/``, ``fp16/`` and ``int8/``
+(what ``make test-gpu`` makes); each precision uses its own, the reference comes from ``fp32/``. Engines are built once per precision with
 ``build_engines_for_export`` (cached in ``HMR_TRT_CACHE`` when set) and run with ``TensorRTBackend``:
 the temporal engine in chunks of the parity batch sizes, then the body-model engine on all frames.
 
@@ -10,7 +12,10 @@ Reference meshes: the torch reference trt-export stores in ``EXPORT_DIR/parity_r
 (``{set}/features`` (W, T, C) float32, ``{set}/vertices`` (W, T, V, 3), ``{set}/joints3d`` (W, T, J, 3)
 in metres, for set = random [, video]); for an export without it, ONNX Runtime FP32 on the same
 export's ONNX files and random windows when onnxruntime is importable.
-Goals: mean vertex drift <= 0.01 / 0.1 / 0.4 mm for fp32 / fp16 / int8 (hmr_trt.metrics.GOALS_MM).
+Goals: mean vertex drift <= 0.01 / 0.1 / 0.4 mm for fp32 / fp16 / int8 (hmr_trt.metrics.GOALS_MM),
+judged on every window set for fp32 and on the real-video windows for fp16/int8 (as trt-export
+does: random Gaussian windows lie outside INT8 calibration ranges); a drift over its goal fails.
+Results are written to ``$HMR_TRT_GPU_OUT/parity.json`` and ``parity.md`` for the CI artifacts.
 A precision the export has no temporal ONNX for is skipped with the reason.
 """
 
@@ -38,6 +43,33 @@ N_WINDOWS = 7
 BATCH_INVARIANCE_ATOL = {"fp32": 1e-3, "fp16": 2e-2, "int8": 2e-2}
 
 
+RESULTS: list = []  # one row per (precision, set, batch), written out at the end of the module
+
+
+def export_for(base: Path, precision: str) -> Path:
+    """``base/<precision>`` when make test-gpu laid out one export per precision, else ``base``."""
+    sub = base / precision
+    return sub if (sub / "manifest.json").is_file() else base
+
+
+@pytest.fixture(scope="module", autouse=True)
+def write_results() -> Iterator[None]:
+    yield
+    out = os.environ.get("HMR_TRT_GPU_OUT")
+    if not out or not RESULTS:
+        return
+    import json
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "parity.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
+    lines = ["| precision | windows | batch | vertex mean mm | vertex max mm | joint mean mm | goal mm | judged | ok |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['precision']} | {r['set']} | {r['batch']} | {r['vertices_mean_mm']:.4g} | "
+              f"{r['vertices_max_mm']:.3g} | {r['joints_mean_mm']:.4g} | {r['goal_mm']} | {r['judged']} | {r['ok']} |"
+              for r in RESULTS]
+    (Path(out) / "parity.md").write_text("# TensorRT parity vs the PyTorch reference\n\n" + "\n".join(lines) + "\n")
+
+
 @pytest.fixture(scope="module")
 def export_dir() -> Path:
     from hmr_trt.runtime.trt_compat import trt_available
@@ -49,8 +81,8 @@ def export_dir() -> Path:
     if not value:
         pytest.skip(f"{EXPORT_ENV} is unset: point it at a trt-export output directory")
     path = Path(value)
-    if not (path / "manifest.json").is_file():
-        pytest.fail(f"{EXPORT_ENV}={path} has no manifest.json: not a trt-export output directory")
+    if not (export_for(path, "fp32") / "manifest.json").is_file():
+        pytest.fail(f"{EXPORT_ENV}={path} has no manifest.json (nor fp32/manifest.json): not a trt-export output")
     return path
 
 
@@ -75,6 +107,7 @@ def _ort_reference(export_dir: Path, manifest: Manifest, windows: np.ndarray) ->
 @pytest.fixture(scope="module")
 def reference(export_dir) -> Tuple[str, Dict[str, Dict[str, np.ndarray]]]:
     """(what the reference is, {set: {windows, vertices, joints}})."""
+    export_dir = export_for(export_dir, "fp32")
     path = export_dir / REFERENCE_FILE
     if path.is_file():
         return f"PyTorch ({REFERENCE_FILE})", _sets_from_npz(path)
@@ -98,12 +131,15 @@ def engine_sets(export_dir, tmp_path_factory) -> Iterator:
 
     def build(precision: str) -> Tuple[Path, Manifest]:
         if precision not in built:
+            source = export_for(export_dir, precision)
+            if not (source / "manifest.json").is_file():
+                pytest.skip(f"no {precision} export under {export_dir} (make test-gpu writes fp32/, fp16/, int8/)")
             try:
-                select_artifacts(Manifest.read(export_dir), precision)
+                select_artifacts(Manifest.read(source), precision)
             except EngineError as exc:
                 pytest.skip(str(exc))
             out = tmp_path_factory.mktemp("engines") / precision
-            built[precision] = out, build_engines_for_export(export_dir, precision, None, out, cache_dir=cache)
+            built[precision] = out, build_engines_for_export(source, precision, None, out, cache_dir=cache)
         return built[precision]
 
     yield build
@@ -155,14 +191,17 @@ def test_engine_parity_in_mm(precision, engine_sets, reference, record_property)
                 record_property(key, drift["vertices_mean_mm"])
                 lines.append(f"{precision} {set_name} batch {batch}: mean vertex {drift['vertices_mean_mm']:.4g} mm "
                              f"(max {drift['vertices_max_mm']:.3g}), joints {drift['joints_mean_mm']:.4g} mm")
-                if drift["vertices_mean_mm"] > goal:
+                judged = precision == "fp32" or set_name == "video" or "video" not in sets
+                ok = drift["vertices_mean_mm"] <= goal or not judged
+                RESULTS.append({"precision": precision, "set": set_name, "batch": batch, "goal_mm": goal,
+                                "judged": judged, "ok": ok, "reference": label, **drift})
+                if not ok:
                     failures.append(lines[-1])
     print(f"\nTensorRT vs {label}:\n" + "\n".join(lines))
     message = f"mean vertex drift over the {precision} goal {goal} mm vs {label}: " + "; ".join(failures)
     onnx_parity = manifest.parity.get(precision, {})  # the export's ONNX-level parity, copied by trt-build
-    if failures and onnx_parity.get("passed") is False:
-        pytest.xfail(f"{message} (the {precision} ONNX itself misses the goal in the export's parity, "
-                     f"{'; '.join(onnx_parity.get('failures', []))[:300]}: an engine cannot do better)")
+    if onnx_parity.get("passed") is False:
+        message += f" (the {precision} ONNX already misses its goal in the export's CPU parity)"
     assert not failures, message
 
 

@@ -1,0 +1,3 @@
+from hmr_trt.engines.cli import main
+
+main()
