@@ -22,12 +22,14 @@ torch-free: numpy, onnx and onnxruntime (>= 1.31, for quantize_static's calibrat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
+import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -78,13 +80,14 @@ def int8_onnx_from_fp32(src: PathLike, dst: PathLike, windows: np.ndarray, cache
         ort_cache, out = Path(tmp) / "ranges.json", Path(tmp) / "int8.onnx"
         if cached is not None:
             ort_cache.write_text(json.dumps(cached))
-        quantize_static(
-            str(src), str(out), None if cached is not None else _WindowReader(windows),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OP_TYPES), per_channel=per_channel,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
-            calibrate_method=CalibrationMethod[method], extra_options=dict(EXTRA_OPTIONS),
-            calibration_cache_path=str(ort_cache),
-        )
+        with _quiet_root_logger():  # ORT logs a 'consider pre-processing' warning per call
+            quantize_static(
+                str(src), str(out), None if cached is not None else _WindowReader(windows),
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OP_TYPES), per_channel=per_channel,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
+                calibrate_method=CalibrationMethod[method], extra_options=dict(EXTRA_OPTIONS),
+                calibration_cache_path=str(ort_cache),
+            )
         if cached is None:
             payload = {"format": CACHE_FORMAT, "key": key, "ranges": json.loads(ort_cache.read_text())}
             atomic_write(cache_path, lambda f: f.write(json.dumps(payload).encode()))
@@ -387,3 +390,12 @@ def _read_cache(path: Path, key: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return data.get("ranges")
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

@@ -31,6 +31,10 @@ def test_goals_report_misses_and_hits() -> None:
     result = BenchResult(machine={})
     result.timings += [Timing("temporal", "torch eager fp32", 1, 100.0, 110.0, 5),
                        Timing("temporal", "onnxruntime fp32", 1, 50.0, 55.0, 5)]
+    result.floor = {"floor_batch1_ms": 20.0, "floor_batch1_ms_weights": 20.0, "flops_per_window": 1e9,
+                    "measured_sgemm_gflops": 100.0, "gru_flop_share": 0.8, "gru_param_share": 0.85}
     evaluate_goals(result, 1)
     first = result.goals[0]
     assert first["value"] == 2.0 and first["target"] == 4.0 and first["met"] is False
+    assert first["why"].startswith("missed by 2.00x") and "25.0 ms = 1.25x the floor" in first["why"]
+    assert result.goals[1]["met"] is False and "weight" not in result.goals[1]["why"]  # 20/50 = 0.4 < 0.5
