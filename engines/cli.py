@@ -17,14 +17,13 @@ from __future__ import annotations
 import os
 import shutil
 from contextlib import ExitStack
-from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional
 
 import typer
 from typing_extensions import Annotated
 
-from hmr_trt.cli_common import run_cli
+from hmr_trt.cli_common import Precision, run_cli
 from hmr_trt.errors import ConfigError, EngineError
 from hmr_trt.manifest import Artifact, Manifest, TensorSpec, sha256_of, staged_output
 from hmr_trt.profile import ShapeProfile
@@ -48,11 +47,6 @@ Step = Callable[[str], ContextManager[Any]]
 COMPANION_PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp16", "fp32"), "int8": ("int8", "fp16", "fp32")}
 FRAME_GRAPHS = ("body_model", "backbone")  # leading axis counts frames, not windows
 
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,15 +9,9 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from hmr_trt.cli_common import run_cli, step
+from hmr_trt.cli_common import Precision, run_cli, step
 from hmr_trt.errors import ParityError
 from hmr_trt.profile import ShapeProfile
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
 
 
 class Exporter(str, Enum):

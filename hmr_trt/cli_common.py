@@ -6,11 +6,20 @@ import contextlib
 import os
 import sys
 import time
+from enum import Enum
 from typing import Callable, Iterator, TypeVar
 
 from .errors import HmrTrtError
 
 T = TypeVar("T")
+
+
+class Precision(str, Enum):
+    """--precision, the same choice in trt-export, trt-build and trt-run."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
 DEBUG_ENV = "HMR_TRT_DEBUG"
 
 

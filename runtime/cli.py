@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from hmr_trt.cli_common import run_cli
+from hmr_trt.cli_common import Precision, run_cli
 from hmr_trt.errors import ConfigError
 
 
@@ -24,11 +24,6 @@ class Emit(str, Enum):
     last = "last"
     all = "all"
 
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
