@@ -169,15 +169,17 @@ def reference_meshes(fp32_onnx: PathLike, body_onnx: PathLike, windows: np.ndarr
 
 def int8_sensitivity(src: PathLike, int8_onnx: PathLike, body_onnx: PathLike, windows: np.ndarray,
                      reference: Tuple[np.ndarray, np.ndarray],
-                     groups: Optional[Dict[str, List[str]]] = None) -> List[Dict[str, Any]]:
+                     groups: Optional[Dict[str, List[str]]] = None,
+                     models: Optional[Tuple[Any, Any]] = None) -> List[Dict[str, Any]]:
     """Mean vertex drift with each quantized layer group left in float, best improvement first.
 
     Each variant is the INT8 graph with that group's nodes reading their original float inputs
-    again (no re-quantization), run on ORT against ``reference`` meshes.
+    again (no re-quantization), run on ORT against ``reference`` meshes. ``models``: the FP32 and
+    INT8 ModelProtos when the caller has them loaded already.
     """
     import onnx
 
-    fp32, q = onnx.load(str(src)), onnx.load(str(int8_onnx))
+    fp32, q = models if models is not None else (onnx.load(str(src)), onnx.load(str(int8_onnx)))
     quantized = _quantized_nodes(q)
     groups = groups if groups is not None else layer_groups(fp32)
     rows = []
@@ -214,9 +216,9 @@ def int8_with_sweep(src: PathLike, dst: PathLike, calibration_windows: np.ndarra
                               "eval_windows": len(eval_windows)}
     excluded: List[str] = []
     if before["vertices_mean_mm"] > goal_mm:
-        rows = int8_sensitivity(src, dst, body_onnx, eval_windows, reference)
-        report["sensitivity"] = [{k: r[k] for k in ("group", "vertices_mean_mm", "vertices_max_mm")} for r in rows]
         fp32, q = onnx.load(str(src)), onnx.load(str(dst))
+        rows = int8_sensitivity(src, dst, body_onnx, eval_windows, reference, models=(fp32, q))
+        report["sensitivity"] = [{k: r[k] for k in ("group", "vertices_mean_mm", "vertices_max_mm")} for r in rows]
 
         def meets_goal(float_nodes: List[str]) -> bool:
             drift = _variant_drift(q, fp32, set(float_nodes), body_onnx, eval_windows, reference)

@@ -134,16 +134,6 @@ def _flop_counts(model: torch.nn.Module, cfg: CosegConfig) -> dict[str, Any]:
     return counter.get_flop_counts()
 
 
-def flops_per_window(model: torch.nn.Module, cfg: CosegConfig) -> float:
-    return float(sum(_flop_counts(model, cfg)["Global"].values()))
-
-
-def flops_of_modules(model: torch.nn.Module, cfg: CosegConfig, names: set[str]) -> float:
-    counts = _flop_counts(model, cfg)
-    prefix = type(model).__name__ + "."
-    return float(sum(sum(v.values()) for k, v in counts.items() if k.startswith(prefix) and k[len(prefix):] in names))
-
-
 def temporal_onnx_by_precision(export_dir: Path, tmp: Path, cfg: CosegConfig, result: BenchResult) -> dict[str, Path]:
     """The export's temporal ONNX per precision; FP16/INT8 made here when the export lacks them.
 
@@ -268,9 +258,14 @@ def bench_tracks(result: BenchResult, export_dir: Path, cfg: CosegConfig, counts
 
 
 def floor_figures(result: BenchResult, cfg: CosegConfig) -> None:
+    """FLOPs per window (and the GRUs' share) from one counted pass, weight bytes, and this machine's rates."""
     model = build_model(cfg)
+    counts = _flop_counts(model, cfg)
+    flops = float(sum(counts["Global"].values()))
+    grus = {f"{type(model).__name__}.{name}": m for name, m in model.named_modules() if isinstance(m, torch.nn.GRU)}
+    gru_flops = sum(sum(counts.get(name, {}).values()) for name in grus)
     params = sum(p.numel() for p in model.parameters())
-    flops = flops_per_window(model, cfg)
+    gru_params = sum(p.numel() for m in grus.values() for p in m.parameters())
     bw, gflops = measured_bandwidth_gbs(), measured_gflops()
     weight_bytes = 4 * params
     io_bytes = 4 * (cfg.window * cfg.feature_dim + cfg.window * (9 * cfg.num_joints + cfg.num_betas + 3))
@@ -279,11 +274,8 @@ def floor_figures(result: BenchResult, cfg: CosegConfig) -> None:
         "measured_bandwidth_gbs": bw, "measured_sgemm_gflops": gflops,
         "floor_batch1_ms_weights": 1000 * (weight_bytes + io_bytes) / (bw * 1e9),
         "floor_batch1_ms_compute": 1000 * flops / (gflops * 1e9),
+        "gru_param_share": gru_params / params, "gru_flop_share": gru_flops / flops,
     }
-    gru_names = {name for name, m in model.named_modules() if isinstance(m, torch.nn.GRU)}
-    gru_params = sum(p.numel() for name, m in model.named_modules() if name in gru_names for p in m.parameters())
-    result.floor["gru_param_share"] = gru_params / params
-    result.floor["gru_flop_share"] = flops_of_modules(model, cfg, gru_names) / flops
     result.floor["floor_batch1_ms"] = max(result.floor["floor_batch1_ms_weights"], result.floor["floor_batch1_ms_compute"])
 
 

@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from hmr_trt.errors import ConfigError, HmrTrtError
-from hmr_trt.manifest import Artifact, Manifest
+from hmr_trt.manifest import Manifest
 
 from .backends import Backend, OnnxRuntimeBackend
 
@@ -53,10 +53,6 @@ def _chunked(backend: Backend, feed: dict) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _onnx(manifest: Manifest, export_dir: Path, name: str, precision: str) -> Optional[Artifact]:
-    return manifest.find(name, "onnx", precision) or manifest.find(name, "onnx", "fp32")
-
-
 def _tensorrt_choice(manifest: Manifest, export_dir: Path, precision: str) -> Tuple[Optional[dict], str]:
     """({graph: engine path}, reason) when TensorRT can run this export's engines here, else (None, why not)."""
     engines = {a.name: a for a in manifest.artifacts if a.kind == "engine" and a.precision in (precision, "fp32")}
@@ -87,25 +83,23 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
         _tensorrt_choice(manifest, export_dir, precision)
     if backend == "tensorrt" and engines is None:
         raise HmrTrtError(f"--backend tensorrt: {reason}")
-    with contextlib.ExitStack() as stack:
-        if engines is not None:
+    description = f"tensorrt ({reason})" if engines else f"onnxruntime CPU ({reason})"
+    engines = engines or {}
+
+    def make(name: str) -> Backend:
+        """The graph's engine when there is one, else its ONNX (temporal at ``precision``) on ONNX Runtime."""
+        if name in engines:
             from .trt_backend import TensorRTBackend
 
-            def make(name: str) -> Backend:
-                return TensorRTBackend(engines[name]) if name in engines else _ort(name)
-            description = f"tensorrt ({reason})"
-        else:
-            def make(name: str) -> Backend:
-                return _ort(name)
-            description = f"onnxruntime CPU ({reason})"
+            return TensorRTBackend(engines[name])
+        art = manifest.find(name, "onnx", precision if name == "temporal" else "fp32") or \
+            manifest.find(name, "onnx", "fp32")
+        if art is None:
+            raise HmrTrtError(f"{export_dir}/manifest.json lists no ONNX for the {name} graph")
+        limit = manifest.profile.get("max") if name == "temporal" else None
+        return OnnxRuntimeBackend(export_dir / art.path, threads=threads, max_batch=limit)
 
-        def _ort(name: str) -> Backend:
-            art = _onnx(manifest, export_dir, name, precision if name == "temporal" else "fp32")
-            if art is None:
-                raise HmrTrtError(f"{export_dir}/manifest.json lists no ONNX for the {name} graph")
-            limit = manifest.profile.get("max") if name == "temporal" else None
-            return OnnxRuntimeBackend(export_dir / art.path, threads=threads, max_batch=limit)
-
+    with contextlib.ExitStack() as stack:
         temporal = stack.enter_context(make("temporal"))
         body = stack.enter_context(make("body_model"))
         backbone = stack.enter_context(make("backbone")) if need_backbone else None

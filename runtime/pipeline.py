@@ -23,6 +23,7 @@ from hmr_trt.manifest import staged_output
 from .backends_select import FACES_NAME, Backends, open_backends
 from .crops import crop_from_frame, normalise_crops, square_box
 from .streaming import FrameResult, WindowStreamer, check_emit, stack_by_track
+from .track import Track, TrackLog
 from .video import frames_from_video, open_video
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "body_model", "writing", "render")
@@ -61,12 +62,6 @@ class StageTimer:
 
 
 Progress = Callable[[int], None]  # called with the number of frames just done
-
-
-@dataclass
-class TrackLog:
-    frames: List[int] = field(default_factory=list)
-    boxes: List[np.ndarray] = field(default_factory=list)
 
 
 class _FeatureStage:
@@ -126,7 +121,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
     cap.release()
     detector, tracker = _detector(opts.detector), _tracker()
     timer = StageTimer()
-    tracks: Dict[Any, TrackLog] = defaultdict(TrackLog)
+    log = TrackLog()
     start = time.perf_counter()
     with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads) as backends:
         if opts.render is not None and len(backends.faces) == 0:
@@ -141,22 +136,21 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
                 detections = detector.detect(frame)
             with timer("track"):
                 active = tracker.update(frame_index, detections)
+                log.add(frame_index, active)
             for track_id, box in active:
                 with timer("crop"):
                     crop = crop_from_frame(frame, square_box(np.asarray(box)))
-                tracks[track_id].frames.append(frame_index)
-                tracks[track_id].boxes.append(np.asarray(box[:4], dtype=np.float32))
                 features.add(track_id, frame_index, crop)
             if progress:
                 progress(1)
         features.end()
-        kept = {t: log for t, log in tracks.items() if len(log.frames) >= opts.min_track_frames}
+        kept = {t.track_id: t for t in log.tracks(opts.min_track_frames)}
         results = stack_by_track([r for r in features.results if r.track_id in kept])
         summary = _finish(opts, backends, timer, results, kept, start, {
             "input": str(opts.video), "width": info.width, "height": info.height, "fps": info.fps,
             "frames_declared": info.frames_declared, "frames_decoded": decoded,
             "frames_lost": max(info.frames_declared - decoded, 0) if opts.max_frames is None else 0,
-            "tracks_detected": len(tracks), "tracks_dropped_short": len(tracks) - len(kept),
+            "tracks_detected": len(log), "tracks_dropped_short": len(log) - len(kept),
         })
     return summary
 
@@ -192,7 +186,7 @@ def run_features(opts: RunOptions) -> Dict[str, Any]:
                     results.extend(streamer.push(track_id, i, row))
                 results.extend(streamer.end_track(track_id))
             results.extend(streamer.flush())  # windows still queued in a partial batch
-        logs = {t: TrackLog(list(range(len(f))), [np.full(4, np.nan, np.float32)] * len(f))
+        logs = {t: Track(t, list(range(len(f))), [np.full(4, np.nan, np.float32)] * len(f))
                 for t, f in tracks_features.items()}
         summary = _finish(opts, backends, timer, stack_by_track(results), logs, start, {
             "input": str(opts.features), "frames_decoded": int(sum(len(f) for f in tracks_features.values())),
@@ -227,7 +221,7 @@ def features_from_npz(path: Optional[Path]) -> Dict[str, np.ndarray]:
 
 
 def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Dict[Any, Dict[str, np.ndarray]],
-            logs: Dict[Any, TrackLog], start: float, facts: Dict[str, Any]) -> Dict[str, Any]:
+            logs: Dict[Any, Track], start: float, facts: Dict[str, Any]) -> Dict[str, Any]:
     """Body model on the emitted frames, per-track .npz files, the render, summary.json; all staged."""
     from .outputs import write_summary_json, write_track_npz
 
@@ -240,7 +234,7 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
             log = logs[track_id]
             frames = np.asarray(res["frame_index"])
             box_of = dict(zip(log.frames, log.boxes))
-            boxes = np.stack([box_of[int(f)] for f in frames]).astype(np.float32)
+            boxes = np.stack([box_of[int(f)][:4] for f in frames]).astype(np.float32)  # drop the score
             with timer("writing"):
                 name = f"track_{track_id}.npz"
                 write_track_npz(stage / name, track_id, frames, boxes, res["pose_rotmat"], res["betas"], res["cam"],
