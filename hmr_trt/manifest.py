@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import __version__
+from .contract import ModelContract
 from .errors import HmrTrtError, OutputDirError
 from .fileio import atomic_write, default_mode
 
@@ -61,6 +62,13 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     hmr_trt_version: str = __version__
+    contract: dict[str, Any] = field(default_factory=dict)  # ModelContract.to_dict() of the exported model
+
+    def model_contract(self) -> ModelContract:
+        """The exported model's contract (consumers read the model from here, never from literals)."""
+        if not self.contract:
+            raise HmrTrtError(f"this export of {self.model!r} records no model contract: re-export it with this hmr-trt")
+        return ModelContract.from_dict(self.contract)
 
     def find(self, name: str, kind: str = "onnx", precision: str = "fp32") -> Artifact | None:
         for art in self.artifacts:

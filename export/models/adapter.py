@@ -1,0 +1,47 @@
+"""The torch side of a model, one small class per model (optimum-style per-architecture config).
+
+``hmr_trt.registry.adapter(name)`` returns the model's ``ADAPTER``; the export job, parity, the INT8
+sweep and the benchmarks call only these methods, never branch on model names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import torch
+
+from hmr_trt.contract import ModelContract
+
+
+class ModelAdapter:
+    """Subclass per model. ``Config`` is a frozen dataclass with ``to_dict``/``from_dict``."""
+
+    contract: ModelContract
+    Config: Any
+
+    def default_config(self) -> Any:
+        """The released configuration (the official demo's)."""
+        return self.Config()
+
+    def tiny_config(self) -> Any:
+        """The same structure at small widths, for fast unit tests."""
+        raise NotImplementedError
+
+    def contract_for(self, cfg: Any) -> ModelContract:
+        """The contract with shapes for ``cfg`` (tiny configs have other widths); default: unchanged."""
+        return self.contract
+
+    def reference(self, cfg: Any, checkpoint: Optional[Path] = None) -> torch.nn.Module:
+        """The torch reference in eval mode: seeded default weights (outputs move with the input),
+        then the official released checkpoint when given (strict; ``CheckpointError`` on mismatch).
+        ``forward(*inputs)`` returns the model graph's outputs as a tuple, in contract order."""
+        raise NotImplementedError
+
+    def exportable(self, reference: torch.nn.Module, graph: str) -> torch.nn.Module:
+        """The module exported as ``graph`` (same weights; export-friendly ops). Default: the reference."""
+        return reference
+
+    def example_inputs(self, cfg: Any, graph: str, batch: int, seed: int = 0) -> Tuple[torch.Tensor, ...]:
+        """Inputs for tracing ``graph`` at ``batch``."""
+        raise NotImplementedError
