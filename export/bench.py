@@ -31,8 +31,8 @@ import torch
 from hmr_trt.manifest import Manifest
 from hmr_trt.runtime.backends import OnnxRuntimeBackend
 
-from .config import TINY, CosegConfig
-from .model import build_model
+from .models.coseg.config import TINY, CosegConfig
+from .models.coseg.model import build_model
 
 
 @dataclass

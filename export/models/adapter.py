@@ -12,6 +12,7 @@ from typing import Any, Optional, Tuple
 import torch
 
 from hmr_trt.contract import ModelContract
+from hmr_trt.errors import ConfigError
 
 
 class ModelAdapter:
@@ -45,3 +46,16 @@ class ModelAdapter:
     def example_inputs(self, cfg: Any, graph: str, batch: int, seed: int = 0) -> Tuple[torch.Tensor, ...]:
         """Inputs for tracing ``graph`` at ``batch``."""
         raise NotImplementedError
+
+    # --- optional hooks (defaults work for every model) --------------------------------------
+    def with_window(self, cfg: Any, window: int) -> Any:
+        """``cfg`` with ``window`` frames per window (``trt-export --window``); models without one refuse."""
+        import dataclasses
+
+        if not dataclasses.is_dataclass(cfg) or "window" not in {f.name for f in dataclasses.fields(cfg)}:
+            raise ConfigError(f"model {self.contract.name}: --window does not apply (its config has no window)")
+        return dataclasses.replace(cfg, window=window)
+
+    def load_mean_params(self, reference: torch.nn.Module, path: Path) -> None:
+        """Replace the regressor's start (SPIN ``smpl_mean_params.npz``); default: the model takes none."""
+        raise ConfigError(f"model {self.contract.name} takes no --mean-params file")

@@ -12,8 +12,8 @@ import torch
 from hmr_trt.engines.preflight import opset_of, validate_onnx
 from hmr_trt.errors import InputSpecError
 from hmr_trt.export import onnx_export, parity
-from hmr_trt.export.config import TINY
-from hmr_trt.export.model import build_model
+from hmr_trt.export.models.coseg.config import TINY
+from hmr_trt.export.models.coseg.model import build_model
 from hmr_trt.export.pipeline import body_models, check_feature_windows, ort_runner
 from hmr_trt.manifest import Manifest, sha256_of
 from hmr_trt.profile import ShapeProfile

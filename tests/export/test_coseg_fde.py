@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hmr_trt.export.fde import FrequencyEnhancement, fde_matrix, fde_numpy, frequency_mask
+from hmr_trt.export.models.coseg.fde import FrequencyEnhancement, fde_matrix, fde_numpy, frequency_mask
 
 
 @pytest.mark.parametrize("window", [8, 16, 32])

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from hmr_trt.errors import CheckpointError
-
+from ..checkpoint import load_torch_file, match_state_dict, state_dict_from
+from ..spin import Regressor, load_mean_params, rot6d_to_rotmat
 from .config import CosegConfig
 from .fde import FrequencyEnhancement
 
@@ -111,84 +110,6 @@ class InterFrameStage(nn.Module):
         return bra1, bra2
 
 
-def rot6d_to_rotmat(x: torch.Tensor) -> torch.Tensor:
-    """SPIN's 6D -> rotation matrix by Gram-Schmidt.  (N, 6*J) -> (N*J, 3, 3), columns b1, b2, b3."""
-    x = x.reshape(-1, 3, 2)
-    a1, a2 = x[:, :, 0], x[:, :, 1]
-    b1 = F.normalize(a1, dim=-1)
-    b2 = F.normalize(a2 - (b1 * a2).sum(dim=-1, keepdim=True) * b1, dim=-1)
-    # b3 = b1 x b2, written out (ONNX has no cross-product op)
-    b3 = torch.stack(
-        (
-            b1[:, 1] * b2[:, 2] - b1[:, 2] * b2[:, 1],
-            b1[:, 2] * b2[:, 0] - b1[:, 0] * b2[:, 2],
-            b1[:, 0] * b2[:, 1] - b1[:, 1] * b2[:, 0],
-        ),
-        dim=-1,
-    )
-    return torch.stack((b1, b2, b3), dim=-1)
-
-
-def default_mean_params(cfg: CosegConfig) -> dict[str, np.ndarray]:
-    """Identity rotations in 6D, zero shape, cam (0.9, 0, 0): the regressor's start without a mean file."""
-    identity6d = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0], dtype=np.float32)  # (3, 2) row-major: e1, e2
-    return {
-        "pose": np.tile(identity6d, cfg.num_joints),
-        "shape": np.zeros(cfg.num_betas, dtype=np.float32),
-        "cam": np.array([0.9, 0.0, 0.0], dtype=np.float32),
-    }
-
-
-def load_mean_params(path: str | Path, cfg: CosegConfig) -> dict[str, np.ndarray]:
-    """SPIN's ``smpl_mean_params.npz`` (keys pose [144] 6D, shape [10], cam [3])."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"mean-parameter file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            params = {k: np.asarray(data[k], dtype=np.float32).reshape(-1) for k in ("pose", "shape", "cam")}
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"cannot read mean parameters from {path}: {exc}") from exc
-    want = {"pose": cfg.pose_dim, "shape": cfg.num_betas, "cam": 3}
-    for key, n in want.items():
-        if params[key].size != n:
-            raise CheckpointError(f"{path}: '{key}' has {params[key].size} values, expected {n}")
-    return params
-
-
-class Regressor(nn.Module):
-    """SPIN/HMR iterative SMPL regressor; key names follow SPIN so a SPIN regressor state dict loads."""
-
-    def __init__(self, cfg: CosegConfig, mean_params: dict[str, np.ndarray] | None = None) -> None:
-        super().__init__()
-        mean = mean_params or default_mean_params(cfg)
-        self.iters = cfg.regressor_iters
-        n_in = cfg.feature_dim + cfg.pose_dim + cfg.num_betas + 3
-        self.fc1 = nn.Linear(n_in, cfg.regressor_hidden)
-        self.drop1 = nn.Dropout()
-        self.fc2 = nn.Linear(cfg.regressor_hidden, cfg.regressor_hidden)
-        self.drop2 = nn.Dropout()
-        self.decpose = nn.Linear(cfg.regressor_hidden, cfg.pose_dim)
-        self.decshape = nn.Linear(cfg.regressor_hidden, cfg.num_betas)
-        self.deccam = nn.Linear(cfg.regressor_hidden, 3)
-        self.register_buffer("init_pose", torch.from_numpy(mean["pose"]).float()[None])  # (1, 144)
-        self.register_buffer("init_shape", torch.from_numpy(mean["shape"]).float()[None])  # (1, 10)
-        self.register_buffer("init_cam", torch.from_numpy(mean["cam"]).float()[None])  # (1, 3)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # (N, C)
-        n = x.shape[0]
-        pose = self.init_pose.expand(n, -1)
-        shape = self.init_shape.expand(n, -1)
-        cam = self.init_cam.expand(n, -1)
-        for _ in range(self.iters):
-            xc = torch.cat([x, pose, shape, cam], dim=1)
-            xc = self.drop2(self.fc2(self.drop1(self.fc1(xc))))
-            pose = self.decpose(xc) + pose
-            shape = self.decshape(xc) + shape
-            cam = self.deccam(xc) + cam
-        return pose, shape, cam  # (N, 144), (N, 10), (N, 3)
-
-
 class CosegNet(nn.Module):
     """features (B, T, C) -> pose_rotmat (B, T, 24, 3, 3), betas (B, T, 10), cam (B, T, 3)."""
 
@@ -201,7 +122,8 @@ class CosegNet(nn.Module):
         self.stage1 = IntraFrameStage(cfg)
         self.stage2 = InterFrameStage(cfg)
         self.dis_all = DynamicIntegration(3, c, cfg.dis_hidden)
-        self.regressor = Regressor(cfg, mean_params)
+        self.regressor = Regressor(c, cfg.regressor_hidden, cfg.regressor_iters, cfg.num_joints, cfg.num_betas,
+                                   mean_params)
         self.reset_parameters(cfg.seed, cfg.head_gain)
         self.eval()
 
@@ -241,6 +163,7 @@ class CosegNet(nn.Module):
 
 # --- checkpoints -------------------------------------------------------------------------------
 
+MODEL = "coseg"
 _SPIN_REGRESSOR_KEYS = ("fc1.", "fc2.", "decpose.", "decshape.", "deccam.", "init_pose", "init_shape", "init_cam")
 
 
@@ -257,52 +180,21 @@ def _normalise_keys(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _summarise(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
 def load_checkpoint(model: CosegNet, path: str | Path, *, regressor_only: bool = False) -> None:
-    """Load a state dict (``torch.load(weights_only=True)``); SPIN regressor keys load too.
+    """Load a state dict without executing pickled code; SPIN regressor keys load too.
 
-    A plain SPIN checkpoint holds only the backbone and the regressor: pass ``regressor_only``
-    to load those keys and keep the seeded temporal stages. Any mismatch raises a
-    CheckpointError listing the missing and unexpected keys.
+    Accepted layouts: a bare state dict, or one under ``gen_state_dict``/``model``/``state_dict``
+    (SPIN saves ``{"model": ...}``). A plain SPIN checkpoint holds only the backbone and the
+    regressor: ``regressor_only`` loads those keys and keeps the seeded temporal stages. Any
+    mismatch raises one CheckpointError summarising missing, unexpected and mis-shaped keys.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
-        raw = raw["model"]  # SPIN saves {"model": state_dict, ...}
-    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
-        raw = raw["state_dict"]
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    state = _normalise_keys(raw)
-    own = model.state_dict()
+    raw = load_torch_file(path, MODEL)
+    state = _normalise_keys(state_dict_from(raw, path, MODEL, ("gen_state_dict", "model", "state_dict")))
     if regressor_only:
-        state = {k: v for k, v in state.items() if k.startswith("regressor.")}
-        own = {k: v for k, v in own.items() if k.startswith("regressor.")}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if regressor_only:
-        unexpected = []  # backbone keys of a SPIN checkpoint are not the temporal model's business
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_summarise(unexpected)}")
-        if mismatched:
-            shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched]
-            parts.append(f"shape mismatches ({len(mismatched)}): {_summarise(shapes)}")
-        raise CheckpointError(f"checkpoint {path} does not match the model config; " + "; ".join(parts))
-    model.load_state_dict(state, strict=not regressor_only)
+        sub = {k[len("regressor."):]: v for k, v in state.items() if k.startswith("regressor.")}
+        match_state_dict(model.regressor, sub, path, MODEL)  # backbone keys of a SPIN file are ignored
+        return
+    match_state_dict(model, state, path, MODEL)
 
 
 def build_model(
@@ -312,7 +204,7 @@ def build_model(
 ) -> CosegNet:
     """The reference model in eval mode: seeded weights, then the checkpoint when given."""
     cfg = cfg or CosegConfig()
-    mean = load_mean_params(mean_params, cfg) if mean_params else None
+    mean = load_mean_params(mean_params, cfg.num_joints, cfg.num_betas) if mean_params else None
     model = CosegNet(cfg, mean)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)

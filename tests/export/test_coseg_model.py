@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from hmr_trt.errors import CheckpointError, ConfigError
-from hmr_trt.export.config import TINY, CosegConfig
-from hmr_trt.export.model import build_model, load_checkpoint, rot6d_to_rotmat
+from hmr_trt.export.models.coseg.config import TINY, CosegConfig
+from hmr_trt.export.models.coseg.model import build_model, load_checkpoint
+from hmr_trt.export.models.spin import rot6d_to_rotmat
 
 
 def test_output_shapes_for_several_windows() -> None:
