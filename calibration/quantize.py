@@ -33,10 +33,12 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 
 import numpy as np
 
+from hmr_trt.contract import Recipe
 from hmr_trt.errors import ConfigError, ExportError, InputSpecError
 from hmr_trt.fileio import atomic_write, save_onnx_atomic
 from hmr_trt.manifest import sha256_of
-from hmr_trt.metrics import GOALS_MM, mesh_drift, meshes
+from hmr_trt.mesh import mesh_drift, meshes
+from hmr_trt.metrics import GOALS_MM
 
 if TYPE_CHECKING:
     import onnx
@@ -155,7 +157,7 @@ def int8_drift(int8_onnx: PathLike, body_onnx: PathLike, windows: np.ndarray,
     from hmr_trt.runtime.backends import OnnxRuntimeBackend
 
     with OnnxRuntimeBackend(int8_onnx) as temporal, OnnxRuntimeBackend(body_onnx) as body:
-        verts, joints = meshes(body.infer, temporal.infer({"features": windows}))
+        verts, joints = meshes(body.infer, temporal.infer({temporal.inputs[0].name: windows}))
     return mesh_drift(verts, joints, *reference)
 
 
@@ -164,7 +166,7 @@ def reference_meshes(fp32_onnx: PathLike, body_onnx: PathLike, windows: np.ndarr
     from hmr_trt.runtime.backends import OnnxRuntimeBackend
 
     with OnnxRuntimeBackend(fp32_onnx) as temporal, OnnxRuntimeBackend(body_onnx) as body:
-        return meshes(body.infer, temporal.infer({"features": windows}))
+        return meshes(body.infer, temporal.infer({temporal.inputs[0].name: windows}))
 
 
 def int8_sensitivity(src: PathLike, int8_onnx: PathLike, body_onnx: PathLike, windows: np.ndarray,
@@ -191,9 +193,23 @@ def int8_sensitivity(src: PathLike, int8_onnx: PathLike, body_onnx: PathLike, wi
     return sorted(rows, key=lambda r: r["vertices_mean_mm"])
 
 
+def recipe_exclusions(model: onnx.ModelProto, recipe: Recipe) -> List[str]:
+    """Names of the nodes the recipe's ``int8_exclude`` rules match (op type and node-name regex)."""
+    import re
+
+    rules = recipe.int8_exclude
+    bad = [r.name for r in rules if not any(n.op_type in r.ops and re.search(r.scope, n.name) for n in model.graph.node)]
+    if bad:
+        raise ConfigError(f"INT8 recipe {recipe.name}: exclusion rules {', '.join(bad)} match no node of the graph; "
+                          "the graph's node names changed (update the model's contract)")
+    return sorted(n.name for n in model.graph.node
+                  if any(n.op_type in r.ops and re.search(r.scope, n.name) for r in rules))
+
+
 def int8_with_sweep(src: PathLike, dst: PathLike, calibration_windows: np.ndarray, eval_windows: np.ndarray,
                     body_onnx: PathLike, cache_path: PathLike, *, goal_mm: float = GOALS_MM["int8"],
-                    max_groups: Optional[int] = None, **quantize_options: Any) -> Tuple[Path, Dict[str, Any]]:
+                    max_groups: Optional[int] = None, recipe: Optional[Recipe] = None,
+                    **quantize_options: Any) -> Tuple[Path, Dict[str, Any]]:
     """INT8 graph meeting ``goal_mm`` mean vertex drift on ``eval_windows`` if any exclusion can.
 
     Quantize every MatMul/Gemm; if the drift misses the goal, rank the layer groups by
@@ -202,13 +218,15 @@ def int8_with_sweep(src: PathLike, dst: PathLike, calibration_windows: np.ndarra
     excluded first) that still keeps the goal, and quantize once more without the rest.
     Returns ``dst`` and a report: drift before/after (mm), excluded and readmitted groups, the
     excluded node names, INT8 nodes left, the sensitivity table, and ``passed`` (goal met with
-    at least one layer still INT8).
+    at least one layer still INT8). ``recipe``: the contract's INT8 recipe; the nodes its
+    ``int8_exclude`` rules match stay float from the start.
     """
     import onnx
 
     eval_windows = _check_windows(eval_windows)
+    fixed = recipe_exclusions(onnx.load(str(src), load_external_data=False), recipe) if recipe else []
     reference = reference_meshes(src, body_onnx, eval_windows)
-    info = int8_onnx_from_fp32(src, dst, calibration_windows, cache_path, **quantize_options)
+    info = int8_onnx_from_fp32(src, dst, calibration_windows, cache_path, fixed, **quantize_options)
     before = int8_drift(dst, body_onnx, eval_windows, reference)
     report: Dict[str, Any] = {"goal_mm": goal_mm, "before": before, "after": before, "excluded_groups": [],
                               "excluded_nodes": [], "readmitted_groups": [], "sensitivity": [],
@@ -238,9 +256,11 @@ def int8_with_sweep(src: PathLike, dst: PathLike, calibration_windows: np.ndarra
         del fp32, q
         report["excluded_groups"] = [r["group"] for r in out]
         excluded = [n for r in out for n in r["nodes"]]
-        info = int8_onnx_from_fp32(src, dst, calibration_windows, cache_path, excluded, **quantize_options)
+        info = int8_onnx_from_fp32(src, dst, calibration_windows, cache_path, fixed + excluded, **quantize_options)
         report["after"] = int8_drift(dst, body_onnx, eval_windows, reference)
     report["excluded_nodes"] = excluded
+    report["recipe"] = recipe.name if recipe else ""
+    report["recipe_excluded_nodes"] = fixed
     report["int8_nodes"] = len(info["quantized_nodes"])
     report["passed"] = report["after"]["vertices_mean_mm"] <= goal_mm and report["int8_nodes"] > 0
     if not report["passed"]:

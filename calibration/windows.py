@@ -1,8 +1,8 @@
-"""Calibration windows (W, T, 2048) float32 from saved per-frame features or from videos.
+"""Calibration windows (W, T, C) float32 from saved per-frame features or from videos.
 
-Two sources:
-- ``.npz`` files of per-frame backbone features: key ``features`` of shape (N, 2048) for one
-  track or (tracks, N, 2048), or one key per track named ``track_*`` of shape (N, 2048);
+T and C are the model contract's ``window`` and ``feature_dim`` (the caller passes them). Two sources:
+- ``.npz`` files of per-frame backbone features: key ``features`` of shape (N, C) for one
+  track or (tracks, N, C), or one key per track named ``track_*`` of shape (N, C);
 - videos, decoded and cropped as export/features.py does (window i covers frames
   [i*T, (i+1)*T) cropped at tile i of a 3 x 2 grid), featurised by the backbone ONNX on ORT.
 Windows do not overlap unless ``stride`` < ``window``. torch-free: numpy, OpenCV and onnxruntime.
@@ -17,7 +17,6 @@ import numpy as np
 
 from hmr_trt.errors import InputSpecError
 
-FEATURE_DIM = 2048
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 PathLike = Union[str, Path]
 
@@ -31,8 +30,9 @@ def windows_from_track(features: np.ndarray, window: int, stride: Optional[int] 
 
 
 def windows_from_features_npz(paths_or_folder: Union[PathLike, Sequence[PathLike]], window: int = 16,
-                              stride: Optional[int] = None, feature_dim: int = FEATURE_DIM) -> np.ndarray:
-    """Windows from ``.npz`` feature files (a folder of them, one file, or a list of files)."""
+                              stride: Optional[int] = None, *, feature_dim: int) -> np.ndarray:
+    """Windows from ``.npz`` feature files (a folder of them, one file, or a list of files);
+    ``feature_dim``: the contract's C."""
     _check_window(window, stride)
     paths = _files(paths_or_folder, (".npz",), "feature files (.npz)")
     windows, frames = [], []
@@ -49,11 +49,12 @@ def windows_from_features_npz(paths_or_folder: Union[PathLike, Sequence[PathLike
 
 def windows_from_videos(folder_or_file: Union[PathLike, Sequence[PathLike]], backbone_onnx: PathLike,
                         window: int = 16, max_windows: int = 16, start_frame: int = 0,
-                        threads: int = 0) -> np.ndarray:
+                        threads: int = 0, feature_dim: Optional[int] = None) -> np.ndarray:
     """Up to ``max_windows`` windows of backbone features of video frames, from ``start_frame`` on.
 
     Every video contributes consecutive windows until ``max_windows`` are collected; use
     ``start_frame`` to take evaluation windows from a different part of the video than calibration.
+    ``feature_dim``: the contract's C (default: the backbone graph's declared output width).
     """
     from hmr_trt.runtime.backends import OnnxRuntimeBackend
 
@@ -64,13 +65,14 @@ def windows_from_videos(folder_or_file: Union[PathLike, Sequence[PathLike]], bac
     windows: List[np.ndarray] = []
     seen = []
     with OnnxRuntimeBackend(backbone_onnx, threads=threads) as backbone:
+        width = feature_dim or int(backbone.outputs[0].shape[-1])
         for path in paths:
             crops, frames = [], 0
             for crop in _video_crops(path, window, max_windows - len(windows), start_frame):
                 crops.append(crop)
                 frames += 1
                 if len(crops) == window:
-                    windows.append(_features(backbone, np.stack(crops), path))
+                    windows.append(_features(backbone, np.stack(crops), path, width))
                     crops = []
             seen.append(f"{path.name}: {frames}")
             if len(windows) >= max_windows:
@@ -95,13 +97,13 @@ def _video_crops(path: Path, window: int, n_windows: int, start_frame: int) -> I
         yield crop_from_frame(frame, boxes[(index - start_frame) // window])
 
 
-def _features(backbone, crops_rgb: np.ndarray, path: Path) -> np.ndarray:  # (T, 224, 224, 3) -> (T, C)
+def _features(backbone, crops_rgb: np.ndarray, path: Path, width: int) -> np.ndarray:  # (T, 224, 224, 3) -> (T, C)
     from hmr_trt.runtime.crops import normalise_crops
 
     out = backbone.infer({backbone.inputs[0].name: normalise_crops(crops_rgb)})
     feats = next(iter(out.values()))
-    if feats.ndim != 2 or feats.shape[1] != FEATURE_DIM:
-        raise InputSpecError(f"backbone gave features of shape {feats.shape} for {path.name}; expected (N, {FEATURE_DIM})")
+    if feats.ndim != 2 or feats.shape[1] != width:
+        raise InputSpecError(f"backbone gave features of shape {feats.shape} for {path.name}; expected (N, {width})")
     return feats
 
 

@@ -1,12 +1,13 @@
 """FP16 ONNX of the temporal graph: the graph a TensorRT strongly-typed build runs, and its CPU stand-in.
 
 TensorRT 10+ builds strongly typed networks (11: only those), so precision lives in the ONNX:
-``fp16_onnx_from_fp32`` stores the weights in FP16 and types every tensor FP16, except the nodes of
-``BLOCK_LIST`` (below, one entry per reason), which stay FP32 behind Cast nodes; inputs and outputs
+``fp16_onnx_from_fp32`` stores the weights in FP16 and types every tensor FP16, except the nodes the
+model contract's FP16 recipe keeps (``KeepRule``s: op types and a node-name regex, one per reason,
+e.g. ``export/models/coseg/contract.py``), which stay FP32 behind Cast nodes; inputs and outputs
 stay FP32. onnxconverter-common's ``convert_float_to_float16`` does the work, or ModelOpt AutoCast
 when ``modelopt`` is importable (optional; same block list, passed as node names).
 
-Only the temporal graph is converted. The body model (SMPL blend shapes and skinning: sums of
+Only the model graph is converted (a contract graph with ``precision_passes``). The body model (SMPL blend shapes and skinning: sums of
 thousands of small terms, vertices in metres) and the backbone are never passed through here:
 they stay FP32 whole, and ``fp16_onnx_from_fp32`` refuses them.
 
@@ -32,10 +33,10 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Set, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
+from hmr_trt.contract import KeepRule
 from hmr_trt.errors import ConfigError, ExportError
 from hmr_trt.fileio import save_onnx_atomic
 
@@ -45,81 +46,70 @@ if TYPE_CHECKING:
 PathLike = Union[str, Path]
 METHODS = ("auto", "onnxconverter", "modelopt")
 GRAPH_KEY = "hmr_trt.graph"  # metadata the exporter stamps on every graph
+MODEL_KEY = "hmr_trt.model"
 FP16_MAX = 65504.0
 
 
-@dataclass(frozen=True)
-class KeepFp32:
-    """Nodes that stay FP32: op type in ``ops`` and node name (module scope) matching ``scope``."""
-
-    name: str
-    ops: tuple  # of op types
-    scope: str  # regex searched in the node name, e.g. "/stage1/dem/MatMul"
-    why: str
-
-    def matches(self, node: onnx.NodeProto) -> bool:
-        return node.op_type in self.ops and re.search(self.scope, node.name) is not None
+def rule_matches(rule: KeepRule, node: onnx.NodeProto) -> bool:
+    """A keep rule matches a node: its op type is one of ``rule.ops`` and its name matches ``rule.scope``."""
+    return node.op_type in rule.ops and re.search(rule.scope, node.name) is not None
 
 
-# The one block list. Names are the TorchScript exporter's module scopes (export/model.py):
-# /stage1/dem (DEM), /stage1/dis, /stage2/dis_frag{1,2}, /dis_all (DIS), /regressor, and the
-# root scope, where rot6d_to_rotmat and the reshapes around the regressor live.
-BLOCK_LIST = (
-    KeepFp32("attention-logits", ("MatMul", "Mul"), r"^/stage1/dem/(MatMul|Mul)$",
-             "q k^T and its 1/sqrt(a_k) scale are the logits of the DEM softmax: FP16 keeps 11 bits, "
-             "and the softmax exponentiates differences between logits"),
-    KeepFp32("softmax", ("Softmax",), r"^/(stage1/dem|stage1/dis|stage2/dis_frag\d+|dis_all)/Softmax$",
-             "exp() of FP16 logits overflows past 11 and the normalising sum loses the small terms"),
-    KeepFp32("dis-logits", ("Gemm",), r"/(dis|dis_frag\d+|dis_all)/mlp/mlp\.2/Gemm$",
-             "the DIS MLP's last layer makes the logits of the DIS softmax (stream weights)"),
-    KeepFp32("mean-over-time", ("ReduceMean",), r"^/(stage1/dem|stage1/dis|stage2/dis_frag\d+|dis_all)/ReduceMean",
-             "means over the T frames (DEM excitation, Eq. 3; DIS pooling): long FP16 sums lose low bits"),
-    KeepFp32("stream-sum", ("ReduceSum",), r"^/(stage1/dis|dis_all)/ReduceSum$",
-             "the DIS weighted sum of streams feeds the regressor directly"),
-    KeepFp32("rot6d", ("ReduceL2", "Clip", "Expand", "Div", "Mul", "ReduceSum", "Sub",
-                       "Gather", "Unsqueeze", "Concat", "Reshape"), r"^/[^/]+$",
-             "rot6d_to_rotmat (root scope): Gram-Schmidt divides by FP16 norms and subtracts "
-             "projections, losing orthonormality; data movement too, so rotations leave unrounded"),
-)
+def contract_keep_rules(model: onnx.ModelProto, recipe: str = "") -> Tuple[KeepRule, ...]:
+    """The FP16 keep-list of the model that exported ``model`` (its ``hmr_trt.model`` metadata), from its
+    registered contract: the named recipe or the contract's default FP16 recipe."""
+    from hmr_trt import registry
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    name = meta.get(MODEL_KEY)
+    if not name:
+        raise ConfigError("this ONNX does not name its model (no hmr_trt.model metadata): pass the keep rules "
+                          "of its contract's FP16 recipe")
+    return registry.contract(name).recipe_for("fp16", recipe or None).keep
+
 
 # Ops whose FP16 output equals their FP16 input values: the stand-in needs no rounding after them.
 EXACT_OPS = {"Reshape", "Transpose", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Expand",
              "Identity", "Split", "Flatten", "Relu", "Shape"}
 
 
-def blocked_nodes(model: onnx.ModelProto, block_list: tuple = BLOCK_LIST) -> Dict[str, List[str]]:
-    """Node names each block-list entry matches in ``model`` (an entry matching nothing is a bug)."""
-    return {rule.name: [n.name for n in model.graph.node if rule.matches(n)] for rule in block_list}
+def blocked_nodes(model: onnx.ModelProto, keep: Sequence[KeepRule]) -> Dict[str, List[str]]:
+    """Node names each keep rule matches in ``model`` (a rule matching nothing is a bug)."""
+    return {rule.name: [n.name for n in model.graph.node if rule_matches(rule, n)] for rule in keep}
 
 
-def unmatched_entries(model: onnx.ModelProto, block_list: tuple = BLOCK_LIST) -> List[str]:
-    """'entry: OpType' for every op type of an entry that matches no node (each one is a bug)."""
-    return [f"{rule.name}: {op}" for rule in block_list for op in rule.ops
-            if not any(n.op_type == op and rule.matches(n) for n in model.graph.node)]
+def unmatched_entries(model: onnx.ModelProto, keep: Sequence[KeepRule]) -> List[str]:
+    """'rule: OpType' for every op type of a keep rule that matches no node (each one is a bug)."""
+    return [f"{rule.name}: {op}" for rule in keep for op in rule.ops
+            if not any(n.op_type == op and rule_matches(rule, n) for n in model.graph.node)]
 
 
-def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, *, block_list: tuple = BLOCK_LIST,
-                        method: str = "auto") -> Dict[str, Any]:
-    """Write the FP16 temporal graph (FP32 inputs/outputs, ``block_list`` nodes FP32) to ``dst``.
+def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[KeepRule]] = None, *,
+                        recipe: str = "", method: str = "auto") -> Dict[str, Any]:
+    """Write the FP16 model graph (FP32 inputs/outputs, the ``keep`` rules' nodes FP32) to ``dst``.
 
-    Returns the conversion info: the method, node counts (``converted_nodes`` make FP16 tensors;
-    ``blocked_nodes`` stay FP32, with the Constants feeding only them) and, under ``blocked``,
-    the node names each block-list entry matched.
+    ``keep``: the contract recipe's rules (``contract.recipe_for("fp16", name).keep``); None: the
+    rules of the registered contract of the model named in the ONNX metadata (``recipe`` or its
+    default FP16 recipe). Returns the conversion info: the method, node counts (``converted_nodes``
+    make FP16 tensors; ``blocked_nodes`` stay FP32, with the Constants feeding only them) and, under
+    ``blocked``, the node names each keep rule matched.
     """
     import onnx
 
     if method not in METHODS:
         raise ConfigError(f"FP16 method must be one of {', '.join(METHODS)}, got {method!r}")
     model = onnx.load(str(src))
-    graph = {p.key: p.value for p in model.metadata_props}.get(GRAPH_KEY, "temporal")
-    if graph != "temporal":
-        raise ConfigError(f"{src} is the {graph} graph; precision passes apply to the temporal graph only "
+    meta = {p.key: p.value for p in model.metadata_props}
+    graph = meta.get(GRAPH_KEY, "temporal")
+    if graph in ("body_model", "backbone"):
+        raise ConfigError(f"{src} is the {graph} graph; precision passes apply to the model graph only "
                           "(the body model and the backbone stay FP32)")
-    unmatched = unmatched_entries(model, block_list)
+    keep = tuple(keep) if keep is not None else contract_keep_rules(model, recipe)
+    unmatched = unmatched_entries(model, keep)
     if unmatched:
-        raise ExportError(f"{src}: FP16 block-list entries match no node for {unmatched}; "
-                          "the graph's node names changed (update engines/precision.py's BLOCK_LIST)")
-    by_rule = blocked_nodes(model, block_list)
+        raise ExportError(f"{src}: FP16 keep rules match no node for {unmatched}; "
+                          "the graph's node names changed (update the model contract's FP16 recipe)")
+    by_rule = blocked_nodes(model, keep)
     names = {n for nodes in by_rule.values() for n in nodes}
     names |= _constants_feeding_only(model, names)  # eps and scales of FP32 nodes stay FP32 too
 

@@ -1,11 +1,10 @@
-"""PyTorch -> ONNX for the graphs hmr-trt deploys, one small spec per graph.
+"""PyTorch -> ONNX for the graphs a model contract lists, one ``GraphSpec`` (hmr_trt.contract) per graph.
 
-Three graphs, each with a dynamic leading axis:
-- ``temporal``: features (B, T, 2048) -> pose_rotmat, betas, cam for all T frames;
-- ``body_model``: pose_rotmat (N, 24, 3, 3), betas (N, 10) -> vertices, joints3d (N = frames);
-- ``backbone``: images (N, 3, 224, 224) -> features (N, 2048).
-The body model is a graph of its own so that the runtime applies it to the emitted frames only,
-and so that precision passes keep it FP32 whole.
+Each graph has one dynamic leading axis (its ``batch_axis``); every other dimension is static and
+declared from the contract's ``TensorSpec``s after export (the exporters name some of them, e.g.
+``Reshapebetas_dim_1``), then checked against ONNX shape inference. The body model is a graph of its
+own so that the runtime applies it to the emitted frames only, and so that precision passes keep it
+FP32 whole.
 
 Exporters: ``torchscript`` (default) writes opset 17, which TensorRT 8.6 parses (8.6's parser
 stops at opset 17; the dynamo exporter cannot write below 18). ``dynamo`` writes opset 18 for
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import onnx
 import torch
 
 from hmr_trt import __version__
+from hmr_trt.contract import GraphSpec
 from hmr_trt.errors import ConfigError, ExportError
 from hmr_trt.manifest import TensorSpec
 from hmr_trt.profile import ShapeProfile
@@ -31,24 +30,6 @@ from hmr_trt.profile import ShapeProfile
 EXPORTERS = ("torchscript", "dynamo")
 OPSET = {"torchscript": 17, "dynamo": 18}
 METADATA_PREFIX = "hmr_trt."
-
-
-@dataclass(frozen=True)
-class GraphSpec:
-    """Names and the dynamic axis of one exported graph (optimum-style per-graph config)."""
-
-    name: str
-    input_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-    batch_axis_name: str  # the name of the dynamic leading axis in the graph
-
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        return {n: {0: self.batch_axis_name} for n in self.input_names + self.output_names}
-
-
-TEMPORAL = GraphSpec("temporal", ("features",), ("pose_rotmat", "betas", "cam"), "batch")
-BODY_MODEL = GraphSpec("body_model", ("pose_rotmat", "betas"), ("vertices", "joints3d"), "frames")
-BACKBONE = GraphSpec("backbone", ("images",), ("features",), "images")
 
 
 def _export(
@@ -75,7 +56,7 @@ def _export(
                 dynamic_axes=spec.dynamic_axes(), do_constant_folding=True,
             )
         else:
-            batch = torch.export.Dim(spec.batch_axis_name, min=1, max=max_batch)
+            batch = torch.export.Dim(spec.batch_axis, min=1, max=max_batch)
             torch.onnx.export(
                 module, example, str(path), dynamo=True, opset_version=OPSET[exporter],
                 input_names=list(spec.input_names), output_names=list(spec.output_names),
@@ -110,6 +91,45 @@ def tensor_specs(values: Any) -> list[TensorSpec]:
     return specs
 
 
+def declare_static_shapes(model: onnx.ModelProto, spec: GraphSpec) -> onnx.ModelProto:
+    """Set every graph input/output shape from ``spec`` (axis 0: the batch axis name, others static), then
+    check with strict ONNX shape inference that what the graph computes agrees. Returns the model."""
+    declared = {t.name: t for t in spec.inputs + spec.outputs}
+    values = list(model.graph.input) + list(model.graph.output)
+    missing = sorted(set(declared) - {v.name for v in values})
+    if missing:
+        raise ExportError(f"the exported {spec.name} graph lacks {', '.join(missing)} named in the contract")
+    for v in values:
+        t = declared.get(v.name)
+        if t is None:
+            continue
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) != len(t.shape):
+            raise ExportError(f"{spec.name} graph: {v.name} has rank {len(dims)}, the contract says {list(t.shape)}")
+        for i, (d, want) in enumerate(zip(dims, t.shape)):
+            if i == 0:
+                d.Clear()
+                d.dim_param = spec.batch_axis
+                continue
+            if not isinstance(want, int):
+                raise ExportError(f"{spec.name} graph: {v.name} axis {i} must be static in the contract, got {want!r}")
+            if d.HasField("dim_value") and d.dim_value != want:
+                raise ExportError(f"{spec.name} graph: {v.name} axis {i} is {d.dim_value}, the contract says {want}")
+            d.Clear()
+            d.dim_value = want
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception as exc:  # onnx raises InferenceError and friends
+        raise ExportError(f"{spec.name} graph: shape inference disagrees with the contract's shapes: "
+                          f"{str(exc).splitlines()[0]}") from exc
+    for v in inferred.graph.output:  # what inference derived must match what was declared
+        t = declared[v.name] if v.name in declared else None
+        got = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+        if t is not None and [g for g in got[1:]] != list(t.shape[1:]):
+            raise ExportError(f"{spec.name} graph: output {v.name} infers as {got}, the contract says {list(t.shape)}")
+    return model
+
+
 def onnx_from_module(
     module: torch.nn.Module,
     spec: GraphSpec,
@@ -128,34 +148,52 @@ def onnx_from_module(
         raise
     except Exception as exc:  # exporters raise many types; name the graph and the exporter
         raise ExportError(f"{exporter} export of the {spec.name} graph failed: {type(exc).__name__}: {exc}") from exc
-    model = _stamp(path, spec, metadata or {})
+    model = declare_static_shapes(_stamp(path, spec, metadata or {}), spec)
+    onnx.save(model, str(path))
     return tensor_specs(model.graph.input), tensor_specs(model.graph.output)
 
 
 def export_temporal(model: torch.nn.Module, path: str | Path, profile: ShapeProfile, exporter: str = "torchscript",
                     metadata: dict[str, Any] | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The temporal network with its FDE in matrix form (no DFT, no complex tensors)."""
+    """coseg's temporal graph from a ``CosegNet`` with its FDE in matrix form (no DFT, no complex tensors).
+
+    Kept for tests and tools that hold a coseg module; the export job goes through the adapter."""
+    from hmr_trt import registry
+
     cfg = model.cfg
     if cfg.fde_mode != "matrix":
-        raise ConfigError("export the temporal model with fde_mode='matrix' (see export/fde.py)")
-    batch = max(2, min(profile.opt, 4))  # a batch > 1 so no axis is specialised to 1
-    example = (torch.randn(batch, cfg.window, cfg.feature_dim, generator=torch.Generator().manual_seed(0)),)
-    meta = {"config": cfg.to_dict(), "profile": profile.to_dict(), **(metadata or {})}
-    return onnx_from_module(model, TEMPORAL, example, path, exporter=exporter, max_batch=profile.max, metadata=meta)
+        raise ConfigError("export the temporal model with fde_mode='matrix' (see export/models/coseg/fde.py)")
+    adapter = registry.adapter("coseg")
+    spec = adapter.contract_for(cfg).graph("temporal")
+    example = adapter.example_inputs(cfg, "temporal", max(2, min(profile.opt, 4)))  # batch > 1: no axis fixed to 1
+    meta = {"model": "coseg", "config": cfg.to_dict(), "profile": profile.to_dict(), **(metadata or {})}
+    return onnx_from_module(model, spec, example, path, exporter=exporter, max_batch=profile.max, metadata=meta)
 
 
 def export_body_model(body: torch.nn.Module, path: str | Path, max_frames: int, exporter: str = "torchscript",
                       metadata: dict[str, Any] | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    spec = body_graph_for(body)
+    example = (torch.eye(3).expand(3, int(spec.inputs[0].shape[1]), 3, 3).contiguous(), torch.zeros(3, body.num_betas))
+    return onnx_from_module(body, spec, example, path, exporter=exporter, max_batch=max_frames, metadata=metadata)
+
+
+def body_graph_for(body: torch.nn.Module) -> GraphSpec:
+    """The body-model graph's contract with the vertex and joint counts of the body model actually used."""
+    from hmr_trt.contract import smpl_body_graph
+
     from .smpl_io import NUM_JOINTS
 
-    eye = torch.eye(3).expand(3, NUM_JOINTS, 3, 3).contiguous()
-    example = (eye, torch.zeros(3, body.num_betas))
-    return onnx_from_module(body, BODY_MODEL, example, path, exporter=exporter, max_batch=max_frames,
-                            metadata=metadata)
+    with torch.no_grad():
+        _, joints = body(torch.eye(3).expand(1, NUM_JOINTS, 3, 3).contiguous(), torch.zeros(1, body.num_betas))
+    return smpl_body_graph(vertices=body.num_vertices, joints=int(joints.shape[1]), betas=body.num_betas)
 
 
 def export_backbone(backbone: torch.nn.Module, path: str | Path, max_images: int, exporter: str = "torchscript",
-                    metadata: dict[str, Any] | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    example = (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)),)
-    return onnx_from_module(backbone, BACKBONE, example, path, exporter=exporter, max_batch=max_images,
+                    metadata: dict[str, Any] | None = None, spec: GraphSpec | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    from hmr_trt.contract import spin_backbone_graph
+
+    spec = spec or spin_backbone_graph()
+    crop = int(spec.inputs[0].shape[-1])
+    example = (torch.randn(2, 3, crop, crop, generator=torch.Generator().manual_seed(0)),)
+    return onnx_from_module(backbone, spec, example, path, exporter=exporter, max_batch=max_images,
                             metadata=metadata)

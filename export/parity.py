@@ -1,8 +1,10 @@
 """Parity of exported graphs against the PyTorch reference, in the task's unit: millimetres.
 
-The reference is the torch model (FFT form of FDE) followed by SMPL through the smplx package.
-The candidate is the exported temporal graph followed by the exported body-model graph, run by
-ONNX Runtime (or any ``runner(name, feed) -> outputs``). For each set of windows (random, and
+The reference is the adapter's torch model followed by SMPL through the smplx package. The
+candidate is the exported model graph (the contract's role "model") followed by the exported
+body-model graph, run by ONNX Runtime (or any ``runner(graph name, feed) -> outputs``); meshes come
+from ``hmr_trt.mesh`` (the one mesh path). Window models with emit "middle" give T_out = 1 frame
+per window on both sides. For each set of windows (random, and
 features of real video frames) and each batch size, we report per-output max abs/rel error and
 the mean/max drift of vertices and joints in mm, each also as a fraction of the motion spread
 (how far vertex positions move across the windows: parity means little if outputs do not move).
@@ -17,19 +19,44 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from hmr_trt.metrics import GOALS_MM, drift_mm, motion_spread_mm
+from hmr_trt.contract import GraphSpec, ModelContract
+from hmr_trt.mesh import drift_mm, meshes, motion_spread_mm
+from hmr_trt.metrics import GOALS_MM
 
 from .features import features_from_video_tiles
 
 __all__ = ["GOALS_MM", "drift_mm", "motion_spread_mm", "compare", "reference_outputs"]
 
-# The tight per-output tier for FP32 (the mm goals per precision are in hmr_trt.metrics.GOALS_MM).
-FP32_MAX_ABS = {"pose_rotmat": 1e-3, "betas": 1e-3, "cam": 1e-3}
+# The tight per-output tier for FP32, every model-graph output (the mm goals are the contract's).
+FP32_MAX_ABS = 1e-3
 # Float32 kernels block differently per batch size (seen: ~1e-4); mixing samples gives O(0.1-1).
 BATCH_INVARIANCE_ATOL = 1e-3
 MIN_SPREAD_MM = 50.0
 
 Runner = Callable[[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+Windows = Any  # one set: an array for single-input graphs (window features), or {input name: array}
+
+
+def default_graph() -> GraphSpec:
+    from hmr_trt import registry
+
+    return registry.contract(registry.DEFAULT_MODEL).model_graph
+
+
+def _feed(graph: GraphSpec, windows: Windows) -> dict[str, np.ndarray]:
+    return dict(windows) if isinstance(windows, dict) else {graph.input_names[0]: windows}
+
+
+def _count(feed: dict[str, np.ndarray]) -> int:
+    return len(next(iter(feed.values())))
+
+
+def _torch_body(body_ref: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            verts, joints = body_ref(torch.from_numpy(feed["pose_rotmat"]), torch.from_numpy(feed["betas"]))
+        return {"vertices": verts.numpy(), "joints3d": joints.numpy()}
+    return run
 
 
 @dataclass
@@ -57,6 +84,24 @@ class ParityReport:
     def worst(self, key: str = "vertices_mean_mm") -> float:
         return max((r[key] for r in self.rows), default=float("nan"))
 
+    def worst_judged(self) -> dict[str, Any]:
+        """The judged row with the largest mean vertex drift: {"mm", "set", "batch"} (all rows if none judged)."""
+        rows = [r for r in self.rows if r.get("judged", True)] or self.rows
+        if not rows:
+            return {"mm": float("nan"), "set": "", "batch": 0}
+        row = max(rows, key=lambda r: r["vertices_mean_mm"])
+        return {"mm": row["vertices_mean_mm"], "max_mm": row["vertices_max_mm"], "set": row["set"],
+                "batch": row["batch"]}
+
+    def verdict(self, recipe: str = "", limit_mm: float | None = None) -> dict[str, Any]:
+        """PASS/MISS against the goal, the worst case, and (with a limit) whether it is refused."""
+        worst = self.worst_judged()
+        return {"precision": self.precision, "recipe": recipe, "goal_mm": self.goal_mean_vertex_mm,
+                "worst_mean_vertex_mm": worst["mm"], "worst_max_vertex_mm": worst.get("max_mm", float("nan")),
+                "worst_case": f"{worst['set']} windows, batch {worst['batch']}",
+                "verdict": "PASS" if self.passed else "MISS", "failures": list(self.failures),
+                "limit_mm": limit_mm}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "precision": self.precision,
@@ -78,35 +123,42 @@ def output_errors(candidate: dict[str, np.ndarray], reference: dict[str, np.ndar
     return errs
 
 
-def reference_outputs(model: torch.nn.Module, body_ref: Any, windows: np.ndarray) -> Reference:
+def reference_outputs(model: torch.nn.Module, body_ref: Any, windows: Windows, graph: GraphSpec | None = None,
+                      contract: ModelContract | None = None) -> Reference:
+    """The torch model's outputs (named by the model graph) and their meshes through the torch body model."""
+    graph = graph or default_graph()
+    feed = _feed(graph, windows)
     with torch.no_grad():
-        rotmat, betas, cam = model(torch.from_numpy(windows))
-        w, t = rotmat.shape[:2]
-        verts, joints = body_ref(rotmat.reshape(w * t, *rotmat.shape[2:]), betas.reshape(w * t, -1))
-    return Reference(
-        {"pose_rotmat": rotmat.numpy(), "betas": betas.numpy(), "cam": cam.numpy()},
-        verts.numpy().reshape(w, t, -1, 3),
-        joints.numpy().reshape(w, t, -1, 3),
-    )
+        outs = model(*(torch.from_numpy(feed[n]) for n in graph.input_names))
+    outputs = {name: t.numpy() for name, t in zip(graph.output_names, outs)}
+    verts, joints = meshes(_torch_body(body_ref) if body_ref is not None else None, outputs, contract)
+    return Reference(outputs, verts, joints)
 
 
-def run_pipeline(run: Runner, windows: np.ndarray, batch: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Temporal graph in chunks of ``batch`` windows, then the body-model graph on all frames."""
-    chunks = [run("temporal", {"features": windows[i:i + batch]}) for i in range(0, len(windows), batch)]
-    outs = {k: np.concatenate([c[k] for c in chunks]) for k in ("pose_rotmat", "betas", "cam")}
-    w, t = outs["betas"].shape[:2]
-    body = run("body_model", {"pose_rotmat": outs["pose_rotmat"].reshape(w * t, -1, 3, 3),
-                              "betas": outs["betas"].reshape(w * t, -1)})
-    return outs, body["vertices"].reshape(w, t, -1, 3), body["joints3d"].reshape(w, t, -1, 3)
+def run_pipeline(run: Runner, windows: Windows, batch: int, graph: GraphSpec | None = None,
+                 contract: ModelContract | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The model graph in chunks of ``batch`` windows, then the body-model graph on all emitted frames."""
+    graph = graph or default_graph()
+    feed = _feed(graph, windows)
+    n = _count(feed)
+    chunks = [run(graph.name, {k: v[i:i + batch] for k, v in feed.items()}) for i in range(0, n, batch)]
+    outs = {k: np.concatenate([c[k] for c in chunks]) for k in graph.output_names}
+    body_name = (contract.graph_for("body_model").name if contract is not None and contract.graph_for("body_model")
+                 else "body_model")
+    verts, joints = meshes(lambda f: run(body_name, f), outs, contract)
+    return outs, verts, joints
 
 
-def torch_batch_invariance(model: torch.nn.Module, windows: np.ndarray) -> float:
+def torch_batch_invariance(model: torch.nn.Module, windows: Windows, graph: GraphSpec | None = None) -> float:
     """Max abs change of any output when each window runs alone instead of in one batch."""
+    graph = graph or default_graph()
+    feed = {k: torch.from_numpy(v) for k, v in _feed(graph, windows).items()}
+    names = graph.input_names
     with torch.no_grad():
-        together = model(torch.from_numpy(windows))
-        alone = [model(torch.from_numpy(windows[i:i + 1])) for i in range(len(windows))]
+        together = model(*(feed[k] for k in names))
+        alone = [model(*(feed[k][i:i + 1] for k in names)) for i in range(len(feed[names[0]]))]
     return max(
-        float((together[k][i] - alone[i][k]).abs().max()) for i in range(len(windows)) for k in range(len(together))
+        float((together[k][i] - alone[i][k]).abs().max()) for i in range(len(alone)) for k in range(len(together))
     )
 
 
@@ -119,6 +171,9 @@ def compare(
     batch_sizes: tuple[int, ...] = (1, 2, 7),
     check_outputs: bool = True,
     judged: set[str] | None = None,
+    graph: GraphSpec | None = None,
+    contract: ModelContract | None = None,
+    goal_mm: float | None = None,
 ) -> ParityReport:
     """The parity report of ``run`` against the references, for every set and batch size.
 
@@ -126,14 +181,15 @@ def compare(
     feature windows; random Gaussian windows lie outside an INT8 calibration's ranges (real
     features are non-negative), so for those precisions they are reported, not judged.
     """
-    goal = GOALS_MM[precision]
+    goal = goal_mm if goal_mm is not None else (contract.goal_mm(precision) if contract else GOALS_MM[precision])
+    graph = graph or (contract.model_graph if contract else default_graph())
     report = ParityReport(precision, goal)
     per_batch_outputs: dict[int, dict[str, np.ndarray]] = {}
     for set_name, ref in references.items():
         spread = motion_spread_mm(ref.vertices)
         report.spread_mm[set_name] = spread
         for batch in batch_sizes:
-            outs, verts, joints = run_pipeline(run, windows[set_name], batch)
+            outs, verts, joints = run_pipeline(run, windows[set_name], batch, graph, contract)
             if set_name == "video" or len(references) == 1:
                 per_batch_outputs[batch] = outs
             v_mean, v_max = drift_mm(verts, ref.vertices)
@@ -152,10 +208,10 @@ def compare(
             if v_mean > goal:
                 report.failures.append(f"{set_name} batch {batch}: mean vertex drift {v_mean:.4g} mm > goal {goal} mm")
             if check_outputs and precision == "fp32":
-                for name, tol in FP32_MAX_ABS.items():
-                    if row["outputs"][name]["max_abs"] > tol:
+                for name, err in row["outputs"].items():
+                    if err["max_abs"] > FP32_MAX_ABS:
                         report.failures.append(
-                            f"{set_name} batch {batch}: {name} max abs {row['outputs'][name]['max_abs']:.3g} > {tol}"
+                            f"{set_name} batch {batch}: {name} max abs {err['max_abs']:.3g} > {FP32_MAX_ABS}"
                         )
     if len(per_batch_outputs) > 1:
         base = per_batch_outputs[min(per_batch_outputs)]
@@ -180,7 +236,9 @@ def random_windows(n: int, window: int, feature_dim: int, seed: int = 0) -> np.n
 
 
 def parity_windows(cfg: Any, video: str | None, n: int = 7, seed: int = 0, backbone: Any = None) -> dict[str, np.ndarray]:
-    """Random windows, and windows of backbone features of real video frames when a video is given."""
+    """Random windows, and windows of backbone features of real video frames when a video is given.
+
+    ``cfg``: anything with ``window`` and ``feature_dim`` (a window model's contract or config)."""
     sets = {"random": random_windows(n, cfg.window, cfg.feature_dim, seed)}
     if video is not None:
         sets["video"] = features_from_video_tiles(video, n, cfg.window, backbone=backbone)

@@ -1,11 +1,16 @@
 """The export job behind ``trt-export``: build the reference, export, validate, measure parity, write.
 
-Everything is written into a staging directory that replaces ``--out`` only at the end, so a
-failure (bad checkpoint, parity over the goal, Ctrl-C) leaves nothing half-written.
+Model-agnostic: the model's contract (``hmr_trt.registry``) lists the graphs to export and their
+shapes; its adapter builds the torch reference, the exportable modules and the example inputs.
+The body model (role ``body_model``) and the SPIN feature extractor (role ``feature_extractor``)
+are the pipeline's own. Everything is written into a staging directory that replaces ``--out`` only
+at the end, so a failure (bad checkpoint, FP32 parity, a reduced-precision miss under ``--strict``,
+Ctrl-C) leaves nothing half-written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -15,6 +20,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from hmr_trt import registry
+from hmr_trt.contract import GraphSpec, ModelContract
 from hmr_trt.engines.preflight import MAX_OPSET_TRT86, validate_onnx
 from hmr_trt.errors import ConfigError, InputSpecError, ParityError
 from hmr_trt.manifest import Artifact, Manifest, sha256_of, staged_output, tool_versions
@@ -24,12 +31,9 @@ from hmr_trt.runtime.backends import OnnxRuntimeBackend
 from . import onnx_export, parity
 from .backbone import ResNet50Backbone, backbone_from_checkpoint
 from .body_model import ExportableSMPL, SMPLReference
-from .config import CosegConfig
-from .model import build_model
 from .smpl_io import load_body_model_data
 from .synthetic_smpl import make_synthetic_smpl
 
-MODELS = ("coseg",)
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATION_START_FRAME = 400  # calibration frames of the sample video do not overlap the parity windows
 FACES_NAME = "body_model_faces.npy"  # runtime/backends_select.py reads it under this name
@@ -40,9 +44,9 @@ BATCH_SIZES = (1, 2, 7)
 @dataclass
 class ExportOptions:
     out: Path
-    model: str = "coseg"
+    model: str = registry.DEFAULT_MODEL
     precision: str = "fp32"
-    window: int = 16
+    window: int | None = None  # None: the model's default config
     profile: ShapeProfile = field(default_factory=ShapeProfile)
     checkpoint: Path | None = None
     backbone_checkpoint: Path | None = None
@@ -51,11 +55,13 @@ class ExportOptions:
     video: Path | None = None  # real frames for the parity windows
     exporter: str = "torchscript"
     parity_windows: int = 7
-    config: CosegConfig | None = None  # overrides window (tests use small configs)
+    config: Any = None  # the adapter's Config; overrides window (tests use tiny configs)
     with_backbone: bool = True
     calib: Path | None = None  # INT8 calibration: a video, a folder of videos, or .npz feature files
     calib_cache: Path | None = None  # default: ~/.cache/hmr-trt/calibration (survives re-exports)
-    accept_drift: bool = False  # keep FP16/INT8 artifacts whose parity misses the goal (recorded as failing)
+    recipe: str | None = None  # precision recipe of the contract (default: the contract's for --precision)
+    max_drift_mm: float | None = None  # a reduced-precision miss over this exits 1 with nothing written
+    strict: bool = False  # the same with the contract's goal as the limit
     build_engines: bool = True  # when TensorRT and a GPU are present
 
 
@@ -69,7 +75,19 @@ class ExportResult:
     seconds: dict[str, float]
 
 
-def check_feature_windows(windows: np.ndarray, cfg: CosegConfig, what: str) -> None:
+@dataclass
+class Job:
+    """What _validate_options resolves: the adapter, the config and the contract at that config."""
+
+    adapter: Any
+    cfg: Any
+    contract: ModelContract
+    recipe: str = ""
+    limit_mm: float | None = None
+
+
+def check_feature_windows(windows: np.ndarray, cfg: Any, what: str) -> None:
+    """``cfg``: a window model's contract (or config) with ``window`` and ``feature_dim``."""
     if windows.ndim != 3:
         raise InputSpecError(f"{what}: expected windows (B, T, C), got shape {windows.shape}")
     if windows.shape[1] != cfg.window:
@@ -78,112 +96,168 @@ def check_feature_windows(windows: np.ndarray, cfg: CosegConfig, what: str) -> N
         raise InputSpecError(f"{what}: feature width {windows.shape[2]}, the model expects {cfg.feature_dim}")
 
 
-def _validate_options(opts: ExportOptions) -> CosegConfig:
-    if opts.model not in MODELS:
-        raise ConfigError(f"unknown --model {opts.model!r}; available: {', '.join(MODELS)}")
-    cfg = (opts.config or CosegConfig(window=opts.window)).with_(fde_mode="fft")
+def _validate_options(opts: ExportOptions) -> Job:
+    if opts.model not in registry.names():
+        raise ConfigError(f"unknown --model {opts.model!r}; available: {', '.join(registry.names())}")
+    adapter = registry.adapter(opts.model)
+    cfg = opts.config if opts.config is not None else adapter.default_config()
+    if opts.window is not None and opts.config is None:
+        cfg = adapter.with_window(cfg, opts.window)
+    contract = adapter.contract_for(cfg)
+    if contract.family != "window":
+        raise ConfigError(f"model {opts.model}: the export job supports window models only for now "
+                          f"(this one is {contract.family})")
     for batch in BATCH_SIZES:
         if not opts.profile.contains(batch) and batch <= opts.profile.max:
             raise ConfigError(f"parity batch {batch} is below the profile's min {opts.profile.min}")
     if opts.precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {opts.precision!r}")
+    job = Job(adapter, cfg, contract)
+    if opts.precision == "fp32":
+        if opts.recipe is not None:
+            raise ConfigError(f"--recipe {opts.recipe} applies to --precision fp16 or int8, not fp32")
+    else:
+        job.recipe = contract.recipe_for(opts.precision, opts.recipe).name
+    if opts.strict and opts.max_drift_mm is not None:
+        raise ConfigError("give --strict (the contract's goal) or --max-drift-mm, not both")
+    if opts.max_drift_mm is not None and not opts.max_drift_mm > 0:
+        raise ConfigError(f"--max-drift-mm must be > 0, got {opts.max_drift_mm}")
+    job.limit_mm = contract.goal_mm(opts.precision) if opts.strict else opts.max_drift_mm
     if opts.calib is not None:
-        check_calibration_source(Path(opts.calib), cfg)
+        check_calibration_source(Path(opts.calib), contract)
     for label, path in (("--checkpoint", opts.checkpoint), ("--smpl-model", opts.smpl_model),
                         ("--backbone-checkpoint", opts.backbone_checkpoint), ("--mean-params", opts.mean_params),
                         ("--video", opts.video)):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{label} {path}: file not found")
-    return cfg
+    return job
+
+
+def artifact_file(model: str, graph: GraphSpec, precision: str) -> str:
+    """File name of a graph: model graphs carry the model's name (``coseg_temporal_fp32.onnx``)."""
+    prefix = f"{model}_" if graph.role in ("model", "step") else ""
+    return f"{prefix}{graph.name}_{precision}.onnx"
 
 
 def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
-    """Export the temporal, body-model and backbone graphs to ``opts.out``; returns the manifest."""
+    """Export the contract's graphs to ``opts.out``; returns the manifest and the parity reports."""
     step = step or (lambda _label: ExitStack())
     seconds: dict[str, float] = {}
-    cfg = _validate_options(opts)
+    job = _validate_options(opts)
+    adapter, cfg = job.adapter, job.cfg
     t0 = time.perf_counter()
 
     with step("building the torch reference"):
-        reference = build_model(cfg, opts.checkpoint, opts.mean_params)  # FFT form of FDE
-        exportable = build_model(cfg.with_(fde_mode="matrix"), None, opts.mean_params)
-        exportable.load_state_dict(reference.state_dict())
-        body, body_ref, body_info = body_models(opts.smpl_model)
+        reference = adapter.reference(cfg, opts.checkpoint)
+        if opts.mean_params is not None:
+            adapter.load_mean_params(reference, Path(opts.mean_params))
+        body = body_ref = None
+        body_info = "body model: none (the model outputs vertices)"
+        if job.contract.body_model == "smpl":
+            body, body_ref, body_info = body_models(opts.smpl_model)
         backbone = None
-        if opts.with_backbone or opts.video is not None:
+        if job.contract.feature_extractor == "spin_resnet50" and (opts.with_backbone or opts.video is not None):
             backbone = (backbone_from_checkpoint(opts.backbone_checkpoint) if opts.backbone_checkpoint
                         else ResNet50Backbone.from_seed(0))
     seconds["reference"] = time.perf_counter() - t0
+    contract = exported_contract(job.contract, body, opts.with_backbone and backbone is not None)
+    model_graph = contract.model_graph
+    frames = len(contract.emit_positions()) if contract.family == "window" else 1
 
     with staged_output(opts.out) as stage:
         manifest = Manifest(model=opts.model, config=cfg.to_dict(), profile=opts.profile.to_dict(),
-                            tools=tool_versions("torch", "onnx", "onnxruntime", "onnxscript", "smplx"))
+                            tools=tool_versions("torch", "onnx", "onnxruntime", "onnxscript", "smplx"),
+                            contract=contract.to_dict())
         manifest.notes.append(body_info)
         if opts.checkpoint is None:
-            manifest.notes.append("temporal weights: seeded defaults (untrained); meshes are not poses")
+            manifest.notes.append(f"{opts.model} weights: seeded defaults (untrained); meshes are not poses")
         meta = {"model": opts.model, "exporter": opts.exporter}
 
         t = time.perf_counter()
-        with step(f"exporting the temporal graph ({opts.exporter})"):
-            temporal_path = stage / f"{opts.model}_temporal_fp32.onnx"
-            ins, outs = onnx_export.export_temporal(exportable, temporal_path, opts.profile, opts.exporter, meta)
-        with step("exporting the body-model graph"):
-            body_path = stage / "body_model_fp32.onnx"
-            b_ins, b_outs = onnx_export.export_body_model(body, body_path, opts.profile.max * cfg.window,
-                                                          opts.exporter, {**meta, "body_model": body_info})
-        graphs = [("temporal", temporal_path, ins, outs), ("body_model", body_path, b_ins, b_outs)]
-        if opts.with_backbone:
-            with step("exporting the backbone graph"):
-                bb_path = stage / "backbone_fp32.onnx"
-                bb_ins, bb_outs = onnx_export.export_backbone(backbone, bb_path, opts.profile.max * cfg.window,
-                                                              opts.exporter, meta)
-            graphs.append(("backbone", bb_path, bb_ins, bb_outs))
+        paths: dict[str, Path] = {}
+        specs: dict[str, tuple] = {}
+        for graph in contract.graphs:
+            with step(f"exporting the {graph.name} graph ({opts.exporter})"):
+                path = stage / artifact_file(opts.model, graph, "fp32")
+                if graph.role == "body_model":
+                    specs[graph.name] = onnx_export.export_body_model(
+                        body, path, opts.profile.max * max(frames, contract.window or 1), opts.exporter,
+                        {**meta, "body_model": body_info})
+                elif graph.role == "feature_extractor":
+                    specs[graph.name] = onnx_export.export_backbone(
+                        backbone, path, opts.profile.max * (contract.window or 1), opts.exporter, meta, spec=graph)
+                else:
+                    example = adapter.example_inputs(cfg, graph.name, max(2, min(opts.profile.opt, 4)))
+                    specs[graph.name] = onnx_export.onnx_from_module(
+                        adapter.exportable(reference, graph.name), graph, example, path, exporter=opts.exporter,
+                        max_batch=opts.profile.max,
+                        metadata={**meta, "config": cfg.to_dict(), "profile": opts.profile.to_dict()})
+                paths[graph.name] = path
         seconds["export"] = time.perf_counter() - t
 
         t = time.perf_counter()
         max_opset = MAX_OPSET_TRT86 if opts.exporter == "torchscript" else None
         with step("validating (onnx.checker, shape inference, TensorRT op preflight)"):
-            for _name, path, *_ in graphs:
+            for path in paths.values():
                 validate_onnx(path, max_opset=max_opset)
         seconds["validate"] = time.perf_counter() - t
 
         t = time.perf_counter()
         with step("measuring parity against torch (ONNX Runtime, CPU)"):
-            windows = parity.parity_windows(cfg, str(opts.video) if opts.video else None, opts.parity_windows,
+            windows = parity.parity_windows(contract, str(opts.video) if opts.video else None, opts.parity_windows,
                                             backbone=backbone)
             for name, w in windows.items():
-                check_feature_windows(w, cfg, f"{name} parity windows")
-            references = {k: parity.reference_outputs(reference, body_ref, w) for k, w in windows.items()}
-            report = fp32_parity(temporal_path, body_path, references, windows, reference)
+                check_feature_windows(w, contract, f"{name} parity windows")
+            references = {k: parity.reference_outputs(reference, body_ref, w, model_graph, contract)
+                          for k, w in windows.items()}
+            report = fp32_parity(paths, references, windows, reference, contract)
         seconds["parity"] = time.perf_counter() - t
 
-        np.save(stage / FACES_NAME, np.asarray(body.faces, dtype=np.int64))  # for rendering meshes
+        if body is not None:
+            np.save(stage / FACES_NAME, np.asarray(body.faces, dtype=np.int64))  # for rendering meshes
         save_parity_reference(stage / PARITY_REFERENCE_NAME, windows, references)
-        for name, path, g_ins, g_outs in graphs:
-            extra = {"faces": FACES_NAME} if name == "body_model" else {}
-            manifest.add(Artifact(name, path.name, "onnx", "fp32", sha256_of(path), g_ins, g_outs,
-                                  parity=report.to_dict() if name == "temporal" else None, extra=extra))
+        for graph in contract.graphs:
+            g_ins, g_outs = specs[graph.name]
+            extra = {"faces": FACES_NAME} if graph.role == "body_model" else {}
+            manifest.add(Artifact(graph.name, paths[graph.name].name, "onnx", "fp32", sha256_of(paths[graph.name]),
+                                  g_ins, g_outs, parity=report.to_dict() if graph.role == "model" else None,
+                                  extra=extra))
         manifest.parity = {"fp32": report.to_dict()}
+        manifest.verdict = {"fp32": report.verdict()}
         reports = [report]
         if not report.passed:
             raise _parity_error("FP32 parity failed: " + "; ".join(report.failures), reports)
         if opts.precision != "fp32":
             t = time.perf_counter()
-            reduced = reduced_precision(opts, cfg, stage, temporal_path, body_path, graphs, references, windows,
-                                        manifest, step)
+            reduced = reduced_precision(opts, job, contract, stage, paths, references, windows, manifest, step)
             reports.append(reduced)
             seconds[opts.precision] = time.perf_counter() - t
-            if not reduced.passed and not opts.accept_drift:
+            verdict = reduced.verdict(job.recipe, job.limit_mm)
+            manifest.verdict[opts.precision] = verdict
+            if job.limit_mm is not None and verdict["worst_mean_vertex_mm"] > job.limit_mm:
                 raise _parity_error(
-                    f"{opts.precision.upper()} parity misses its goal of {reduced.goal_mean_vertex_mm} mm mean vertex "
-                    f"drift: {_worst_per_set(reduced)}. Nothing was written; rerun with --accept-drift to keep the artifacts (manifest.json "
-                    "records them as failing)", reports)
+                    f"{opts.precision.upper()} parity misses the limit of {job.limit_mm:g} mm mean vertex drift "
+                    f"(recipe {job.recipe}): worst {verdict['worst_mean_vertex_mm']:.3g} mm on "
+                    f"{verdict['worst_case']} ({_worst_per_set(reduced)}); nothing was written", reports)
         if opts.build_engines:
             build_or_explain_engines(opts, stage, manifest, step)
         seconds["total"] = time.perf_counter() - t0
         manifest.notes.append(f"export seconds: {seconds}")
         manifest.write(stage)
     return ExportResult(manifest, reports, seconds)
+
+
+def exported_contract(contract: ModelContract, body: Any, with_backbone: bool) -> ModelContract:
+    """The contract as exported: body-model shapes from the body model actually used; no backbone graph
+    when none is exported."""
+    graphs = []
+    for g in contract.graphs:
+        if g.role == "feature_extractor" and not with_backbone:
+            continue
+        if g.role == "body_model" and body is not None:
+            g = dataclasses.replace(onnx_export.body_graph_for(body), name=g.name)
+        graphs.append(g)
+    return dataclasses.replace(contract, graphs=tuple(graphs))
 
 
 def _worst_per_set(report: parity.ParityReport) -> str:
@@ -199,21 +273,25 @@ def _parity_error(message: str, reports: list[parity.ParityReport]) -> ParityErr
     return err
 
 
-def reduced_precision(opts: ExportOptions, cfg: CosegConfig, stage: Path, temporal_path: Path, body_path: Path,
-                      graphs: list, references: dict, windows: dict, manifest: Manifest,
-                      step: Step) -> parity.ParityReport:
-    """The FP16 or INT8 temporal ONNX beside the FP32 one, with its parity in mm (ONNX Runtime, CPU)."""
+def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, stage: Path, paths: dict[str, Path],
+                      references: dict, windows: dict, manifest: Manifest, step: Step) -> parity.ParityReport:
+    """The FP16 or INT8 model graph beside the FP32 one (the contract's recipe), with its parity in mm
+    (ONNX Runtime, CPU). Graphs with ``precision_passes`` False (body model, backbone) stay FP32."""
     import tempfile
 
     from hmr_trt.engines.precision import emulation_onnx_from_fp16, fp16_onnx_from_fp32
     from hmr_trt.engines.preflight import MAX_OPSET_TRT86 as _max_opset
 
-    path = stage / f"{opts.model}_temporal_{opts.precision}.onnx"
+    graph = contract.model_graph
+    recipe = contract.recipe_for(opts.precision, job.recipe)
+    src = paths[graph.name]
+    body_graph = contract.graph_for("body_model")
+    path = stage / artifact_file(opts.model, graph, opts.precision)
     max_opset = _max_opset if opts.exporter == "torchscript" else None
     with tempfile.TemporaryDirectory() as tmp:
         if opts.precision == "fp16":
-            with step("FP16: mixed-precision ONNX (FP32 islands per engines/precision.py)"):
-                info = fp16_onnx_from_fp32(temporal_path, path)
+            with step(f"FP16: mixed-precision ONNX (recipe {recipe.name}: {len(recipe.keep)} FP32 keep rules)"):
+                info = fp16_onnx_from_fp32(src, path, recipe.keep)
                 validate_onnx(path, max_opset=max_opset)
             # ONNX Runtime's CPU provider computes FP16 ops in FP32: parity runs a stand-in that
             # rounds every FP16 tensor, as TensorRT's FP16 storage does (engines/precision.py)
@@ -221,49 +299,54 @@ def reduced_precision(opts: ExportOptions, cfg: CosegConfig, stage: Path, tempor
             emulation_onnx_from_fp16(path, candidate)
             label = "FP16 parity (ONNX Runtime CPU, FP16 rounding emulated)"
         else:
-            cal = calibration_windows(opts, cfg, graphs)
+            if body_graph is None:
+                raise ConfigError(f"model {opts.model}: the INT8 sweep measures drift through the body model graph")
+            cal = calibration_windows(opts, contract, paths)
             with step(f"INT8: calibration on {len(cal)} windows, Q/DQ, per-layer sensitivity sweep"):
                 from hmr_trt.calibration.quantize import int8_with_sweep
 
                 cache = (opts.calib_cache or Path.home() / ".cache" / "hmr-trt" / "calibration") / \
-                    f"{opts.model}_{sha256_of(temporal_path)[:16]}.json"
-                _, info = int8_with_sweep(temporal_path, path, cal, windows[next(reversed(windows))], body_path, cache)
+                    f"{opts.model}_{sha256_of(src)[:16]}.json"
+                _, info = int8_with_sweep(src, path, cal, windows[next(reversed(windows))], paths[body_graph.name],
+                                          cache, goal_mm=contract.goal_mm("int8"), recipe=recipe)
                 validate_onnx(path, max_opset=max_opset)
             candidate = path
             label = "INT8 parity (ONNX Runtime CPU)"
         with step(label):
-            stack, run = ort_runner({"temporal": candidate, "body_model": body_path})
+            stack, run = ort_runner({**{n: p for n, p in paths.items() if n != graph.name}, graph.name: candidate})
             with stack:
                 report = parity.compare(run, references, windows, precision=opts.precision, batch_sizes=BATCH_SIZES,
-                                        judged={"video"} if "video" in windows else None)
+                                        judged={"video"} if "video" in windows else None, contract=contract)
     from .onnx_export import tensor_specs
 
     model = onnx_load(path)
-    manifest.add(Artifact("temporal", path.name, "onnx", opts.precision, sha256_of(path),
+    manifest.add(Artifact(graph.name, path.name, "onnx", opts.precision, sha256_of(path),
                           tensor_specs(model.graph.input), tensor_specs(model.graph.output),
-                          parity=report.to_dict(), extra={"conversion": _jsonable(info)}))
+                          parity=report.to_dict(), extra={"conversion": _jsonable(info), "recipe": recipe.name}))
     manifest.parity[opts.precision] = report.to_dict()
     return report
 
 
-def calibration_windows(opts: ExportOptions, cfg: CosegConfig, graphs: list) -> np.ndarray:
-    """--calib (videos through the exported backbone, or .npz feature files), else the sample video."""
+def calibration_windows(opts: ExportOptions, contract: ModelContract, paths: dict[str, Path]) -> np.ndarray:
+    """--calib (videos through the exported feature extractor, or .npz feature files), else the sample video."""
     from hmr_trt.calibration.windows import windows_from_features_npz, windows_from_videos
 
-    backbone = next((p for name, p, *_ in graphs if name == "backbone"), None)
+    extractor = contract.graph_for("feature_extractor")
+    backbone = paths.get(extractor.name) if extractor is not None else None
     source = Path(opts.calib) if opts.calib else opts.video
     if source is None:
         raise ConfigError("--precision int8 needs calibration data: --calib VIDEO_OR_FOLDER_OR_NPZ (or --video)")
     npz = source.suffix == ".npz" or (source.is_dir() and any(source.glob("*.npz")))
     if npz:
-        return windows_from_features_npz(source, cfg.window, feature_dim=cfg.feature_dim)
+        return windows_from_features_npz(source, contract.window, feature_dim=contract.feature_dim)
     if backbone is None:
         raise ConfigError("calibration from videos needs the backbone graph")
     start = CALIBRATION_START_FRAME if opts.calib is None else 0
-    return windows_from_videos(source, backbone, cfg.window, max_windows=8, start_frame=start)
+    return windows_from_videos(source, backbone, contract.window, max_windows=8, start_frame=start,
+                               feature_dim=contract.feature_dim)
 
 
-def check_calibration_source(source: Path, cfg: CosegConfig) -> None:
+def check_calibration_source(source: Path, contract: ModelContract) -> None:
     """Fail before any export work on calibration data that cannot be used (missing, empty, wrong width)."""
     from hmr_trt.calibration.windows import VIDEO_SUFFIXES, windows_from_features_npz
 
@@ -274,7 +357,7 @@ def check_calibration_source(source: Path, cfg: CosegConfig) -> None:
     if not usable:
         raise InputSpecError(f"--calib {source}: no videos or .npz feature files in it")
     if any(p.suffix == ".npz" for p in usable):
-        windows_from_features_npz(source, cfg.window, feature_dim=cfg.feature_dim)  # raises on a wrong width
+        windows_from_features_npz(source, contract.window, feature_dim=contract.feature_dim)  # raises on a wrong width
 
 
 def build_or_explain_engines(opts: ExportOptions, stage: Path, manifest: Manifest, step: Step) -> None:
@@ -311,12 +394,13 @@ def ort_runner(paths: dict[str, Path]) -> tuple[ExitStack, parity.Runner]:
     return stack, lambda name, feed: backends[name].infer(feed)
 
 
-def fp32_parity(temporal: Path, body: Path, references: dict[str, parity.Reference],
-                windows: dict[str, np.ndarray], model: torch.nn.Module) -> parity.ParityReport:
-    stack, run = ort_runner({"temporal": temporal, "body_model": body})
+def fp32_parity(paths: dict[str, Path], references: dict[str, parity.Reference], windows: dict[str, np.ndarray],
+                model: torch.nn.Module, contract: ModelContract) -> parity.ParityReport:
+    stack, run = ort_runner({n: p for n, p in paths.items() if contract.graph(n).role != "feature_extractor"})
     with stack:
-        report = parity.compare(run, references, windows, precision="fp32", batch_sizes=BATCH_SIZES)
-    report.batch_invariance["torch"] = parity.torch_batch_invariance(model, windows[next(iter(windows))])
+        report = parity.compare(run, references, windows, precision="fp32", batch_sizes=BATCH_SIZES, contract=contract)
+    report.batch_invariance["torch"] = parity.torch_batch_invariance(model, windows[next(iter(windows))],
+                                                                     contract.model_graph)
     for backend, value in report.batch_invariance.items():
         if value > parity.BATCH_INVARIANCE_ATOL:
             report.failures.append(f"{backend}: outputs change with batch composition by {value:.3g}")

@@ -63,6 +63,8 @@ class Manifest:
     notes: list[str] = field(default_factory=list)
     hmr_trt_version: str = __version__
     contract: dict[str, Any] = field(default_factory=dict)  # ModelContract.to_dict() of the exported model
+    # precision -> PASS/MISS against the contract's goal, the worst case and the recipe (export/parity.py verdict())
+    verdict: dict[str, Any] = field(default_factory=dict)
 
     def model_contract(self) -> ModelContract:
         """The exported model's contract (consumers read the model from here, never from literals)."""

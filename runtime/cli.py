@@ -12,6 +12,8 @@ from typing_extensions import Annotated
 from hmr_trt.cli_common import Precision, run_cli
 from hmr_trt.errors import ConfigError
 
+from .track import MIN_TRACK_LENGTH
+
 
 class BackendChoice(str, Enum):
     auto = "auto"
@@ -24,6 +26,11 @@ class Emit(str, Enum):
     last = "last"
     all = "all"
 
+
+
+class Border(str, Enum):
+    nearest = "nearest"
+    repeat = "repeat"
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -48,7 +55,11 @@ def run(
     no_vertices: Annotated[bool, typer.Option("--no-vertices", help="Leave vertices out of the .npz files.")]
     = False,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
-    min_track_frames: Annotated[int, typer.Option(min=1, help="Drop tracks shorter than this.")] = 16,
+    min_track_frames: Annotated[int, typer.Option(min=1, help="Drop tracks shorter than this (before "
+                                                  "inference).")] = MIN_TRACK_LENGTH,
+    border: Annotated[Border, typer.Option(help="--emit center at track ends: nearest (windows padded with the "
+                                           "nearest real frames) or repeat (the official demos: the frame's "
+                                           "feature repeated T times).")] = Border.nearest,
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: its default).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -64,7 +75,7 @@ def run(
         opts = RunOptions(out=out, export_dir=export_dir, video=video, features=features, backend=backend.value,
                           precision=precision.value, emit=emit.value, detector=detector, render=render,
                           vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
-                          threads=threads)
+                          threads=threads, border=border.value)
         console = Console(stderr=True)
         if video is not None:
             summary = _with_progress(console, opts, run_video, quiet)

@@ -1,8 +1,12 @@
 """The job behind ``trt-run``: frames -> people -> crops -> features -> windows -> meshes -> files.
 
 Stages, each timed: decode, detect, track, crop, backbone, temporal, body model, writing,
-render. Per-frame features stream through ``WindowStreamer`` as they are computed, so the
-temporal engine sees windows as soon as they are complete. Everything is written into a staging
+render. The model comes from the export's contract (manifest.json): the runtime branches only on
+its family, emit and causal flags, never on model names. ``FAMILY_STAGES`` maps a family to the
+stage that turns a track's crops into per-frame results: for ``window`` models per-frame features
+stream through ``WindowStreamer`` as they are computed, so the model graph sees windows as soon as
+they are complete. A track's crops wait at ``_TrackGate`` until it has ``min_track_frames`` frames,
+so tracks shorter than that (detector flicker) never reach the backbone or the model. Everything is written into a staging
 directory that becomes ``--out`` only at the end (Ctrl-C or an error leaves nothing behind).
 """
 
@@ -22,8 +26,8 @@ from hmr_trt.manifest import staged_output
 
 from .backends_select import FACES_NAME, Backends, open_backends
 from .crops import crop_from_frame, normalise_crops, square_box
-from .streaming import FrameResult, WindowStreamer, check_emit, stack_by_track
-from .track import Track, TrackLog
+from .streaming import BORDERS, FrameResult, StreamSpec, WindowStreamer, check_emit, stack_by_track
+from .track import MIN_TRACK_LENGTH, Track, TrackLog
 from .video import frames_from_video, open_video
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "body_model", "writing", "render")
@@ -43,7 +47,8 @@ class RunOptions:
     render: Optional[Path] = None
     vertices: bool = True
     max_frames: Optional[int] = None
-    min_track_frames: int = 16  # shorter tracks (detector flicker) are dropped, as peers do (they use 25)
+    min_track_frames: int = MIN_TRACK_LENGTH  # shorter tracks (detector flicker) are dropped before inference
+    border: str = "nearest"  # center mode at track ends: nearest real frames, or "repeat" (the official demos)
     backbone_batch: int = 32
     threads: int = 0
 
@@ -95,6 +100,61 @@ class _FeatureStage:
             self.results.extend(self.streamer.flush())
 
 
+class _TrackGate:
+    """Holds each track's crops until it has ``min_frames`` frames, then passes them (and the rest) on;
+    ``end`` drops the crops of tracks that never got there: they are never inferred."""
+
+    def __init__(self, stage: Any, min_frames: int) -> None:
+        if min_frames < 1:
+            raise ConfigError(f"--min-track-frames must be >= 1, got {min_frames}")
+        self.stage, self.min_frames = stage, min_frames
+        self.count: Dict[Any, int] = defaultdict(int)
+        self.held: Dict[Any, List[tuple]] = defaultdict(list)
+        self.dropped_frames = 0
+
+    def add(self, track_id: Any, frame_index: int, crop: np.ndarray) -> None:
+        self.count[track_id] += 1
+        if self.count[track_id] < self.min_frames:
+            self.held[track_id].append((frame_index, crop))
+            return
+        for held_frame, held_crop in self.held.pop(track_id, []):
+            self.stage.add(track_id, held_frame, held_crop)
+        self.stage.add(track_id, frame_index, crop)
+
+    def end(self) -> None:
+        self.dropped_frames = sum(len(v) for v in self.held.values())
+        self.held.clear()
+        self.stage.end()
+
+
+def family_stage(backends: Backends, timer: StageTimer, opts: RunOptions) -> Any:
+    """The per-family stage for the export's contract (``add(track, frame, crop)``, ``end()``, ``results``)."""
+    contract = backends.contract
+    family = contract.family if contract is not None else "window"
+    if family not in FAMILY_STAGES:
+        raise ConfigError(f"model {contract.name if contract else '?'} is a {family} model: not supported by this "
+                          "runtime yet (window models only)")
+    return FAMILY_STAGES[family](backends, timer, opts)
+
+
+def _window_stage(backends: Backends, timer: StageTimer, opts: RunOptions) -> _FeatureStage:
+    return _FeatureStage(backends, _streamer(backends, opts), timer, opts.backbone_batch)
+
+
+FAMILY_STAGES: Dict[str, Callable[[Backends, StageTimer, RunOptions], Any]] = {"window": _window_stage}
+
+
+def _streamer(backends: Backends, opts: RunOptions) -> WindowStreamer:
+    spec = StreamSpec.from_contract(backends.contract) if backends.contract is not None else StreamSpec()
+    return WindowStreamer(backends.temporal, emit=opts.emit, spec=spec, border=opts.border)
+
+
+def _check_options(opts: RunOptions) -> None:
+    check_emit(opts.emit, border=opts.border)
+    if opts.border not in BORDERS:
+        raise ConfigError(f"--border must be one of {', '.join(BORDERS)}, got {opts.border!r}")
+
+
 def _detector(spec: str) -> Any:
     from .detect import HogPeopleDetector, OnnxDetector
 
@@ -114,7 +174,7 @@ def _tracker() -> Any:
 
 def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str, Any]:
     """The whole path on a video; returns the summary (also written to ``out/summary.json``)."""
-    check_emit(opts.emit)
+    _check_options(opts)
     if opts.video is None:
         raise ConfigError("run_video needs a video")
     cap, info = open_video(opts.video)  # missing / empty / non-video files fail here, before --out is touched
@@ -127,8 +187,8 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
         if opts.render is not None and len(backends.faces) == 0:
             raise ConfigError(f"--render: {opts.export_dir} has no body-model faces ({FACES_NAME}); "
                               "re-export it with trt-export")
-        streamer = WindowStreamer(backends.temporal, emit=opts.emit)
-        features = _FeatureStage(backends, streamer, timer, opts.backbone_batch)
+        stage = family_stage(backends, timer, opts)
+        features = _TrackGate(stage, opts.min_track_frames)
         decoded = 0
         for frame_index, frame in _timed_frames(opts.video, opts.max_frames, timer):
             decoded += 1
@@ -145,12 +205,13 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
                 progress(1)
         features.end()
         kept = {t.track_id: t for t in log.tracks(opts.min_track_frames)}
-        results = stack_by_track([r for r in features.results if r.track_id in kept])
+        results = stack_by_track([r for r in stage.results if r.track_id in kept])
         summary = _finish(opts, backends, timer, results, kept, start, {
             "input": str(opts.video), "width": info.width, "height": info.height, "fps": info.fps,
             "frames_declared": info.frames_declared, "frames_decoded": decoded,
             "frames_lost": max(info.frames_declared - decoded, 0) if opts.max_frames is None else 0,
             "tracks_detected": len(log), "tracks_dropped_short": len(log) - len(kept),
+            "frames_dropped_short": features.dropped_frames,
         })
     return summary
 
@@ -168,7 +229,7 @@ def _timed_frames(video: Path, max_frames: Optional[int], timer: StageTimer) -> 
 
 def run_features(opts: RunOptions) -> Dict[str, Any]:
     """Precomputed per-frame features (.npz): one track (N, C) under 'features', (K, N, C), or 'track_<id>' keys."""
-    check_emit(opts.emit)
+    _check_options(opts)
     tracks_features = features_from_npz(opts.features)
     timer = StageTimer()
     start = time.perf_counter()
@@ -178,7 +239,8 @@ def run_features(opts: RunOptions) -> Dict[str, Any]:
             if feats.shape[1] != width:
                 raise InputSpecError(f"{opts.features}: track {track_id} has features of width {feats.shape[1]}, "
                                      f"the model expects {width}")
-        streamer = WindowStreamer(backends.temporal, emit=opts.emit)
+        family_stage(backends, timer, opts)  # refuses families this runtime cannot run yet
+        streamer = _streamer(backends, opts)
         results: List[FrameResult] = []
         with timer("temporal"):
             for track_id, feats in tracks_features.items():

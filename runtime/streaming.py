@@ -24,7 +24,15 @@ window, the track centred and padded with its edge frames: ``lead = (T - n) // 2
 0 (those before it), the n frames, then copies of the last frame (n=2, T=4: ``.0 0 1 .1``, frame f
 at position lead + f); ``last`` and ``all`` follow their rules above (front / back padding).
 
-Peers (TCMR, MPS-Net, GLoT demos) repeat one frame T times at the track ends; hmr-trt never does.
+Models whose contract says emit "middle" (GLoT, TCMR, MPS-Net) output only position T//2 of a
+window (T_out = 1): only ``center`` is possible; frame f comes from the window whose middle is f,
+at the track ends padded with the nearest real frames (edge frames repeated, f stays at T//2).
+``last``/``all`` with such a model is refused.
+
+``border``: ``nearest`` (default, above) or ``repeat``, the official demos' (TCMR, MPS-Net, GLoT):
+in ``center`` mode the frames without T//2 real frames before them or T-1-T//2 after them (frames
+0-7 and the last 7 for T = 16) come from a window of that frame's feature repeated T times (read
+at position T//2).
 
 Windows from all tracks queue in arrival order and run in batches of up to ``max_batch`` (the
 backend's limit, or a smaller one given here); results are routed back per (track, frame). A
@@ -47,27 +55,49 @@ import numpy as np
 
 from hmr_trt.errors import ConfigError, HmrTrtError, InputSpecError
 
-__all__ = ["EMIT_MODES", "OUTPUT_NAMES", "FrameResult", "StreamStats", "WindowStreamer", "check_emit", "offline_results",
+__all__ = ["BORDERS", "EMIT_MODES", "OUTPUT_NAMES", "StreamSpec", "FrameResult", "StreamStats", "WindowStreamer", "check_emit", "offline_results",
            "stack_by_track", "window_for_frame", "windows_from_track"]
 
 EMIT_MODES = ("center", "last", "all")
+BORDERS = ("nearest", "repeat")
 DEFAULT_WINDOW = 16  # T when the backend's input leaves the window axis dynamic
 DEFAULT_MAX_BATCH = 64  # windows per call when neither the backend nor the caller sets a limit
 MAX_IN_FLIGHT = 2  # double buffering: one batch computing while the next one is copied
-OUTPUT_NAMES = ("pose_rotmat", "betas", "cam")
+OUTPUT_NAMES = ("pose_rotmat", "betas", "cam")  # the window outputs when no contract is given
 
 TrackId = Hashable
 
 
 @dataclass(frozen=True)
 class FrameResult:
-    """The network's output for one frame of one track (float32 numpy arrays)."""
+    """The network's output for one frame of one track (float32 numpy arrays, named by the contract's
+    model-graph outputs); ``result.pose_rotmat`` etc. read ``outputs``."""
 
     track_id: TrackId
     frame_index: int
-    pose_rotmat: np.ndarray  # (24, 3, 3)
-    betas: np.ndarray  # (10,)
-    cam: np.ndarray  # (3,)
+    outputs: Dict[str, np.ndarray]  # e.g. pose_rotmat (24, 3, 3), betas (10,), cam (3,)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        outputs = self.__dict__.get("outputs")
+        if outputs is not None and name in outputs:
+            return outputs[name]
+        raise AttributeError(name)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What the streamer needs from the model contract: output names, which positions a window emits."""
+
+    outputs: Tuple[str, ...] = OUTPUT_NAMES
+    model_emit: str = "all"  # "all": (B, T, ...) outputs; "middle": (B, 1, ...) for position T//2
+    model: str = "the model"
+
+    @classmethod
+    def from_contract(cls, contract: Any) -> StreamSpec:
+        if contract.family != "window":
+            raise ConfigError(f"model {contract.name} is a {contract.family} model: window streaming needs a "
+                              "window model")
+        return cls(contract.model_graph.output_names, contract.emit, contract.name)
 
 
 @dataclass
@@ -86,9 +116,14 @@ class StreamStats:
 # configuration shared by the streaming and offline paths
 
 
-def check_emit(emit: str) -> str:
+def check_emit(emit: str, spec: Optional[StreamSpec] = None, border: str = "nearest") -> str:
     if emit not in EMIT_MODES:
         raise ConfigError(f"emit mode must be one of {', '.join(EMIT_MODES)}, got {emit!r}")
+    if border not in BORDERS:
+        raise ConfigError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
+    if spec is not None and spec.model_emit == "middle" and emit != "center":
+        raise ConfigError(f"--emit {emit} is not possible with {spec.model}: it outputs only the middle frame "
+                          "(T//2) of each window; use --emit center")
     return emit
 
 
@@ -135,20 +170,30 @@ def _as_feature(feature: Any, geo: _Geometry, what: str) -> np.ndarray:
     return x
 
 
-def _results_from_outputs(outputs: Mapping[str, np.ndarray], batch: int, window: int) -> Dict[str, np.ndarray]:
-    missing = [n for n in OUTPUT_NAMES if n not in outputs]
+def _results_from_outputs(outputs: Mapping[str, np.ndarray], batch: int, frames: int,
+                          names: Sequence[str] = OUTPUT_NAMES) -> Dict[str, np.ndarray]:
+    missing = [n for n in names if n not in outputs]
     if missing:
         raise HmrTrtError(f"the backend returned {sorted(outputs)}; missing {missing}")
-    for name in OUTPUT_NAMES:
-        if outputs[name].shape[:2] != (batch, window):
-            raise HmrTrtError(f"output '{name}' has shape {outputs[name].shape}, expected ({batch}, {window}, ...)")
-    return {n: outputs[n] for n in OUTPUT_NAMES}
+    for name in names:
+        if outputs[name].shape[:2] != (batch, frames):
+            raise HmrTrtError(f"output '{name}' has shape {outputs[name].shape}, expected ({batch}, {frames}, ...)")
+    return {n: outputs[n] for n in names}
 
 
 def _frame_result(track_id: TrackId, frame_index: int, out: Mapping[str, np.ndarray], b: int, p: int) -> FrameResult:
-    """Row b, window position p of a batch's outputs -> one frame's record (copies, not views)."""
-    parts = {n: np.array(out[n][b, p], dtype=np.float32) for n in OUTPUT_NAMES}
-    return FrameResult(track_id, int(frame_index), parts["pose_rotmat"], parts["betas"], parts["cam"])
+    """Row b, output frame p of a batch's outputs -> one frame's record (copies, not views)."""
+    return FrameResult(track_id, int(frame_index), {n: np.array(v[b, p], dtype=np.float32) for n, v in out.items()})
+
+
+def _out_index(spec: StreamSpec, position: int) -> int:
+    """Where window position ``position`` sits in the outputs: itself (emit "all"), or 0 (emit "middle")."""
+    return position if spec.model_emit == "all" else 0
+
+
+def _is_border(f: int, n: int, t: int) -> bool:
+    """Frame ordinal f of a track of n frames lacks T//2 frames before or T-1-T//2 after it."""
+    return f < t // 2 or f > n - 1 - (t - 1 - t // 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,9 +244,12 @@ class WindowStreamer:
     """
 
     def __init__(self, backend: Any, emit: str = "center", window: Optional[int] = None,
-                 max_batch: Optional[int] = None, double_buffer: Optional[bool] = None) -> None:
+                 max_batch: Optional[int] = None, double_buffer: Optional[bool] = None, *,
+                 spec: Optional[StreamSpec] = None, border: str = "nearest") -> None:
         self.backend = backend
-        self.emit = check_emit(emit)
+        self.spec = spec or StreamSpec()
+        self.emit = check_emit(emit, self.spec, border)
+        self.border = border
         self.geo = _geometry(backend, window, max_batch)
         self.window = self.geo.window
         self.max_batch = self.geo.max_batch
@@ -267,24 +315,38 @@ class WindowStreamer:
     # -- windows --------------------------------------------------------------------------------
 
     def _queue_on_arrival(self, track_id: TrackId, track: _Track) -> None:
-        t, n = self.window, track.count
+        t, n, h = self.window, track.count, self.window // 2
         if self.emit == "last":  # the window ending at the new frame, front padded with frame 0
             ordinals = np.maximum(np.arange(n - t, n), 0)
             self._enqueue(track_id, track, ordinals, [t - 1])
         elif self.emit == "all" and n % t == 0:  # a full block [n-T, n)
             self._enqueue(track_id, track, np.arange(n - t, n), range(t))
-        elif self.emit == "center" and n >= t:  # window [n-T, n) has frame n-T+T//2 in its middle
-            first = 0 if n == t else t // 2  # the first window also serves the frames before its middle
-            track.last_window = self._enqueue(track_id, track, np.arange(n - t, n), range(first, t // 2 + 1),
-                                              keep=True)
+        elif self.emit == "center":
+            repeat = self.border == "repeat"
+            if repeat and n - 1 < h:  # a leading border frame: its own feature T times
+                self._enqueue(track_id, track, np.full(t, n - 1), [h])
+            if self.spec.model_emit == "middle":
+                f = n - 1 - (t - 1 - h)  # the frame whose T-1-T//2 future frames are all here now
+                if f >= 0 and not (repeat and f < h):
+                    self._enqueue(track_id, track, np.clip(np.arange(f - h, f - h + t), 0, n - 1), [h])
+            elif n >= t:  # window [n-T, n) has frame n-T+T//2 in its middle
+                first = 0 if n == t and not repeat else h  # the first window also serves the frames before it
+                track.last_window = self._enqueue(track_id, track, np.arange(n - t, n), range(first, h + 1),
+                                                  keep=True)
 
     def _queue_at_end(self, track_id: TrackId, track: _Track) -> None:
-        t, n = self.window, track.count
+        t, n, h = self.window, track.count, self.window // 2
         if self.emit == "all" and n % t:  # the partial last block, padded with the last frame
             start = n - n % t
             self._enqueue(track_id, track, np.minimum(np.arange(start, start + t), n - 1), range(n - start))
+        elif self.emit == "center" and self.border == "repeat":  # trailing border frames: own feature T times
+            for f in range(max(h, n - (t - 1 - h)), n):
+                self._enqueue(track_id, track, np.full(t, f), [h])
+        elif self.emit == "center" and self.spec.model_emit == "middle":  # edge frames repeated, f at T//2
+            for f in range(max(0, n - (t - 1 - h)), n):
+                self._enqueue(track_id, track, np.clip(np.arange(f - h, f - h + t), 0, n - 1), [h])
         elif self.emit == "center" and n >= t:  # the frames after the last window's middle
-            self._emit_from(track.last_window, range(t // 2 + 1, t))
+            self._emit_from(track.last_window, range(h + 1, t))
         elif self.emit == "center":  # a short track, centred, padded with its edge frames
             lead = (t - n) // 2
             self._enqueue(track_id, track, np.clip(np.arange(t) - lead, 0, n - 1), range(lead, lead + n))
@@ -304,7 +366,8 @@ class WindowStreamer:
             window.emit.extend(positions)
             return
         out = {n: v[None] for n, v in window.outputs.items()}  # (1, T, ...)
-        self._ready.extend(_frame_result(window.track_id, window.frames[p], out, 0, p) for p in positions)
+        self._ready.extend(_frame_result(window.track_id, window.frames[p], out, 0, _out_index(self.spec, p))
+                           for p in positions)
         window.outputs = None  # the track has ended; nothing else reads this window
 
     # -- batches ----------------------------------------------------------------------------------
@@ -332,9 +395,10 @@ class WindowStreamer:
         self._route(windows, self.backend.collect(handle))
 
     def _route(self, windows: List[_Window], outputs: Mapping[str, np.ndarray]) -> None:
-        out = _results_from_outputs(outputs, len(windows), self.window)
+        frames = self.window if self.spec.model_emit == "all" else 1
+        out = _results_from_outputs(outputs, len(windows), frames, self.spec.outputs)
         for b, w in enumerate(windows):
-            self._ready.extend(_frame_result(w.track_id, w.frames[p], out, b, p) for p in w.emit)
+            self._ready.extend(_frame_result(w.track_id, w.frames[p], out, b, _out_index(self.spec, p)) for p in w.emit)
             if w.keep:
                 w.outputs = {n: np.array(v[b]) for n, v in out.items()}
 
@@ -348,9 +412,14 @@ class WindowStreamer:
 # offline reference: whole tracks, windows by index arithmetic
 
 
-def window_for_frame(f: int, n: int, window: int, emit: str) -> Tuple[Tuple[int, ...], int]:
+def window_for_frame(f: int, n: int, window: int, emit: str, model_emit: str = "all",
+                     border: str = "nearest") -> Tuple[Tuple[int, ...], int]:
     """The frame ordinals making up frame f's window (track of n frames) and f's position in it."""
     t = window
+    if emit == "center" and border == "repeat" and _is_border(f, n, t):
+        return (f,) * t, t // 2
+    if emit == "center" and model_emit == "middle":
+        return tuple(min(max(f - t // 2 + k, 0), n - 1) for k in range(t)), t // 2
     if emit == "center" and n >= t:
         start = min(max(f - t // 2, 0), n - t)
         return tuple(range(start, start + t)), f - start
@@ -365,11 +434,12 @@ def window_for_frame(f: int, n: int, window: int, emit: str) -> Tuple[Tuple[int,
     raise ConfigError(f"emit mode must be one of {', '.join(EMIT_MODES)}, got {emit!r}")
 
 
-def windows_from_track(n: int, window: int, emit: str) -> List[Tuple[Tuple[int, ...], List[Tuple[int, int]]]]:
+def windows_from_track(n: int, window: int, emit: str, model_emit: str = "all",
+                       border: str = "nearest") -> List[Tuple[Tuple[int, ...], List[Tuple[int, int]]]]:
     """Distinct windows of a track of n frames, in order: (ordinals, [(frame ordinal, position), ...])."""
     plan: Dict[Tuple[int, ...], List[Tuple[int, int]]] = {}
     for f in range(n):
-        ordinals, position = window_for_frame(f, n, window, emit)
+        ordinals, position = window_for_frame(f, n, window, emit, model_emit, border)
         plan.setdefault(ordinals, []).append((f, position))
     return list(plan.items())
 
@@ -377,13 +447,15 @@ def windows_from_track(n: int, window: int, emit: str) -> List[Tuple[Tuple[int, 
 def offline_results(features_by_track: Mapping[TrackId, np.ndarray], backend: Any, window: Optional[int] = None,
                     emit: str = "center", max_batch: Optional[int] = None,
                     frame_indices_by_track: Optional[Mapping[TrackId, Sequence[int]]] = None,
-                    stats: Optional[StreamStats] = None) -> List[FrameResult]:
+                    stats: Optional[StreamStats] = None, *, spec: Optional[StreamSpec] = None,
+                    border: str = "nearest") -> List[FrameResult]:
     """Every frame of whole tracks ``{track_id: (N, D) features}``, ordered by track then frame.
 
     Frame indices are 0..N-1 unless ``frame_indices_by_track`` gives them. Uses ``backend.infer``
     only. The same windows as ``WindowStreamer``, built independently, for checking it.
     """
-    check_emit(emit)
+    spec = spec or StreamSpec()
+    check_emit(emit, spec, border)
     geo = _geometry(backend, window, max_batch)
     stats = stats if stats is not None else StreamStats()
     jobs: List[Tuple[TrackId, np.ndarray, List[Tuple[int, int]]]] = []  # (track, (T, D) rows, emits)
@@ -397,18 +469,18 @@ def offline_results(features_by_track: Mapping[TrackId, np.ndarray], backend: An
         frame_ids[track_id] = np.arange(len(feats)) if given is None else np.asarray(given, dtype=np.int64)
         if len(frame_ids[track_id]) != len(feats):
             raise InputSpecError(f"track {track_id!r}: {len(frame_ids[track_id])} frame indices for {len(feats)} frames")
-        for ordinals, emits in windows_from_track(len(feats), geo.window, emit):
+        for ordinals, emits in windows_from_track(len(feats), geo.window, emit, spec.model_emit, border):
             jobs.append((track_id, feats[list(ordinals)], emits))
     results: Dict[Tuple[TrackId, int], FrameResult] = {}
     for lo in range(0, len(jobs), geo.max_batch):
         batch = jobs[lo: lo + geo.max_batch]
         outputs = backend.infer({geo.input_name: np.stack([rows for _, rows, _ in batch])})
-        out = _results_from_outputs(outputs, len(batch), geo.window)
+        out = _results_from_outputs(outputs, len(batch), geo.window if spec.model_emit == "all" else 1, spec.outputs)
         stats.calls += 1
         stats.windows += len(batch)
         for b, (track_id, _, emits) in enumerate(batch):
             for f, p in emits:
-                results[track_id, f] = _frame_result(track_id, frame_ids[track_id][f], out, b, p)
+                results[track_id, f] = _frame_result(track_id, frame_ids[track_id][f], out, b, _out_index(spec, p))
     ordered = [results[tid, f] for tid in features_by_track for f in range(len(frame_ids[tid]))]
     stats.frames_emitted += len(ordered)
     return ordered
@@ -423,6 +495,6 @@ def stack_by_track(results: Sequence[FrameResult]) -> Dict[TrackId, Dict[str, np
     for track_id, records in grouped.items():
         records = sorted(records, key=lambda r: r.frame_index)
         arrays = {"frame_index": np.array([r.frame_index for r in records], dtype=np.int64)}
-        arrays.update({n: np.stack([getattr(r, n) for r in records]) for n in OUTPUT_NAMES})
+        arrays.update({n: np.stack([r.outputs[n] for r in records]) for n in records[0].outputs})
         stacked[track_id] = arrays
     return stacked

@@ -12,7 +12,7 @@ Linux x86_64/aarch64, macOS and Windows, so it runs on the bare Python 3.9 GPU i
 per detection which track took it. It is imported lazily: only ``Tracker()`` needs it.
 
 ``TrackLog`` collects a video's tracks and ``TrackLog.tracks(min_length)`` drops the short ones
-(detector flicker); peers (VIBE, TCMR) drop tracks shorter than 25 frames.
+(detector flicker); peers (VIBE, TCMR) drop tracks shorter than 25 frames, hmr-trt by default 16.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from hmr_trt.errors import ConfigError, InputSpecError
 
 TRACKER_PACKAGE = "edgefirst-tracker==0.38.0"
-MIN_TRACK_LENGTH = 25  # frames; VIBE / TCMR's default
+MIN_TRACK_LENGTH = 16  # frames: the one default (trt-run, RunOptions, TrackLog); one window of T = 16 (VIBE/TCMR use 25)
 _NS_PER_FRAME = 1_000_000  # the tracker ages tracks by timestamp: one frame = 1 ms of its clock
 
 

@@ -40,42 +40,42 @@ def _tiny_backbone(path: Path, width: int = C) -> Path:
 def test_one_track_gives_non_overlapping_windows(tmp_path: Path) -> None:
     feats = _features(50)
     np.savez(tmp_path / "a.npz", features=feats)
-    w = windows_from_features_npz(tmp_path / "a.npz", window=16)
+    w = windows_from_features_npz(tmp_path / "a.npz", window=16, feature_dim=2048)
     assert w.shape == (3, 16, C) and w.dtype == np.float32
     np.testing.assert_array_equal(w[1], feats[16:32])
-    assert windows_from_features_npz(tmp_path / "a.npz", window=16, stride=8).shape == (5, 16, C)
+    assert windows_from_features_npz(tmp_path / "a.npz", window=16, stride=8, feature_dim=2048).shape == (5, 16, C)
 
 
 def test_tracks_as_3d_array_and_as_track_keys_in_a_folder(tmp_path: Path) -> None:
     np.savez(tmp_path / "a.npz", features=np.stack([_features(32, 1), _features(32, 2)]))
     np.savez(tmp_path / "b.npz", track_0=_features(16, 3), track_1=_features(40, 4))
     (tmp_path / "notes.txt").write_text("not features")
-    w = windows_from_features_npz(tmp_path, window=16)
+    w = windows_from_features_npz(tmp_path, window=16, feature_dim=2048)
     assert w.shape == (2 + 2 + 1 + 2, 16, C)
     assert windows_from_track(_features(10), 16).shape == (0, 16, C)
 
 
 def test_empty_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputSpecError, match=r"no feature files \(\.npz\) in this folder"):
-        windows_from_features_npz(tmp_path, window=16)
+        windows_from_features_npz(tmp_path, window=16, feature_dim=2048)
 
 
 def test_wrong_feature_width_names_the_file(tmp_path: Path) -> None:
     np.savez(tmp_path / "narrow.npz", features=_features(32, width=512))
     with pytest.raises(InputSpecError, match=r"narrow\.npz: 'features' has shape \(32, 512\); expected \(N, 2048\)"):
-        windows_from_features_npz(tmp_path, window=16)
+        windows_from_features_npz(tmp_path, window=16, feature_dim=2048)
 
 
 def test_too_few_frames_and_missing_keys(tmp_path: Path) -> None:
     np.savez(tmp_path / "short.npz", features=_features(10))
     with pytest.raises(InputSpecError, match=r"too few frames for one window of 16: .*short\.npz:features 10"):
-        windows_from_features_npz(tmp_path / "short.npz", window=16)
+        windows_from_features_npz(tmp_path / "short.npz", window=16, feature_dim=2048)
     np.savez(tmp_path / "other.npz", poses=_features(32))
     with pytest.raises(InputSpecError, match=r"no 'features' or 'track_\*' arrays \(found \['poses'\]\)"):
-        windows_from_features_npz(tmp_path / "other.npz", window=16)
+        windows_from_features_npz(tmp_path / "other.npz", window=16, feature_dim=2048)
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(InputSpecError, match=r"junk\.npz: not a readable \.npz file"):
-        windows_from_features_npz(tmp_path / "junk.npz", window=16)
+        windows_from_features_npz(tmp_path / "junk.npz", window=16, feature_dim=2048)
 
 
 # --- videos -------------------------------------------------------------------------------------

@@ -85,3 +85,55 @@ def test_exit_code_from_a_real_process(tmp_path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: window must be an even number")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--precision", "fp16", "--recipe", "nope"], "coseg has no precision recipe 'nope'; it has fp16, int8"),
+        (["--precision", "fp16", "--recipe", "int8"], "recipe 'int8' is int8, not fp16"),
+        (["--recipe", "fp16"], "--recipe fp16 applies to --precision fp16 or int8, not fp32"),
+        (["--precision", "fp16", "--strict", "--max-drift-mm", "1"], "not both"),
+        (["--precision", "fp16", "--max-drift-mm", "-1"], "--max-drift-mm must be > 0"),
+        (["--model", "nosuchmodel"], "nosuchmodel"),
+    ],
+)
+def test_bad_precision_options(tmp_path, args, match) -> None:
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and match in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_accept_drift_is_gone(tmp_path) -> None:
+    result = runner.invoke(app, ["--precision", "fp16", "--accept-drift", "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "--accept-drift" in result.output
+
+
+def _save(obj, path):
+    import torch
+
+    torch.save(obj, path)
+    return path
+
+
+def test_checkpoint_of_another_model_names_the_keys(tmp_path) -> None:
+    import torch
+
+    other = _save({"gen_state_dict": {"encoder.gru.weight_ih_l0": torch.zeros(3, 4)}}, tmp_path / "vibe.pth.tar")
+    _fails(["--checkpoint", str(other)], "coseg: checkpoint", tmp_path / "out")
+    result = runner.invoke(app, ["--checkpoint", str(other), "--out", str(tmp_path / "out2")])
+    line = [x for x in result.output.splitlines() if x.startswith("error:")][0]
+    assert "does not match the coseg model" in line and "missing keys" in line and "unexpected keys (1): encoder" in line
+
+
+def test_truncated_and_non_state_dict_checkpoints(tmp_path) -> None:
+    from hmr_trt import registry
+
+    adapter = registry.adapter("coseg")
+    good = _save(adapter.reference(adapter.tiny_config()).state_dict(), tmp_path / "good.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    _fails(["--checkpoint", str(truncated)], "coseg: cannot read checkpoint", tmp_path / "out")
+    listed = _save([1, 2, 3], tmp_path / "list.pt")
+    _fails(["--checkpoint", str(listed)], "holds no state dict of tensors", tmp_path / "out")
+    _fails(["--checkpoint", str(good)], "shape mismatches", tmp_path / "out")  # a tiny-config file: other widths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -130,11 +131,55 @@ def test_fft_model_is_refused_by_the_exporter(tmp_path) -> None:
         onnx_export.export_temporal(build_model(TINY), tmp_path / "x.onnx", ShapeProfile())
 
 
-def test_torch_reference_runs_fft(full_export) -> None:
-    """The reference keeps torch.fft; the exported graph keeps the matrix: they agree (parity passed)."""
+def test_torch_reference_runs_fft(full_export, monkeypatch) -> None:
+    """The reference runs torch.fft; the exported module runs the matrix form: they agree (parity passed)."""
+    from hmr_trt import registry
+
     _, result = full_export
     assert result.manifest.config["fde_mode"] == "fft"
-    assert torch.fft.fft is not None
+    adapter = registry.adapter("coseg")
+    calls = []
+    real_fft = torch.fft.fft
+    monkeypatch.setattr(torch.fft, "fft", lambda *a, **k: calls.append(1) or real_fft(*a, **k))
+    reference = adapter.reference(TINY)
+    x = adapter.example_inputs(TINY, "temporal", 2)
+    reference(*x)
+    assert calls, "the torch reference must compute FDE with torch.fft"
+    calls.clear()
+    exportable = adapter.exportable(reference, "temporal")
+    for a, b in zip(exportable(*x), reference(*x)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert len(calls) == 1, "only the reference call may use torch.fft"
+
+
+def test_graphs_declare_every_dimension_but_the_batch(full_export) -> None:
+    """betas and vertices used to come out as [batch, Reshapebetas_dim_1, ...]: now the contract's shapes."""
+    out, _ = full_export
+    manifest = Manifest.read(out)
+    contract = manifest.model_contract()
+    for graph in contract.graphs:
+        art = manifest.find(graph.name)
+        model = onnx.load(str(out / art.path), load_external_data=False)
+        declared = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
+                    for v in list(model.graph.input) + list(model.graph.output)}
+        for t in graph.inputs + graph.outputs:
+            assert declared[t.name] == [graph.batch_axis, *t.shape[1:]], (graph.name, t.name)
+    assert contract.graph("temporal").outputs[1].shape == ("batch", 16, 10)
+    body = contract.graph("body_model")
+    assert body.outputs[0].shape[1] == body_models(None)[0].num_vertices  # from the body model actually used
+
+
+def test_a_contract_that_disagrees_with_the_graph_is_refused(tmp_path) -> None:
+    from hmr_trt import registry
+    from hmr_trt.errors import ExportError
+
+    adapter = registry.adapter("coseg")
+    spec = adapter.contract_for(TINY).graph("temporal")
+    wrong = dataclasses.replace(spec, outputs=(dataclasses.replace(spec.outputs[0], shape=("batch", 16, 23, 3, 3)),
+                                               *spec.outputs[1:]))
+    module = adapter.exportable(adapter.reference(TINY), "temporal")
+    with pytest.raises(ExportError, match="pose_rotmat"):
+        onnx_export.onnx_from_module(module, wrong, adapter.example_inputs(TINY, "temporal", 2), tmp_path / "t.onnx")
 
 
 def test_sets_outside_judged_are_reported_not_judged(tmp_path) -> None:

@@ -10,6 +10,7 @@ from hmr_trt.runtime.backends import Backend, IOSpec
 from hmr_trt.runtime.streaming import (
     EMIT_MODES,
     OUTPUT_NAMES,
+    StreamSpec,
     StreamStats,
     WindowStreamer,
     offline_results,
@@ -297,8 +298,8 @@ def test_bad_input() -> None:
 def tiny_onnx(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    from hmr_trt.export.config import TINY
-    from hmr_trt.export.model import build_model
+    from hmr_trt.export.models.coseg.config import TINY
+    from hmr_trt.export.models.coseg.model import build_model
     from hmr_trt.export.onnx_export import export_temporal
     from hmr_trt.profile import ShapeProfile
 
@@ -325,3 +326,62 @@ def test_streaming_equals_offline_onnxruntime(tiny_onnx, emit: str) -> None:
     assert_same(got1, want, atol=ORT_ATOL)
     assert_same(got8, want, atol=ORT_ATOL)
     assert_same(got1, got8, atol=ORT_ATOL)
+
+
+# --- the contract: models that emit only the middle frame, and the official demos' border -------------
+
+class MiddleBackend(FakeBackend):
+    """A window model with emit "middle": the FakeBackend's output at position T//2 only, (B, 1, ...)."""
+
+    def _activate(self) -> None:
+        super()._activate()
+        self.outputs = [IOSpec(o.name, (o.shape[0], 1, *o.shape[2:]), o.dtype) for o in self.outputs]
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        h = self.window // 2
+        return {k: v[:, h:h + 1] for k, v in super()._infer(feed).items()}
+
+
+def _window_codes(result, k: int, t: int = T) -> list:
+    """The frame ordinals (0-based) making up a result's window, read back from the codes."""
+    return [int(c) - 1000 * k - 1 for c in result.pose_rotmat.reshape(-1)[:t]]
+
+
+MIDDLE = StreamSpec(OUTPUT_NAMES, "middle", "a-middle-model")
+
+
+@pytest.mark.parametrize("border", ["nearest", "repeat"])
+@pytest.mark.parametrize("spec", [StreamSpec(), MIDDLE], ids=["emit-all", "emit-middle"])
+def test_contract_emits_and_borders_stream_like_offline(spec, border) -> None:
+    lengths = {"a": 1, "b": 5, "c": 15, "d": 16, "e": 17, "g": 33}
+    feats = make_features(lengths)
+    backend_cls = MiddleBackend if spec.model_emit == "middle" else FakeBackend
+    with backend_cls() as backend:
+        got, _ = stream(backend, feats, "center", max_batch=5, spec=spec, border=border)
+        want = offline_results(feats, backend, emit="center", spec=spec, border=border)
+    assert_same(got, want)
+    h = T // 2
+    for k, (track, n) in enumerate(lengths.items()):
+        for r in (r for r in want if r.track_id == track):
+            f = r.frame_index
+            codes = _window_codes(r, k)
+            position = int(r.pose_rotmat.reshape(-1)[T])
+            edge = f < h or f > n - 1 - (T - 1 - h)
+            if border == "repeat" and edge:
+                assert codes == [f] * T and position == h, (track, f)
+            elif spec.model_emit == "middle":  # nearest real frames, f stays at T//2
+                assert codes == [min(max(f - h + j, 0), n - 1) for j in range(T)] and position == h, (track, f)
+            else:
+                assert codes[position] == f
+
+
+@pytest.mark.parametrize("emit", ["last", "all"])
+def test_middle_models_refuse_last_and_all(emit) -> None:
+    with MiddleBackend() as backend:
+        with pytest.raises(ConfigError, match=f"--emit {emit} is not possible with a-middle-model.*--emit center"):
+            WindowStreamer(backend, emit=emit, spec=MIDDLE)
+        with pytest.raises(ConfigError, match="not possible"):
+            offline_results({"x": np.zeros((4, D), np.float32)}, backend, emit=emit, spec=MIDDLE)
+    with pytest.raises(ConfigError, match="border must be one of nearest, repeat"):
+        with FakeBackend() as backend:
+            WindowStreamer(backend, border="edge")

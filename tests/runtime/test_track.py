@@ -109,7 +109,7 @@ def test_track_log_drops_short_tracks() -> None:
     for i in range(30):
         log.add(i, [(1, np.array(_box(i, 0)))] + ([(2, np.array(_box(300, 0)))] if i < 10 else []))
     assert len(log) == 2
-    kept = log.tracks()  # default 25 frames
+    kept = log.tracks()  # default MIN_TRACK_LENGTH = 16 frames
     assert [t.track_id for t in kept] == [1]
     frames, boxes = kept[0].arrays()
     assert frames.tolist() == list(range(30)) and boxes.shape == (30, 5) and boxes.dtype == np.float32

@@ -1,0 +1,75 @@
+"""The one mesh path: model outputs -> body model -> vertices/joints -> drift in mm (numpy, torch-free).
+
+Used by parity (export/parity.py), the INT8 sensitivity sweep (calibration/quantize.py), the runtime
+and the GPU tests. A ``BodyModel`` is any ``feed -> outputs`` callable over the contract's body-model
+graph (``{"pose_rotmat": (N, J, 3, 3), "betas": (N, B)} -> {"vertices": (N, V, 3), "joints3d": (N, J', 3)}``):
+an ONNX Runtime or TensorRT backend's ``infer``, or a torch body model wrapped by the caller.
+
+Model outputs carry any leading axes: (W, T_out, ...) for window models (T_out = T for emit "all",
+1 for emit "middle"), (N, ...) for frame models. Models whose contract says ``body_model: "none"``
+output ``vertices``/``joints3d`` themselves.
+
+For the GPU tests (torch-free)::
+
+    from hmr_trt.mesh import meshes, mesh_drift
+    verts, joints = meshes(body_backend.infer, temporal_outputs, manifest.model_contract())
+    drift = mesh_drift(verts, joints, ref["vertices"], ref["joints3d"])  # mm
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from .contract import ModelContract
+from .errors import InputSpecError
+
+Feed = Dict[str, np.ndarray]
+BodyModel = Callable[[Feed], Feed]
+
+
+def meshes(body: Optional[BodyModel], outputs: Feed, contract: Optional[ModelContract] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Model outputs (lead..., ...) -> vertices (lead..., V, 3) and joints (lead..., J, 3), in metres."""
+    if contract is not None and contract.body_model == "none":
+        return outputs["vertices"], outputs["joints3d"]
+    if body is None:
+        raise InputSpecError("these outputs need the body-model graph (pose_rotmat, betas -> vertices), none was given")
+    betas, pose = outputs["betas"], outputs["pose_rotmat"]
+    lead = betas.shape[:-1]
+    n = int(np.prod(lead)) if lead else 1
+    out = body({"pose_rotmat": np.ascontiguousarray(pose.reshape(n, *pose.shape[len(lead):]), np.float32),
+                "betas": np.ascontiguousarray(betas.reshape(n, betas.shape[-1]), np.float32)})
+    return out["vertices"].reshape(*lead, -1, 3), out["joints3d"].reshape(*lead, -1, 3)
+
+
+def drift_mm(candidate: np.ndarray, reference: np.ndarray) -> Tuple[float, float]:
+    """Mean and max Euclidean distance, in mm, between matching points (..., 3) in metres."""
+    d = np.linalg.norm(candidate.astype(np.float64) - reference.astype(np.float64), axis=-1) * 1000.0
+    return float(d.mean()), float(d.max())
+
+
+def motion_spread_mm(vertices: np.ndarray) -> float:
+    """How far vertices move across windows: mean over (frame, vertex) of the RMS distance to their
+    mean position across windows (axis 0), in mm.  vertices: (W, ..., V, 3) metres."""
+    v = vertices.astype(np.float64)
+    rms = np.sqrt(((v - v.mean(axis=0, keepdims=True)) ** 2).sum(-1).mean(axis=0))
+    return float(rms.mean() * 1000.0)
+
+
+def mesh_drift(vertices: np.ndarray, joints: np.ndarray, ref_vertices: np.ndarray,
+               ref_joints: np.ndarray) -> Dict[str, float]:
+    """Mean/max vertex and joint drift in mm, and the reference's motion spread (mm)."""
+    v_mean, v_max = drift_mm(vertices, ref_vertices)
+    j_mean, j_max = drift_mm(joints, ref_joints)
+    spread = motion_spread_mm(ref_vertices) if len(ref_vertices) > 1 else float("nan")
+    return {"vertices_mean_mm": v_mean, "vertices_max_mm": v_max, "joints_mean_mm": j_mean,
+            "joints_max_mm": j_max, "spread_mm": spread}
+
+
+def outputs_drift(body: Optional[BodyModel], candidate: Feed, reference: Feed,
+                  contract: Optional[ModelContract] = None) -> Dict[str, float]:
+    """Model outputs of a candidate vs a reference, both through the same body model: drift in mm."""
+    verts, joints = meshes(body, candidate, contract)
+    ref_verts, ref_joints = meshes(body, reference, contract)
+    return mesh_drift(verts, joints, ref_verts, ref_joints)

@@ -1,0 +1,37 @@
+"""The FP16/INT8 verdict (issue 10): written with PASS/MISS and the worst case, refused only when asked."""
+
+from __future__ import annotations
+
+import pytest
+
+from hmr_trt import registry
+from hmr_trt.errors import ParityError
+from hmr_trt.export.pipeline import ExportOptions, run_export
+from hmr_trt.manifest import Manifest
+from hmr_trt.profile import ShapeProfile
+
+
+def _opts(out, **kw) -> ExportOptions:
+    tiny = registry.adapter("coseg").tiny_config()
+    return ExportOptions(out=out, precision="fp16", config=tiny, profile=ShapeProfile(1, 4, 8), with_backbone=False,
+                         parity_windows=3, build_engines=False, **kw)
+
+
+def test_fp16_writes_its_verdict(tmp_path) -> None:
+    result = run_export(_opts(tmp_path / "out"))
+    manifest = Manifest.read(tmp_path / "out")
+    verdict = manifest.verdict["fp16"]
+    fp16 = result.reports[1]
+    assert verdict["verdict"] == ("PASS" if fp16.passed else "MISS")
+    assert verdict["recipe"] == "fp16" and verdict["goal_mm"] == manifest.model_contract().goal_mm("fp16")
+    assert verdict["worst_mean_vertex_mm"] == max(r["vertices_mean_mm"] for r in fp16.rows) > 0
+    assert manifest.find("temporal", precision="fp16") is not None
+    assert manifest.model_contract().name == "coseg" and manifest.verdict["fp32"]["verdict"] == "PASS"
+
+
+def test_a_miss_over_the_limit_writes_nothing(tmp_path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ParityError, match=r"misses the limit of 1e-09 mm .*recipe fp16.*nothing was written"):
+        run_export(_opts(out, max_drift_mm=1e-9))
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.staging-*"))

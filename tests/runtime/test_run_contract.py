@@ -1,0 +1,62 @@
+"""trt-run reads the model from the contract: family stages, short tracks dropped before inference."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hmr_trt import registry
+from hmr_trt.errors import ConfigError
+from hmr_trt.runtime.backends_select import Backends
+from hmr_trt.runtime.pipeline import MIN_TRACK_LENGTH, RunOptions, StageTimer, _TrackGate, family_stage
+from hmr_trt.runtime.track import TrackLog
+
+
+class RecordingStage:
+    def __init__(self) -> None:
+        self.added: list = []
+        self.ended = False
+
+    def add(self, track_id, frame_index, crop) -> None:
+        self.added.append((track_id, frame_index))
+
+    def end(self) -> None:
+        self.ended = True
+
+
+def test_short_tracks_never_reach_inference() -> None:
+    stage = RecordingStage()
+    gate = _TrackGate(stage, min_frames=5)
+    crop = np.zeros((2, 2, 3), np.uint8)
+    for f in range(8):
+        gate.add("long", f, crop)
+        if f < 3:
+            gate.add("short", f, crop)
+    assert [a for a in stage.added if a[0] == "short"] == []
+    assert [a for a in stage.added if a[0] == "long"] == [("long", f) for f in range(8)]  # held ones in order
+    gate.end()
+    assert stage.ended and gate.dropped_frames == 3
+    assert all(t != "short" for t, _ in stage.added)
+    with pytest.raises(ConfigError):
+        _TrackGate(stage, 0)
+
+
+def test_one_minimum_track_length() -> None:
+    import inspect
+
+    from hmr_trt.runtime import cli, track
+
+    assert RunOptions(out=Path("o"), export_dir=Path("e")).min_track_frames == MIN_TRACK_LENGTH == track.MIN_TRACK_LENGTH
+    assert inspect.signature(cli.run).parameters["min_track_frames"].default == MIN_TRACK_LENGTH
+    assert inspect.signature(TrackLog.tracks).parameters["min_length"].default == MIN_TRACK_LENGTH
+
+
+@pytest.mark.parametrize("family", ["frame", "scene"])
+def test_other_families_are_refused_in_one_line(family) -> None:
+    contract = dataclasses.replace(registry.contract("coseg"), family=family)
+    backends = Backends(None, None, None, "none", np.zeros((0, 3)), "", contract)
+    with pytest.raises(ConfigError, match=f"coseg is a {family} model: not supported by this runtime yet"):
+        family_stage(backends, StageTimer(), RunOptions(out=Path("o"), export_dir=Path("e")))
