@@ -13,8 +13,8 @@ pytest.importorskip("onnxconverter_common")
 
 from onnx import TensorProto, helper  # noqa: E402
 
+from hmr_trt import registry  # noqa: E402
 from hmr_trt.engines.precision import (  # noqa: E402
-    BLOCK_LIST,
     blocked_nodes,
     emulation_onnx_from_fp16,
     fp16_onnx_from_fp32,
@@ -27,6 +27,7 @@ from hmr_trt.metrics import GOALS_MM, mesh_drift, meshes  # noqa: E402
 from hmr_trt.runtime.backends import OnnxRuntimeBackend  # noqa: E402
 
 F16, F32 = TensorProto.FLOAT16, TensorProto.FLOAT
+KEEP = registry.contract("coseg").recipe_for("fp16").keep  # coseg's FP16 keep-list, from its contract
 # Rounding the input features alone to FP16 moves this seeded model's vertices by ~0.34 mm (measured on
 # sample-video windows); the FP16 graph must stay within a few times that.
 FP16_REGRESSION_BOUND_MM = 2.0
@@ -59,8 +60,8 @@ def test_fp16_graph_has_fp32_io_fp16_weights_and_fp32_blocked_nodes(tiny) -> Non
     fp32, fp16, _, info = tiny
     model = onnx.load(str(fp16))
     assert {v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)} == {F32}
-    assert all(info["blocked"][rule.name] for rule in BLOCK_LIST), info["blocked"]
-    assert not unmatched_entries(onnx.load(str(fp32)))
+    assert all(info["blocked"][rule.name] for rule in KEEP), info["blocked"]
+    assert not unmatched_entries(onnx.load(str(fp32)), KEEP)
     types = tensor_types(model)
     blocked = {n for nodes in info["blocked"].values() for n in nodes}
     for node in model.graph.node:
@@ -120,12 +121,14 @@ def test_body_model_and_foreign_graphs_are_refused(tmp_path: Path) -> None:
     entry = model.metadata_props.add()
     entry.key, entry.value = "hmr_trt.graph", "body_model"
     onnx.save(model, str(tmp_path / "body.onnx"))
-    with pytest.raises(ConfigError, match="body_model graph; precision passes apply to the temporal graph only"):
-        fp16_onnx_from_fp32(tmp_path / "body.onnx", tmp_path / "out.onnx")
-    with pytest.raises(ExportError, match=r"block-list entries match no node for \['attention-logits: MatMul'"):
+    with pytest.raises(ConfigError, match="body_model graph; precision passes apply to the model graph only"):
+        fp16_onnx_from_fp32(tmp_path / "body.onnx", tmp_path / "out.onnx", KEEP)
+    with pytest.raises(ExportError, match=r"keep rules match no node for \['attention-logits: MatMul'"):
+        fp16_onnx_from_fp32(src, tmp_path / "out.onnx", KEEP)
+    with pytest.raises(ConfigError, match="does not name its model"):  # no rules given, none findable
         fp16_onnx_from_fp32(src, tmp_path / "out.onnx")
     with pytest.raises(ConfigError, match="FP16 method must be one of"):
-        fp16_onnx_from_fp32(src, tmp_path / "out.onnx", method="bf16")
+        fp16_onnx_from_fp32(src, tmp_path / "out.onnx", KEEP, method="bf16")
     assert not (tmp_path / "out.onnx").exists()
 
 
@@ -143,8 +146,8 @@ def full_fp16(full_export, tmp_path_factory) -> tuple[Path, Path, dict]:
 def test_every_block_list_entry_matches_the_real_export(full_export, full_fp16) -> None:
     out, _ = full_export
     model = onnx.load(str(out / "coseg_temporal_fp32.onnx"))
-    assert not unmatched_entries(model)  # every op type of every entry matches a node
-    matched = blocked_nodes(model)
+    assert not unmatched_entries(model, KEEP)  # every op type of every entry matches a node
+    matched = blocked_nodes(model, KEEP)
     assert len(matched["softmax"]) == 5 and len(matched["dis-logits"]) == 4  # DEM + 4 DIS
     assert "/ReduceL2" in matched["rot6d"] and "/Div_1" in matched["rot6d"]
 

@@ -12,7 +12,7 @@ from hmr_trt.profile import ShapeProfile
 
 
 def _opts(out, **kw) -> ExportOptions:
-    tiny = registry.adapter("coseg").tiny_config()
+    tiny = registry.adapter("coseg").tiny_config().with_(head_gain=0.5)  # moves > 50 mm across windows
     return ExportOptions(out=out, precision="fp16", config=tiny, profile=ShapeProfile(1, 4, 8), with_backbone=False,
                          parity_windows=3, build_engines=False, **kw)
 
