@@ -104,4 +104,4 @@ def test_video_bad_inputs(tmp_path: Path, sample_video: Path) -> None:
         windows_from_videos(empty, backbone, window=8)
     narrow = _tiny_backbone(tmp_path / "narrow.onnx", width=512)
     with pytest.raises(InputSpecError, match=r"backbone gave features of shape \(8, 512\) .*expected \(N, 2048\)"):
-        windows_from_videos(sample_video, narrow, window=8, max_windows=1)
+        windows_from_videos(sample_video, narrow, window=8, max_windows=1, feature_dim=2048)  # the contract's C
