@@ -311,7 +311,8 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
         frames_done = facts.get("frames_decoded", 0)
         summary = {
             **facts,
-            "backend": backends.description, "precision": opts.precision, "emit": opts.emit,
+            "model": backends.contract.name if backends.contract is not None else None,
+            "backend": backends.description, "precision": opts.precision, "emit": opts.emit, "border": opts.border,
             "export_dir": str(opts.export_dir), "weights": backends.weights_note,
             "tracks": len(track_rows), "track_files": track_rows,
             "timings_s": {k: round(v, 4) for k, v in timer.seconds.items()}, "total_s": round(total, 3),
