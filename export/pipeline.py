@@ -104,9 +104,9 @@ def _validate_options(opts: ExportOptions) -> Job:
     if opts.window is not None and opts.config is None:
         cfg = adapter.with_window(cfg, opts.window)
     contract = adapter.contract_for(cfg)
-    if contract.family != "window":
-        raise ConfigError(f"model {opts.model}: the export job supports window models only for now "
-                          f"(this one is {contract.family})")
+    if contract.family != "window" and (opts.precision == "int8" or opts.calib is not None):
+        raise ConfigError(f"model {opts.model}: INT8 calibration supports window models only for now "
+                          f"(this one is a {contract.family} model)")
     for batch in BATCH_SIZES:
         if not opts.profile.contains(batch) and batch <= opts.profile.max:
             raise ConfigError(f"parity batch {batch} is below the profile's min {opts.profile.min}")
@@ -204,10 +204,7 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
 
         t = time.perf_counter()
         with step("measuring parity against torch (ONNX Runtime, CPU)"):
-            windows = parity.parity_windows(contract, str(opts.video) if opts.video else None, opts.parity_windows,
-                                            backbone=backbone)
-            for name, w in windows.items():
-                check_feature_windows(w, contract, f"{name} parity windows")
+            windows = parity_sets(opts, job, contract, backbone)
             references = {k: parity.reference_outputs(reference, body_ref, w, model_graph, contract)
                           for k, w in windows.items()}
             report = fp32_parity(paths, references, windows, reference, contract)
@@ -245,6 +242,20 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
         manifest.notes.append(f"export seconds: {seconds}")
         manifest.write(stage)
     return ExportResult(manifest, reports, seconds)
+
+
+def parity_sets(opts: ExportOptions, job: Job, contract: ModelContract, backbone: Any) -> dict[str, Any]:
+    """Window models: random windows and backbone features of real video frames (when a video is given).
+    Other families: the adapter's seeded example inputs ({input name: array})."""
+    if contract.family == "window":
+        windows = parity.parity_windows(contract, str(opts.video) if opts.video else None, opts.parity_windows,
+                                        backbone=backbone)
+        for name, w in windows.items():
+            check_feature_windows(w, contract, f"{name} parity windows")
+        return windows
+    graph = contract.model_graph
+    example = job.adapter.example_inputs(job.cfg, graph.name, opts.parity_windows, seed=0)
+    return {"random": {n: t.detach().numpy() for n, t in zip(graph.input_names, example)}}
 
 
 def exported_contract(contract: ModelContract, body: Any, with_backbone: bool) -> ModelContract:
@@ -425,7 +436,10 @@ def save_parity_reference(path: Path, windows: dict[str, np.ndarray], refs: dict
     arrays = {}
     for name, w in windows.items():
         ref = refs[name]
-        arrays[f"{name}/features"] = w
+        if isinstance(w, dict):  # several inputs: one array each, under its input name
+            arrays.update({f"{name}/{k}": v for k, v in w.items()})
+        else:
+            arrays[f"{name}/features"] = w
         arrays.update({f"{name}/{k}": v for k, v in ref.outputs.items()})
         arrays[f"{name}/vertices"], arrays[f"{name}/joints3d"] = ref.vertices, ref.joints
     np.savez(path, **arrays)
