@@ -6,7 +6,9 @@ and ONNX Runtime (FP32 exported here for timing, or the export's ONNX per precis
 ``--export`` holds this model), all systems of one batch in one round robin (``bench_timing``);
 on a GPU also torch eager FP16, torch.compile and the export's TensorRT engines. Then the floor:
 FLOPs per item (torch's FlopCounterMode), weight bytes, and this machine's measured memory
-bandwidth and SGEMM rate. End to end (``trt-run``) and track scaling need an export directory.
+bandwidth and SGEMM rate. Outside ``--tiny``: the feature extractor the contract names (once per
+extractor, however many models share it), and, when ``--export`` holds the model, ``trt-run`` end
+to end and the cost as the number of tracks grows.
 """
 
 from __future__ import annotations
@@ -262,6 +264,44 @@ def floor_figures(result: BenchResult, mut: ModelUnderTest, bandwidth_gbs: float
     result.floors[mut.name] = f
 
 
+def _spin_resnet50() -> torch.nn.Module:
+    from .backbone import ResNet50Backbone
+
+    return ResNet50Backbone.from_seed(0).eval()
+
+
+# contract.feature_extractor -> its torch module (seeded weights: timing only); shared by the models that use it
+FEATURE_EXTRACTORS: Dict[str, Callable[[], torch.nn.Module]] = {"spin_resnet50": _spin_resnet50}
+
+
+def bench_feature_extractor(result: BenchResult, mut: ModelUnderTest, export_dir: Optional[Path],
+                            batches: Sequence[int], plan: RoundRobin) -> None:
+    """The model's feature extractor (torch eager FP32 vs the export's ONNX on ONNX Runtime), once per extractor."""
+    graph = mut.contract.graph_for("feature_extractor")
+    name = mut.contract.feature_extractor
+    if graph is None or name not in FEATURE_EXTRACTORS or any(t.model == name for t in result.timings):
+        return
+    module = FEATURE_EXTRACTORS[name]()
+    manifest = export_of(export_dir, mut.name)
+    art = manifest.find(graph.name, "onnx", "fp32") if manifest is not None else None
+    ort = OnnxRuntimeBackend(Path(export_dir) / art.path) if art is not None else None
+    if ort is None:
+        result.notes.append(f"{name}: no ONNX Runtime row (no export of {mut.name} with a {graph.name} graph)")
+    else:
+        ort.activate()
+    try:
+        for batch in batches:
+            x = torch.randn(batch, *graph.inputs[0].shape[1:])
+            feed = {graph.inputs[0].name: x.numpy()}
+            systems = [System(BASELINE, _no_grad(module, (x,)))]
+            if ort is not None:
+                systems.append(System("onnxruntime fp32", lambda feed=feed: ort.infer(feed)))
+            result.timings += time_systems(name, graph.name, batch, systems, plan)
+    finally:
+        if ort is not None:
+            ort.deactivate()
+
+
 def bench_e2e(result: BenchResult, export_dir: Path, video: Optional[Path], lengths: Sequence[int]) -> None:
     """trt-run on the first N frames of the video."""
     from hmr_trt.runtime.pipeline import RunOptions, run_video
@@ -308,8 +348,12 @@ def run_sections(result: BenchResult, models: List[str], export_dir: Optional[Pa
             floor_figures(result, mut, bandwidth, gflops)
             if torch.cuda.is_available():
                 bench_model_gpu(result, mut, batches, plan, engines_of(export_dir, mut))
-            manifest = export_of(export_dir, name)
-            if manifest is None or tiny:
+            if tiny:
+                continue
+            bench_feature_extractor(result, mut, export_dir, [1, 8, 32], plan)
+            if export_of(export_dir, name) is None:
+                result.notes.append(f"{name}: end-to-end and track-scaling sections skipped: --export holds no "
+                                    f"export of {name} (make one with trt-export)")
                 continue
             if mut.contract.family == "window":
                 bench_tracks(result, Path(export_dir), mut.contract, [1, 4, 16], 64)

@@ -185,3 +185,27 @@ def test_tiny_bench_rows_per_registered_model(tmp_path, toy_registry) -> None:
     report = (tmp_path / "bench" / "report.md").read_text()
     assert "| toy | toy_graph | onnxruntime fp32 | 4 |" in report and "### toy" in report
     assert any("exported by the benchmark" in n for n in result.notes)
+
+
+def test_a_shared_feature_extractor_is_timed_once(monkeypatch) -> None:
+    from hmr_trt.export import bench_sections
+    from hmr_trt.export.bench_sections import ModelUnderTest, bench_feature_extractor
+
+    built = []
+
+    def toy_extractor() -> torch.nn.Module:
+        built.append(1)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+
+    monkeypatch.setitem(bench_sections.FEATURE_EXTRACTORS, "toy_fx", toy_extractor)
+    graphs = ToyAdapter.contract.graphs + (GraphSpec("backbone", "feature_extractor",
+                                                     (TensorSpec("images", ("images", 3, 8, 8)),),
+                                                     (TensorSpec("features", ("images", 144)),)),)
+    contract = ModelContract("toy", "frame", "a toy", graphs, feature_extractor="toy_fx")
+    mut = ModelUnderTest("toy", ToyAdapter(), {}, contract, Toy())
+    result = BenchResult(machine={}, models=["toy"])
+    for _ in range(2):  # a second model with the same extractor adds no rows
+        bench_feature_extractor(result, mut, None, [1, 2], RoundRobin(0, 2, 2, 0))
+    assert [(t.model, t.section, t.system, t.batch) for t in result.timings] == [
+        ("toy_fx", "backbone", "torch eager fp32", 1), ("toy_fx", "backbone", "torch eager fp32", 2)]
+    assert len(built) == 1 and "no ONNX Runtime row" in result.notes[0]
