@@ -132,15 +132,26 @@ def export_of(export_dir: Optional[Path], model: str) -> Optional[Manifest]:
     return manifest if manifest.model == model else None
 
 
+def _same_inputs(manifest: Manifest, mut: ModelUnderTest) -> bool:
+    """The export's model graph takes the same inputs (names, shapes) as the configuration benchmarked."""
+    if not manifest.contract:
+        return False
+    exported = manifest.model_contract().graph_for("model")
+    return exported is not None and exported.inputs == mut.graph.inputs
+
+
 def onnx_by_precision(mut: ModelUnderTest, export_dir: Optional[Path], tmp: Path,
                       result: BenchResult) -> Dict[str, Path]:
     """The export's model-graph ONNX per precision when ``export_dir`` holds this model, else FP32 made here."""
     manifest = export_of(export_dir, mut.name)
-    if manifest is not None:
+    if manifest is not None and _same_inputs(manifest, mut):
         found = {p: Path(export_dir) / a.path for p in ("fp32", "fp16", "int8")
                  if (a := manifest.find(mut.graph.name, "onnx", p)) is not None}
         if found:
             return found
+    elif manifest is not None:
+        result.notes.append(f"{mut.name}: the export in {export_dir} has other input shapes than the benchmarked "
+                            "configuration; its ONNX files are not timed")
     result.notes.append(f"{mut.name}: ONNX Runtime times an FP32 graph exported by the benchmark (no export of "
                         f"{mut.name} given with --export, so no FP16/INT8 rows)")
     return {"fp32": onnx_for_timing(mut, tmp / f"{mut.name}_{mut.graph.name}.onnx")}
@@ -226,7 +237,7 @@ def _tensorrt_backends(engines: Dict[str, Path], result: BenchResult) -> Dict[st
 def engines_of(export_dir: Optional[Path], mut: ModelUnderTest) -> Dict[str, Path]:
     """The export's model-graph engines per precision (built by trt-build into the export's manifest)."""
     manifest = export_of(export_dir, mut.name)
-    if manifest is None:
+    if manifest is None or not _same_inputs(manifest, mut):
         return {}
     return {a.precision: Path(export_dir) / a.path for a in manifest.artifacts
             if a.kind == "engine" and a.name == mut.graph.name}
