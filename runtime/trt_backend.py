@@ -235,7 +235,7 @@ class TensorRTBackend(Backend):
         deserialized as given; anything else is taken as an ICudaEngine from ``engine_from_path``."""
         source = self.engine_source
         if isinstance(source, (str, Path)):
-            return engine_from_path(source)
+            return engine_from_path(source, target=trt_compat.current_target(self.device))
         if isinstance(source, (bytes, bytearray, memoryview)):
             return engine_from_bytes(source)
         return source
