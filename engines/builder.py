@@ -1,41 +1,32 @@
-"""ONNX -> TensorRT engine, written atomically, with a sidecar that records what the engine is tied to.
+"""ONNX -> TensorRT engine, written atomically with a sidecar that records what the engine is tied to.
 
-``engine_from_onnx`` refuses ONNX files that are not hmr-trt exports (no ``hmr_trt.graph``
-metadata), builds one optimization profile over the graph's dynamic leading axis (min:opt:max;
-every other dimension from the graph), and writes ``NAME.engine`` plus ``NAME.engine.json``
-(``EngineInfo``: TensorRT version, GPU and compute capability, precision, profile, ONNX and
-engine sha256, hmr-trt version, build seconds). Both go through a temporary file and
-``os.replace``: an error or Ctrl-C never leaves a half-written engine.
+``engine_from_onnx`` refuses ONNX files that are not hmr-trt exports (``onnx_metadata``), builds one
+optimization profile over the graph's dynamic leading axis (min:opt:max; every other dimension
+from the graph), and writes ``NAME.engine`` plus ``NAME.engine.json`` (``sidecar``: TensorRT
+version, GPU and compute capability, precision, profile, ONNX and engine sha256, hmr-trt version,
+build seconds).
 
 The TensorRT-specific part is one function, ``build_serialized(BuildRequest) -> bytes``; tests
 and callers can pass another ``build_fn``. Precision on TensorRT 10+ comes from the ONNX itself
 (strongly typed: FP16 casts / INT8 Q/DQ made by the precision passes); on 8.6 from builder flags.
-Version switches live in ``trt_compat``.
-
-``load_engine`` checks the sidecar before deserializing: a mismatching TensorRT version or
-compute capability, or an engine whose sha256 is not the sidecar's (truncated, corrupt), is
-refused with a message that says how to rebuild.
+Version switches live in ``trt_compat``. Loading is not here: ``hmr_trt.runtime.engine_loader``
+(``engine_from_path``) verifies the sidecar and deserializes, for every consumer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
-import mmap
-import os
 import time
-import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from hmr_trt import __version__
 from hmr_trt.errors import ConfigError, EngineError
-from hmr_trt.fileio import write_bytes_atomic
 from hmr_trt.manifest import sha256_of
 from hmr_trt.profile import ShapeProfile
 from hmr_trt.runtime import trt_compat
+from hmr_trt.runtime.engine_loader import EngineInfo, collecting_logger
 from hmr_trt.runtime.trt_compat import (
     BuildSettings,
     Target,
@@ -45,165 +36,12 @@ from hmr_trt.runtime.trt_compat import (
     parse_version,
 )
 
+from .onnx_metadata import require_hmr_trt_graph
+from .sidecar import atomic_write, write_engine
+
 PathLike = Union[str, Path]
-METADATA_PREFIX = "hmr_trt."
-GRAPH_KEY = METADATA_PREFIX + "graph"
-SIDECAR_SUFFIX = ".json"
 DEFAULT_WORKSPACE_MIB = 4096
 OPT_LEVELS = range(0, 6)  # builder_optimization_level 0..5 (TensorRT's default is 3)
-
-
-# ---------------------------------------------------------------------------------------------
-# EngineInfo and its sidecar
-
-
-@dataclass
-class EngineInfo:
-    """What one engine is and what it is tied to; stored beside it as ``NAME.engine.json``."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str  # "sm_90"
-    precision: str  # of the ONNX it was built from: fp32 | fp16 | int8
-    profile: Dict[str, int]  # min/opt/max of the dynamic leading axis
-    onnx_sha256: str
-    hmr_trt_version: str
-    build_seconds: float
-    graph: str = ""  # hmr_trt.graph of the ONNX: temporal, body_model, backbone
-    source: str = ""  # what to give trt-build to rebuild it (an export directory or an ONNX file)
-    strongly_typed: bool = False
-    engine_sha256: str = ""
-    engine_bytes: int = 0
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> EngineInfo:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    @property
-    def shape_profile(self) -> ShapeProfile:
-        return ShapeProfile(**self.profile)
-
-
-def sidecar_path(engine_path: PathLike) -> Path:
-    path = Path(engine_path)
-    return path.with_name(path.name + SIDECAR_SUFFIX)
-
-
-def write_sidecar(engine_path: PathLike, info: EngineInfo) -> Path:
-    path = sidecar_path(engine_path)
-    atomic_write(path, (json.dumps(info.to_dict(), indent=2) + "\n").encode())
-    return path
-
-
-def read_sidecar(engine_path: PathLike) -> EngineInfo:
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise EngineError(f"{engine_path} has no sidecar {path.name}: it was not written by trt-build "
-                          "(or was moved without it); rebuild it with trt-build")
-    try:
-        return EngineInfo.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise EngineError(f"{path} is not a valid engine sidecar ({exc}); rebuild the engine with trt-build") from exc
-
-
-# ---------------------------------------------------------------------------------------------
-# atomic files
-
-
-def atomic_write(path: PathLike, data: Any) -> None:
-    """Bytes-like ``data`` written atomically (hmr_trt.fileio); failures are EngineErrors."""
-    write_bytes_atomic(path, data, EngineError)
-
-
-def write_engine(engine_path: PathLike, data: Any, info: EngineInfo) -> None:
-    """The engine, then its sidecar; if the sidecar cannot be written the engine is removed again."""
-    atomic_write(engine_path, data)
-    try:
-        write_sidecar(engine_path, info)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            Path(engine_path).unlink()
-        raise
-
-
-# ---------------------------------------------------------------------------------------------
-# ONNX metadata without the onnx package (the GPU image has tensorrt and numpy, not onnx)
-
-
-def _varint(buf: Any, pos: int) -> Tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(buf):
-            raise ValueError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(buf: Any, start: int, end: int) -> Iterator[Tuple[int, int, Any]]:
-    """(field number, wire type, value) of a protobuf message; length-delimited values as (start, end)."""
-    pos = start
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = None, pos + 8
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            value, pos = (pos, pos + length), pos + length
-        elif wire == 5:
-            value, pos = None, pos + 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if pos > end:
-            raise ValueError("field runs past the end of the message")
-        yield number, wire, value
-
-
-MODEL_METADATA_FIELD = 14  # ModelProto.metadata_props (StringStringEntryProto: key = 1, value = 2)
-
-
-def read_onnx_metadata(path: PathLike) -> Dict[str, str]:
-    """``ModelProto.metadata_props`` of an ONNX file, read straight from the protobuf wire format."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            return _metadata_from(buf)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise EngineError(f"{path} is not a readable ONNX file: {exc}") from exc
-
-
-def _metadata_from(buf: Any) -> Dict[str, str]:
-    props: Dict[str, str] = {}
-    for number, wire, value in _fields(buf, 0, len(buf)):
-        if number != MODEL_METADATA_FIELD or wire != 2:
-            continue
-        entry = {n: bytes(buf[v[0]:v[1]]).decode() for n, w, v in _fields(buf, *value) if w == 2 and n in (1, 2)}
-        props[entry.get(1, "")] = entry.get(2, "")
-    return props
-
-
-def require_hmr_trt_graph(path: PathLike) -> Dict[str, str]:
-    """The ``hmr_trt.*`` metadata (prefix stripped) of an ONNX file; EngineError when it is not ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise EngineError(f"ONNX file not found: {path}")
-    props = read_onnx_metadata(path)
-    if GRAPH_KEY not in props:
-        raise EngineError(f"{path} is not an hmr-trt export (no '{GRAPH_KEY}' metadata): build engines from the "
-                          "ONNX files trt-export writes (or its export directory)")
-    return {k[len(METADATA_PREFIX):]: v for k, v in props.items() if k.startswith(METADATA_PREFIX)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,23 +105,6 @@ class BuildRequest:
 BuildFn = Callable[[BuildRequest], Any]  # returns the serialized engine (bytes-like)
 
 
-def _collecting_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps error messages for the exception text (and prints them with HMR_TRT_DEBUG)."""
-
-    class Collector(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: List[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
-                self.errors.append(str(msg).strip())
-            if os.environ.get("HMR_TRT_DEBUG"):
-                print(f"[TensorRT {severity}] {msg}")
-
-    return Collector()
-
-
 def _parse(trt: Any, logger: Any, builder: Any, request: BuildRequest) -> Tuple[Any, Any]:
     network = builder.create_network(trt_compat.network_flag_bits(trt, request.settings))
     parser = trt.OnnxParser(network, logger)
@@ -334,7 +155,7 @@ def _attach_timing_cache(config: Any, path: Optional[Path]) -> Any:
 def build_serialized(request: BuildRequest) -> Any:
     """Parse, configure and build with TensorRT; returns the serialized engine (IHostMemory)."""
     trt = trt_compat.import_tensorrt()
-    logger = _collecting_logger(trt)
+    logger = collecting_logger(trt)
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, logger, builder, request)
     check_precision_fits(request.precision, *_network_precision(trt, network), request.settings,
@@ -398,67 +219,3 @@ def engine_from_onnx(
     )
     write_engine(engine_path, data, info)
     return info
-
-
-def rebuild_hint(info: EngineInfo) -> str:
-    profile = info.profile
-    return (f"trt-build {info.source or 'EXPORT_DIR'} --precision {info.precision} "
-            f"--batch {profile.get('min')}:{profile.get('opt')}:{profile.get('max')}")
-
-
-def mismatch(info: EngineInfo, target: Target) -> Optional[str]:
-    """Why an engine cannot run on ``target`` (TensorRT version or compute capability), or None."""
-    same_trt = parse_version(info.tensorrt_version) == parse_version(target.tensorrt_version)
-    if same_trt and info.compute_capability == target.compute_capability:
-        return None
-    return (f"engine built for TensorRT {info.tensorrt_version} on {info.compute_capability}; this machine has "
-            f"{target.tensorrt_version} on {target.compute_capability}: rebuild with {rebuild_hint(info)}")
-
-
-def verify_engine(path: PathLike, info: Optional[EngineInfo] = None,
-                  target: Optional[Target] = None) -> Tuple[bytes, EngineInfo]:
-    """The engine's bytes once its sidecar matches this machine and its sha256; EngineError otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise EngineError(f"engine file not found: {path}")
-    info = info or read_sidecar(path)
-    target = target or current_target()
-    problem = mismatch(info, target)
-    if problem:
-        raise EngineError(f"{path.name}: {problem}")
-    if info.gpu_name and info.gpu_name != target.gpu_name:
-        warnings.warn(f"{path.name} was built on {info.gpu_name}, this GPU is {target.gpu_name} (same "
-                      f"{target.compute_capability}): it runs, but may be slower than a rebuilt engine", stacklevel=2)
-    data = path.read_bytes()
-    if info.engine_sha256 and hashlib.sha256(data).hexdigest() != info.engine_sha256:
-        raise EngineError(f"{path} is truncated or corrupt ({len(data)} bytes; its sha256 does not match the "
-                          f"sidecar's, {info.engine_bytes} bytes): rebuild with {rebuild_hint(info)}")
-    return data, info
-
-
-_RUNTIMES: List[Tuple[Any, Any]] = []  # (runtime, logger): they must outlive the engines; one per process
-
-
-def _runtime(trt: Any) -> Tuple[Any, Any]:
-    if not _RUNTIMES:
-        logger = _collecting_logger(trt)
-        _RUNTIMES.append((trt.Runtime(logger), logger))
-    return _RUNTIMES[0]
-
-
-def load_engine(path: PathLike, info: Optional[EngineInfo] = None) -> Any:
-    """Deserialize a checked engine (``verify_engine``); returns a ``tensorrt.ICudaEngine``."""
-    data, info = verify_engine(path, info)
-    trt = trt_compat.import_tensorrt()
-    runtime, logger = _runtime(trt)
-    del logger.errors[:]
-    try:
-        engine = runtime.deserialize_cuda_engine(data)
-    except (RuntimeError, TypeError) as exc:
-        engine = None
-        logger.errors.append(str(exc))
-    if engine is None:
-        detail = " | ".join(logger.errors[-3:]) or "no message from TensorRT"
-        raise EngineError(f"TensorRT cannot deserialize {Path(path).name} ({detail}): rebuild with {rebuild_hint(info)}")
-    return engine
-

@@ -24,15 +24,9 @@ from hmr_trt.manifest import sha256_of
 from hmr_trt.profile import ShapeProfile
 from hmr_trt.runtime.trt_compat import Target, check_precision, current_target
 
-from .builder import (
-    DEFAULT_WORKSPACE_MIB,
-    BuildFn,
-    EngineInfo,
-    engine_from_onnx,
-    read_sidecar,
-    require_hmr_trt_graph,
-    sidecar_path,
-)
+from .builder import DEFAULT_WORKSPACE_MIB, BuildFn, engine_from_onnx
+from .onnx_metadata import require_hmr_trt_graph
+from .sidecar import EngineInfo, read_sidecar, sidecar_path
 
 CACHE_ENV = "HMR_TRT_CACHE"
 PathLike = Union[str, Path]

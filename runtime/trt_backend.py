@@ -1,6 +1,7 @@
 """TensorRT backend: ``with TensorRTBackend("temporal_fp16.engine") as b: outputs = b.infer(feed)``.
 
-The same contract as ``OnnxRuntimeBackend``: ``inputs``/``outputs`` IOSpecs and ``max_batch`` read
+An engine file is opened through ``engine_loader.engine_from_path``: its sidecar is checked (TensorRT
+version, compute capability, sha256) before TensorRT sees a byte. The same contract as ``OnnxRuntimeBackend``: ``inputs``/``outputs`` IOSpecs and ``max_batch`` read
 from the engine (its optimization profile), feeds checked before anything runs. Execution uses the
 name-based API that TensorRT 8.5 to 11 share: ``set_input_shape`` + ``set_tensor_address`` +
 ``execute_async_v3`` (no bindings, no ``execute_async_v2``). Device buffers and pinned host buffers
@@ -40,6 +41,9 @@ from hmr_trt.errors import ConfigError, EngineError, HmrTrtError, InputSpecError
 from hmr_trt.runtime import trt_compat
 
 from .backends import Backend, IOSpec
+from .engine_loader import engine_from_bytes, engine_from_path, engine_runs_here
+
+__all__ = ["TensorRTBackend", "TrtHandle", "engine_runs_here"]
 
 Shape = Tuple[int, ...]
 def _as_int(handle: Any) -> int:
@@ -66,10 +70,7 @@ class _Cuda:
         self.owned: List[Tuple[str, Any]] = []  # (kind, handle) in allocation order
 
     def check(self, result: Any, what: str) -> Any:
-        err, rest = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
-        if int(getattr(err, "value", err)) != 0:
-            raise EngineError(f"CUDA {what} failed: {getattr(err, 'name', err)}")
-        return rest[0] if len(rest) == 1 else (rest or None)
+        return trt_compat.cuda_check(result, what)
 
     def malloc(self, nbytes: int) -> int:
         ptr = _as_int(self.check(self.rt.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
@@ -197,8 +198,6 @@ class TensorRTBackend(Backend):
 
     def _clear(self) -> None:
         self._cuda: Optional[_Cuda] = None
-        self._runtime: Any = None
-        self._logger: Any = None
         self._engine: Any = None
         self._context: Any = None
         self._compute: Any = None
@@ -232,27 +231,14 @@ class TensorRTBackend(Backend):
         self._epoch += 1
 
     def _deserialize(self, trt: Any) -> Any:
+        """A path goes through the verified loader (sidecar, TensorRT version, GPU, sha256); bytes are
+        deserialized as given; anything else is taken as an ICudaEngine from ``engine_from_path``."""
         source = self.engine_source
         if isinstance(source, (str, Path)):
-            path = Path(source)
-            if not path.is_file():
-                raise EngineError(f"engine file not found: {path}")
-            data, what = path.read_bytes(), str(path)
-        elif isinstance(source, (bytes, bytearray, memoryview)):
-            data, what = source, "the serialized engine"
-        else:
-            return source  # already an ICudaEngine (hmr_trt.engines.builder.load_engine checks its sidecar)
-        self._logger = trt.Logger(trt.Logger.ERROR)
-        self._runtime = trt.Runtime(self._logger)
-        try:
-            engine = self._runtime.deserialize_cuda_engine(data)
-        except (RuntimeError, TypeError):
-            engine = None
-        if engine is None:
-            raise EngineError(f"TensorRT {trt.__version__} cannot deserialize {what}: it is truncated or corrupt, or "
-                              "was built by another TensorRT version or for another GPU; rebuild it with trt-build "
-                              "(its sidecar .json says what it was built for)")
-        return engine
+            return engine_from_path(source, target=trt_compat.current_target(self.device))
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return engine_from_bytes(source)
+        return source
 
     def _describe(self, trt: Any) -> None:
         """IO tensors, their profile-max shapes and the batch range of optimization profile 0."""
@@ -468,26 +454,3 @@ class TensorRTBackend(Backend):
         if self._graph is not None and self._cuda is not None:
             self._cuda.rt.cudaGraphExecDestroy(self._graph)  # a launch in flight completes first
         self._graph, self._graph_key = None, None
-
-
-def engine_runs_here(extra: Dict[str, Any]) -> Tuple[bool, str]:
-    """Whether an engine artifact (its manifest ``extra``) can run here, and why not.
-
-    Needs TensorRT and a GPU, and the TensorRT version and compute capability the engine was
-    built for. (The engine builder's ``verify_engine`` also checks the file's sha256.)
-    """
-    ok, why = trt_compat.trt_available()
-    if not ok:
-        return False, why
-    info = extra.get("engine") or {}
-    target = trt_compat.current_target()
-    built_trt, built_cc = str(info.get("tensorrt_version", "?")), str(info.get("compute_capability", "?"))
-    try:
-        same_trt = trt_compat.parse_version(built_trt) == trt_compat.parse_version(target.tensorrt_version)
-    except EngineError:
-        same_trt = False
-    if same_trt and built_cc == target.compute_capability:
-        return True, f"engine built for TensorRT {built_trt} on {built_cc}, as this machine"
-    rebuild = f"trt-build {info.get('source') or 'EXPORT_DIR'} --precision {info.get('precision', 'fp32')}"
-    return False, (f"engine built for TensorRT {built_trt} on {built_cc}; this machine has "
-                   f"{target.tensorrt_version} on {target.compute_capability}: rebuild with {rebuild}")

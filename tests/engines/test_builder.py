@@ -22,22 +22,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from packaging.version import Version
 
-from hmr_trt.engines import builder
-from hmr_trt.engines.builder import (
-    BuildRequest,
-    EngineInfo,
-    check_precision_fits,
-    engine_from_onnx,
-    profile_shapes,
-    read_onnx_metadata,
-    read_sidecar,
-    require_hmr_trt_graph,
-    sidecar_path,
-    verify_engine,
-)
+from hmr_trt.engines import builder, sidecar
+from hmr_trt.engines.builder import BuildRequest, check_precision_fits, engine_from_onnx, profile_shapes
+from hmr_trt.engines.onnx_metadata import read_onnx_metadata, require_hmr_trt_graph
+from hmr_trt.engines.sidecar import EngineInfo, read_sidecar, sidecar_path
 from hmr_trt.errors import ConfigError, EngineError, HmrTrtError, InputSpecError
 from hmr_trt.profile import ShapeProfile
-from hmr_trt.runtime import trt_compat
+from hmr_trt.runtime import engine_loader, trt_compat
+from hmr_trt.runtime.engine_loader import verify_engine
 from hmr_trt.runtime.trt_compat import LIBRARY_TACTICS, Target, build_settings, parse_version
 
 H100 = Target("10.3.0", "NVIDIA H100 80GB HBM3", "sm_90")
@@ -75,7 +67,6 @@ class FakeBuild:
 
 
 def test_versions_compare_as_versions_not_strings() -> None:
-    assert "10.10.0" < "10.9.0"  # the trap: string comparison
     assert parse_version("10.10.0") > parse_version("10.9.0")
     assert parse_version("8.6.1.6") < parse_version("10.0.0") < parse_version("11.0")
     assert trt_compat.is_strongly_typed(Version("10.10")) and not trt_compat.strongly_typed_only(Version("10.10"))
@@ -265,7 +256,7 @@ def test_atomic_write_leaves_no_temporary_file_when_writing_fails(tmp_path, monk
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(EngineError, match="cannot write .*x.engine: No space left on device"):
-        builder.atomic_write(tmp_path / "x.engine", b"data")
+        sidecar.atomic_write(tmp_path / "x.engine", b"data")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -333,7 +324,7 @@ def test_load_engine_without_tensorrt_says_what_to_install(tmp_path, monkeypatch
     engine = built(tmp_path)
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
     with pytest.raises(EngineError, match=r"TensorRT is not installed .*pip install 'hmr-trt\[trt\]'"):
-        builder.load_engine(engine)
+        engine_loader.engine_from_path(engine, target=H100)
     assert trt_compat.trt_version() is None
     ok, reason = trt_compat.trt_available()
     assert not ok and "TensorRT is not installed" in reason
@@ -524,6 +515,15 @@ class SimCuda:
     def _ok(self, *_args):
         return (0,)
 
+    def cudaGetDeviceCount(self):
+        return 0, 1
+
+    def cudaGetDeviceProperties(self, device):
+        return 0, types.SimpleNamespace(name=SIM_TARGET.gpu_name.encode() + b"\0\0", major=9, minor=0)
+
+    def cudaDriverGetVersion(self):
+        return 0, 12040
+
     cudaSetDevice = cudaEventRecord = cudaStreamWaitEvent = cudaEventSynchronize = cudaStreamSynchronize = _ok
     cudaGetLastError = cudaGraphDestroy = cudaGraphExecDestroy = _ok
 
@@ -627,12 +627,27 @@ def sim(monkeypatch):
 
     def install(capture_fails: bool = False) -> SimCuda:
         cuda = SimCuda(capture_fails)
+        class ILogger:
+            INTERNAL_ERROR, ERROR, WARNING = 0, 1, 2
+
+            def __init__(self) -> None:
+                pass
+
+        def deserialize(data):
+            if bytes(data[:4]) == b"SIM!":
+                return SimEngine(cuda)
+            runtime.logger.log(ILogger.ERROR, "Serialization assertion magicTagRead == kMAGIC_TAG failed")
+            return None
+
+        runtime = types.SimpleNamespace(deserialize_cuda_engine=deserialize)
+
+        def make_runtime(logger):
+            runtime.logger = logger
+            return runtime
+
         trt = types.SimpleNamespace(
-            __version__="10.3.0", TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
-            nptype=lambda _dtype: np.float32, Logger=lambda _level: None,
-            Runtime=lambda _logger: types.SimpleNamespace(
-                deserialize_cuda_engine=lambda data: SimEngine(cuda) if bytes(data[:4]) == b"SIM!" else None))
-        trt.Logger.ERROR = 1
+            __version__=SIM_TARGET.tensorrt_version, TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"),
+            nptype=lambda _dtype: np.float32, ILogger=ILogger, Runtime=make_runtime)
         package, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
         package.__path__, bindings.__path__ = [], []
         bindings.runtime, package.bindings = cuda, bindings
@@ -644,6 +659,18 @@ def sim(monkeypatch):
     return install
 
 
+SIM_TARGET = Target("10.3.0", "NVIDIA Sim GPU", "sm_90")  # what the simulated cuda-python reports
+
+
+def sim_engine(tmp_path: Path, data: bytes = b"SIM!engine", target: Target = SIM_TARGET,
+               name: str = "sim.engine") -> Path:
+    """An engine file with the sidecar trt-build writes (the build faked to return ``data``)."""
+    path = tmp_path / name
+    engine_from_onnx(make_onnx(tmp_path / f"{name}.onnx"), path, "fp32", PROFILE, target=target,
+                     build_fn=lambda _request: data, source="/data/export")
+    return path
+
+
 def windows(batch: int, seed: int = 0) -> dict:
     return {"features": np.random.default_rng(seed).standard_normal((batch, 4, 8)).astype(np.float32)}
 
@@ -653,8 +680,7 @@ def test_sim_backend_runs_with_the_backend_contract(sim, tmp_path, num_buffers) 
     from hmr_trt.runtime.trt_backend import TensorRTBackend
 
     cuda = sim()
-    path = tmp_path / "sim.engine"
-    path.write_bytes(b"SIM!engine")
+    path = sim_engine(tmp_path)
     with TensorRTBackend(path, num_buffers=num_buffers) as backend:
         assert [s.name for s in backend.inputs] == ["features"] and backend.inputs[0].shape == ("batch", 4, 8)
         assert backend.outputs[0].shape == ("batch", 4, 2) and (backend.min_batch, backend.max_batch) == (1, 6)
@@ -717,13 +743,47 @@ def test_sim_cuda_graph_capture_failure_falls_back_to_plain_enqueue(sim) -> None
 
 
 def test_sim_corrupt_engine_bytes_are_refused(sim, tmp_path) -> None:
+    """Bytes TensorRT cannot read are refused with TensorRT's own message, even when the sidecar matches."""
     from hmr_trt.runtime.trt_backend import TensorRTBackend
 
     cuda = sim()
-    path = tmp_path / "bad.engine"
-    path.write_bytes(b"garbage")
-    with pytest.raises(EngineError, match="cannot deserialize .*bad.engine: it is truncated or corrupt"):
+    path = sim_engine(tmp_path, data=b"garbage", name="bad.engine")
+    with pytest.raises(EngineError, match=r"cannot deserialize .*bad.engine \(Serialization assertion magicTag.*\): "
+                                          r"it is truncated or corrupt.*rebuild with trt-build /data/export"):
         TensorRTBackend(path).activate()
+    with pytest.raises(EngineError, match="cannot deserialize the serialized engine"):
+        TensorRTBackend(b"garbage").activate()
     with pytest.raises(EngineError, match="engine file not found"):
         TensorRTBackend(tmp_path / "missing.engine").activate()
     assert not cuda.buffers
+
+
+def test_sim_backend_verifies_an_engine_file_before_tensorrt_reads_it(sim, tmp_path) -> None:
+    """trt-run's backend loads through engine_from_path: sidecar, TensorRT version, GPU and sha256 checked."""
+    from hmr_trt.runtime.trt_backend import TensorRTBackend
+
+    cuda = sim()
+    unverified = tmp_path / "plain.engine"
+    unverified.write_bytes(b"SIM!engine")  # deserializable, but no sidecar
+    with pytest.raises(EngineError, match="plain.engine has no sidecar plain.engine.json"):
+        TensorRTBackend(unverified).activate()
+    other = sim_engine(tmp_path, target=Target("10.8.0", "NVIDIA L4", "sm_89"), name="l4.engine")
+    with pytest.raises(EngineError, match="engine built for TensorRT 10.8.0 on sm_89; this machine has 10.3.0 on sm_90"):
+        TensorRTBackend(other).activate()
+    truncated = sim_engine(tmp_path, data=b"SIM!engine-and-more", name="cut.engine")
+    truncated.write_bytes(truncated.read_bytes()[:10])
+    with pytest.raises(EngineError, match="cut.engine is truncated or corrupt"):
+        TensorRTBackend(truncated).activate()
+    assert not cuda.buffers and not cuda.live
+
+
+def test_engine_runs_here_reads_the_manifest_engine_info() -> None:
+    from hmr_trt.runtime.trt_backend import engine_runs_here
+
+    info = {"engine": {"tensorrt_version": "10.3", "compute_capability": "sm_90", "precision": "fp16",
+                       "source": "/x", "profile": {"min": 1, "opt": 2, "max": 4}}}
+    ok, why = engine_runs_here(info, target=H100)
+    assert ok and "as this machine" in why
+    ok, why = engine_runs_here(info, target=Target("10.8.0", "NVIDIA L4", "sm_89"))
+    assert not ok and why == ("engine built for TensorRT 10.3 on sm_90; this machine has 10.8.0 on sm_89: "
+                              "rebuild with trt-build /x --precision fp16 --batch 1:2:4")

@@ -10,8 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from hmr_trt.engines.builder import BuildRequest, sidecar_path
+from hmr_trt.engines.builder import BuildRequest
 from hmr_trt.engines.cache import CACHE_ENV, EngineCache, cache_key, cached_engine, default_cache_dir
+from hmr_trt.engines.sidecar import sidecar_path
 from hmr_trt.errors import EngineError
 from hmr_trt.profile import ShapeProfile
 from hmr_trt.runtime.trt_compat import Target

@@ -6,6 +6,7 @@ The build itself is faked (``target`` and ``build_fn``, or monkeypatched ``curre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,12 +18,23 @@ import pytest
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
-from hmr_trt.engines import builder, cli
-from hmr_trt.engines.builder import BuildRequest, sidecar_path, verify_engine
-from hmr_trt.engines.cli import add_engines_to_export, app, build_engines_for_export, select_artifacts
+from hmr_trt.contract import GraphSpec, ModelContract, smpl_body_graph, spin_backbone_graph, window_outputs
+from hmr_trt.contract import TensorSpec as GraphTensor
+from hmr_trt.engines import builder, export_engines
+from hmr_trt.engines.builder import BuildRequest
+from hmr_trt.engines.cli import app
+from hmr_trt.engines.export_engines import (
+    BuildOptions,
+    add_engines_to_export,
+    build_engines_for_export,
+    graph_profile,
+    select_artifacts,
+)
+from hmr_trt.engines.sidecar import sidecar_path
 from hmr_trt.errors import ConfigError, EngineError
 from hmr_trt.manifest import Artifact, Manifest, TensorSpec, sha256_of
 from hmr_trt.profile import ShapeProfile
+from hmr_trt.runtime.engine_loader import verify_engine
 from hmr_trt.runtime.trt_compat import Target
 
 runner = CliRunner()
@@ -35,7 +47,7 @@ GRAPHS = {  # name -> (inputs, outputs), leading axis dynamic
 
 
 def stamped_onnx(path: Path, graph: str | None) -> None:
-    ins, outs = GRAPHS.get(graph or "temporal")
+    ins, outs = GRAPHS.get(graph or "temporal", GRAPHS["temporal"])
     vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3]) for n in ins + outs]
     nodes = [helper.make_node("Identity", [ins[0]], [o]) for o in outs]
     model = helper.make_model(helper.make_graph(nodes, graph or "g", vi[:len(ins)], vi[len(ins):]),
@@ -47,16 +59,27 @@ def stamped_onnx(path: Path, graph: str | None) -> None:
     onnx.save(model, str(path))
 
 
-def make_export(root: Path, precisions: dict | None = None) -> Path:
-    """An export directory like trt-export's: three stamped ONNX graphs and manifest.json (T = 4)."""
+def window_contract(model_graph: str = "temporal", emit: str = "all", window: int = 4) -> ModelContract:
+    """A window-family contract like coseg's (T = 4, C = 8): model graph, SMPL body model, SPIN backbone."""
+    frames = window if emit == "all" else 1
+    model = GraphSpec(model_graph, "model", (GraphTensor("features", ("batch", window, 8)),),
+                      window_outputs("batch", frames))
+    return ModelContract("m", "window", "test model", (model, smpl_body_graph(), spin_backbone_graph()),
+                         window=window, feature_dim=8, emit=emit)
+
+
+def make_export(root: Path, precisions: dict | None = None, contract: ModelContract | None = None) -> Path:
+    """An export directory like trt-export's: three stamped ONNX graphs and manifest.json with the contract."""
     root.mkdir(parents=True)
     precisions = precisions or {"temporal": ["fp32", "fp16"], "body_model": ["fp32"], "backbone": ["fp32"]}
-    manifest = Manifest(model="coseg", config={"window": 4, "feature_dim": 8}, profile={"min": 1, "opt": 2, "max": 8})
+    contract = contract or window_contract()
+    manifest = Manifest(model=contract.name, config={"window": 4, "feature_dim": 8},
+                        profile={"min": 1, "opt": 2, "max": 8}, contract=contract.to_dict())
     for name, precs in precisions.items():
         for prec in precs:
             path = root / f"{name}_{prec}.onnx"
             stamped_onnx(path, name)
-            ins, outs = GRAPHS[name]
+            ins, outs = GRAPHS.get(name, GRAPHS["temporal"])
             manifest.add(Artifact(name, path.name, "onnx", prec, sha256_of(path),
                                   [TensorSpec(n, ["batch", 3]) for n in ins], [TensorSpec(n, ["batch", 3]) for n in outs]))
     manifest.write(root)
@@ -100,8 +123,10 @@ def no_tensorrt(monkeypatch):
 def fake_tensorrt(monkeypatch):
     """TensorRT 'present': this machine is H100, builds are FakeBuild (for the command, which has no build_fn)."""
     fake = FakeBuild()
+    from hmr_trt.engines import cli
+
     monkeypatch.setattr(cli, "trt_available", lambda: (True, "TensorRT 10.3.0 on H100"))
-    monkeypatch.setattr(cli, "current_target", lambda: H100)
+    monkeypatch.setattr(export_engines, "current_target", lambda: H100)
     monkeypatch.setattr(builder, "current_target", lambda: H100)
     monkeypatch.setattr(builder, "build_serialized", fake)
     return fake
@@ -196,14 +221,47 @@ def test_export_without_backbone_is_fine(tmp_path) -> None:
     assert [a.name for a in select_artifacts(Manifest.read(export), "fp32")] == ["temporal", "body_model"]
 
 
+def test_which_graphs_get_reduced_precision_comes_from_the_contract(tmp_path) -> None:
+    """A model graph named otherwise than 'temporal' is built at the exact precision; FP32-only graphs fall back."""
+    contract = window_contract(model_graph="glot")
+    export = make_export(tmp_path / "e", {"glot": ["fp32", "fp16"], "body_model": ["fp32"]}, contract)
+    picked = [(a.name, a.precision) for a in select_artifacts(Manifest.read(export), "fp16")]
+    assert picked == [("glot", "fp16"), ("body_model", "fp32")]
+    with pytest.raises(EngineError, match=r"the export has no int8 glot ONNX \(it has: fp16, fp32\)"):
+        select_artifacts(Manifest.read(export), "int8")
+    missing_body = make_export(tmp_path / "f", {"glot": ["fp32"]}, contract)
+    with pytest.raises(EngineError, match="the export has no body_model ONNX .*: re-run trt-export"):
+        select_artifacts(Manifest.read(missing_body), "fp32")
+
+
+def test_frame_graphs_scale_with_the_frames_a_window_makes() -> None:
+    profile = ShapeProfile(1, 2, 8)
+    every = window_contract(emit="all", window=4)
+    middle = window_contract(emit="middle", window=16)
+    assert str(graph_profile(every, "temporal", profile)) == "1:2:8"
+    assert str(graph_profile(every, "body_model", profile)) == "1:8:32"  # T = 4 frames out per window
+    assert str(graph_profile(middle, "body_model", profile)) == "1:2:8"  # one frame out per window
+    assert str(graph_profile(middle, "backbone", profile)) == "1:32:128"  # T = 16 crops in per window
+
+
+def test_manifest_without_a_contract_is_refused_with_one_line(tmp_path, no_tensorrt) -> None:
+    export = make_export(tmp_path / "old")
+    data = json.loads((export / "manifest.json").read_text())
+    del data["contract"]  # what hmr-trt wrote before model contracts
+    (export / "manifest.json").write_text(json.dumps(data))
+    assert_fails([str(export), "--precision", "fp32", "--out", str(tmp_path / "o")],
+                 "records no model contract (it was written by an older hmr-trt, before contracts): re-export",
+                 tmp_path / "o")
+
+
 # ---------------------------------------------------------------------------------------------
 # building (faked)
 
 
 def test_engines_and_manifest_for_an_export(tmp_path) -> None:
     export, out, fake = make_export(tmp_path / "export"), tmp_path / "engines", FakeBuild()
-    manifest = build_engines_for_export(export, "fp16", ShapeProfile(1, 2, 8), out, cache_dir=tmp_path / "cache",
-                                        target=H100, build_fn=fake)
+    manifest = build_engines_for_export(export, "fp16", ShapeProfile(1, 2, 8), out,
+                                        options=BuildOptions(cache_dir=tmp_path / "cache", target=H100, build_fn=fake))
     assert Manifest.read(out).to_dict() == manifest.to_dict()
     engines = {a.name: a for a in manifest.artifacts if a.kind == "engine"}
     assert sorted(engines) == ["backbone", "body_model", "temporal"]
@@ -228,35 +286,37 @@ def test_engines_and_manifest_for_an_export(tmp_path) -> None:
 
 def test_second_build_comes_from_the_cache(tmp_path) -> None:
     export, fake = make_export(tmp_path / "export"), FakeBuild()
-    kwargs = dict(cache_dir=tmp_path / "cache", target=H100, build_fn=fake)
-    build_engines_for_export(export, "fp32", None, tmp_path / "a", **kwargs)
-    again = build_engines_for_export(export, "fp32", None, tmp_path / "b", **kwargs)
+    options = BuildOptions(cache_dir=tmp_path / "cache", target=H100, build_fn=fake)
+    build_engines_for_export(export, "fp32", None, tmp_path / "a", options=options)
+    again = build_engines_for_export(export, "fp32", None, tmp_path / "b", options=options)
     assert len(fake.requests) == 3
     assert all(a.extra["cache_hit"] for a in again.artifacts if a.kind == "engine")
     for name in ("temporal_fp32.engine", "body_model_fp32.engine", "backbone_fp32.engine"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    build_engines_for_export(export, "fp32", None, tmp_path / "c", use_cache=False, **kwargs)
+    build_engines_for_export(export, "fp32", None, tmp_path / "c",
+                             options=dataclasses.replace(options, use_cache=False))
     assert len(fake.requests) == 6
 
 
 def test_a_failed_build_leaves_out_untouched(tmp_path) -> None:
     export, out = make_export(tmp_path / "export"), tmp_path / "engines"
     with pytest.raises(EngineError, match="failed to build an engine from body_model_fp32.onnx"):
-        build_engines_for_export(export, "fp32", None, out, use_cache=False, target=H100,
-                                 build_fn=FakeBuild(fail_on="body_model"))
+        build_engines_for_export(export, "fp32", None, out,
+                                 options=BuildOptions(use_cache=False, target=H100, build_fn=FakeBuild("body_model")))
     assert not out.exists() and not list(tmp_path.glob(".engines.staging-*"))
 
 
 def test_out_may_not_be_the_export(tmp_path) -> None:
     export = make_export(tmp_path / "export")
     with pytest.raises(ConfigError, match="--out must be a new directory"):
-        build_engines_for_export(export, "fp32", None, export, target=H100, build_fn=FakeBuild())
+        build_engines_for_export(export, "fp32", None, export, options=BuildOptions(target=H100, build_fn=FakeBuild()))
 
 
 def test_engines_added_to_an_export_in_place(tmp_path) -> None:
     export = make_export(tmp_path / "export")
     manifest = Manifest.read(export)
-    added = add_engines_to_export(export, manifest, "fp32", use_cache=False, target=H100, build_fn=FakeBuild())
+    added = add_engines_to_export(export, manifest, "fp32",
+                                  options=BuildOptions(use_cache=False, target=H100, build_fn=FakeBuild()))
     assert [a.path for a in added] == ["temporal_fp32.engine", "body_model_fp32.engine", "backbone_fp32.engine"]
     assert all(manifest.find(a.name, "engine", "fp32") is a for a in added)
     assert manifest.find("temporal", "onnx", "fp32").path == "temporal_fp32.onnx"

@@ -6,17 +6,19 @@ torch, so these tests cannot export themselves). trt-export writes one reduced p
 run, so the directory may hold one export per precision in ``fp32/``, ``fp16/`` and ``int8/``
 (what ``make test-gpu`` makes); each precision uses its own, the reference comes from ``fp32/``. Engines are built once per precision with
 ``build_engines_for_export`` (cached in ``HMR_TRT_CACHE`` when set) and run with ``TensorRTBackend``:
-the temporal engine in chunks of the parity batch sizes, then the body-model engine on all frames.
+the model engine in chunks of the parity batch sizes, then the body-model engine on all frames.
+Everything model-specific (graph names, input and output names, window, feature width, goals) comes
+from the model contract in the export's ``manifest.json``, never from literals.
 
 Reference meshes: the torch reference trt-export stores in ``EXPORT_DIR/parity_reference.npz``
 (``{set}/features`` (W, T, C) float32, ``{set}/vertices`` (W, T, V, 3), ``{set}/joints3d`` (W, T, J, 3)
 in metres, for set = random [, video]); for an export without it, ONNX Runtime FP32 on the same
 export's ONNX files and random windows when onnxruntime is importable.
-Goals: mean vertex drift <= 0.01 / 0.1 / 0.4 mm for fp32 / fp16 / int8 (hmr_trt.metrics.GOALS_MM),
+Goals: the contract's ``goals_mm`` (mean vertex drift, e.g. 0.01 / 0.1 / 0.4 mm for fp32 / fp16 / int8),
 judged on every window set for fp32 and on the real-video windows for fp16/int8 (as trt-export
 does: random Gaussian windows lie outside INT8 calibration ranges); a drift over its goal fails.
 Results are written to ``$HMR_TRT_GPU_OUT/parity.json`` and ``parity.md`` for the CI artifacts.
-A precision the export has no temporal ONNX for is skipped with the reason.
+A precision the export has no model-graph ONNX for is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from typing import Dict, Iterator, Tuple
 import numpy as np
 import pytest
 
-from hmr_trt.errors import EngineError
+from hmr_trt.contract import ModelContract
+from hmr_trt.errors import EngineError, HmrTrtError
 from hmr_trt.manifest import Manifest
-from hmr_trt.metrics import GOALS_MM, mesh_drift
+from hmr_trt.metrics import mesh_drift
 
 pytestmark = [pytest.mark.gpu, pytest.mark.trt]
 
@@ -38,7 +41,7 @@ EXPORT_ENV = "HMR_TRT_EXPORT_DIR"
 REFERENCE_FILE = "parity_reference.npz"
 PARITY_BATCHES = (1, 2, 7)
 N_WINDOWS = 7
-# Max abs change of any temporal output when a window runs alone instead of in a batch of 7:
+# Max abs change of any model-graph output when a window runs alone instead of in a batch of 7:
 # kernels differ per batch size (float rounding); samples mixing in a batch gives O(0.1 - 1).
 BATCH_INVARIANCE_ATOL = {"fp32": 1e-3, "fp16": 2e-2, "int8": 2e-2}
 
@@ -86,6 +89,16 @@ def export_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def contract(export_dir) -> ModelContract:
+    """The exported model's contract, from the fp32 export's manifest."""
+    manifest = Manifest.read(export_for(export_dir, "fp32"))
+    try:
+        return manifest.model_contract()
+    except HmrTrtError as exc:  # an export from before contracts: say so, do not guess
+        pytest.fail(f"{EXPORT_ENV}: {exc}")
+
+
 def _sets_from_npz(path: Path) -> Dict[str, Dict[str, np.ndarray]]:
     data = np.load(path)
     names = [k[: -len("/features")] for k in data.files if k.endswith("/features")]
@@ -93,19 +106,19 @@ def _sets_from_npz(path: Path) -> Dict[str, Dict[str, np.ndarray]]:
                 "joints": data[f"{n}/joints3d"]} for n in names}
 
 
-def _ort_reference(export_dir: Path, manifest: Manifest, windows: np.ndarray) -> Dict[str, np.ndarray]:
+def _ort_reference(export_dir: Path, manifest: Manifest, contract: ModelContract,
+                   windows: np.ndarray) -> Dict[str, np.ndarray]:
     from hmr_trt.runtime.backends import OnnxRuntimeBackend
 
-    temporal = export_dir / manifest.find("temporal", "onnx", "fp32").path
-    body = export_dir / manifest.find("body_model", "onnx", "fp32").path
-    with OnnxRuntimeBackend(temporal) as t, OnnxRuntimeBackend(body) as b:
-        outs = t.infer({"features": windows})
-        verts, joints = _meshes(b, outs)
+    model, body = contract.model_graph, _body_graph(contract)
+    with OnnxRuntimeBackend(export_dir / manifest.find(model.name, "onnx", "fp32").path) as m, \
+            OnnxRuntimeBackend(export_dir / manifest.find(body.name, "onnx", "fp32").path) as b:
+        verts, joints = _meshes(contract, b, m.infer({model.inputs[0].name: windows}))
     return {"windows": windows, "vertices": verts, "joints": joints}
 
 
 @pytest.fixture(scope="module")
-def reference(export_dir) -> Tuple[str, Dict[str, Dict[str, np.ndarray]]]:
+def reference(export_dir, contract) -> Tuple[str, Dict[str, Dict[str, np.ndarray]]]:
     """(what the reference is, {set: {windows, vertices, joints}})."""
     export_dir = export_for(export_dir, "fp32")
     path = export_dir / REFERENCE_FILE
@@ -116,15 +129,15 @@ def reference(export_dir) -> Tuple[str, Dict[str, Dict[str, np.ndarray]]]:
     except ImportError:
         pytest.skip(f"no {REFERENCE_FILE} in {export_dir} and no onnxruntime here: nothing to compare with")
     manifest = Manifest.read(export_dir)
-    cfg = manifest.config
-    windows = np.random.default_rng(0).standard_normal((N_WINDOWS, cfg["window"], cfg["feature_dim"]))
-    return "ONNX Runtime FP32", {"random": _ort_reference(export_dir, manifest, windows.astype(np.float32))}
+    shape = (N_WINDOWS, *contract.model_graph.inputs[0].shape[1:])
+    windows = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    return "ONNX Runtime FP32", {"random": _ort_reference(export_dir, manifest, contract, windows)}
 
 
 @pytest.fixture(scope="module")
 def engine_sets(export_dir, tmp_path_factory) -> Iterator:
     """build(precision) -> (out_dir, manifest), built once per precision."""
-    from hmr_trt.engines.cli import build_engines_for_export, select_artifacts
+    from hmr_trt.engines.export_engines import BuildOptions, build_engines_for_export, select_artifacts
 
     built: Dict[str, Tuple[Path, Manifest]] = {}
     cache = None if os.environ.get("HMR_TRT_CACHE") else tmp_path_factory.mktemp("engine-cache")
@@ -139,7 +152,8 @@ def engine_sets(export_dir, tmp_path_factory) -> Iterator:
             except EngineError as exc:
                 pytest.skip(str(exc))
             out = tmp_path_factory.mktemp("engines") / precision
-            built[precision] = out, build_engines_for_export(source, precision, None, out, cache_dir=cache)
+            built[precision] = out, build_engines_for_export(source, precision, None, out,
+                                                             options=BuildOptions(cache_dir=cache))
         return built[precision]
 
     yield build
@@ -150,42 +164,52 @@ def _cast(backend, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v, dtype=dtypes[k]) for k, v in feed.items()}
 
 
-def _meshes(body, outs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """Body model on every frame, in chunks the engine's profile allows."""
-    w, t = outs["betas"].shape[:2]
-    rot, betas = outs["pose_rotmat"].reshape(w * t, -1, 3, 3), outs["betas"].reshape(w * t, -1)
-    step = body.max_batch or w * t
-    parts = [body.infer(_cast(body, {"pose_rotmat": rot[i:i + step], "betas": betas[i:i + step]}))
-             for i in range(0, w * t, step)]
-    verts = np.concatenate([p["vertices"] for p in parts]).astype(np.float32)
-    joints = np.concatenate([p["joints3d"] for p in parts]).astype(np.float32)
-    return verts.reshape(w, t, -1, 3), joints.reshape(w, t, -1, 3)
+def _body_graph(contract: ModelContract):
+    body = contract.graph_for("body_model")
+    if body is None:
+        pytest.skip(f"model {contract.name} has no body_model graph: these tests compare meshes")
+    return body
+
+
+def _meshes(contract: ModelContract, body, outs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Body model on every emitted frame, in chunks the engine's profile allows: (W, F, V, 3), (W, F, J, 3)."""
+    spec = _body_graph(contract)
+    first = outs[spec.inputs[0].name]
+    w, f = first.shape[:2]
+    flat = {t.name: outs[t.name].reshape(w * f, *t.shape[1:]) for t in spec.inputs}  # (W * F, ...) per input
+    step = body.max_batch or w * f
+    parts = [body.infer(_cast(body, {k: v[i:i + step] for k, v in flat.items()})) for i in range(0, w * f, step)]
+    verts_name, joints_name = spec.output_names[:2]
+    verts = np.concatenate([p[verts_name] for p in parts]).astype(np.float32)
+    joints = np.concatenate([p[joints_name] for p in parts]).astype(np.float32)
+    return verts.reshape(w, f, -1, 3), joints.reshape(w, f, -1, 3)
 
 
 def _backend(out: Path, manifest: Manifest, name: str, precision: str, **kwargs):
-    from hmr_trt.engines.builder import load_engine
+    """The graph's engine through the verified loader (TensorRTBackend opens paths with engine_from_path)."""
     from hmr_trt.runtime.trt_backend import TensorRTBackend
 
     art = manifest.find(name, "engine", precision)
-    return TensorRTBackend(load_engine(out / art.path), **kwargs)
+    return TensorRTBackend(out / art.path, **kwargs)
 
 
-def _temporal(backend, windows: np.ndarray, batch: int) -> Dict[str, np.ndarray]:
-    chunks = [backend.infer(_cast(backend, {"features": windows[i:i + batch]})) for i in range(0, len(windows), batch)]
+def _model(backend, contract: ModelContract, windows: np.ndarray, batch: int) -> Dict[str, np.ndarray]:
+    name = contract.model_graph.inputs[0].name
+    chunks = [backend.infer(_cast(backend, {name: windows[i:i + batch]})) for i in range(0, len(windows), batch)]
     return {k: np.concatenate([c[k] for c in chunks]).astype(np.float32) for k in chunks[0]}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_engine_parity_in_mm(precision, engine_sets, reference, record_property) -> None:
+def test_engine_parity_in_mm(precision, engine_sets, reference, contract, record_property) -> None:
     out, manifest = engine_sets(precision)
     label, sets = reference
-    goal = GOALS_MM[precision]
+    goal = contract.goal_mm(precision)
     failures, lines = [], []
-    with _backend(out, manifest, "temporal", precision) as temporal, \
-            _backend(out, manifest, "body_model", precision) as body:
+    with _backend(out, manifest, contract.model_graph.name, precision) as model, \
+            _backend(out, manifest, _body_graph(contract).name, precision) as body:
         for set_name, ref in sets.items():
             for batch in PARITY_BATCHES:
-                verts, joints = _meshes(body, _temporal(temporal, ref["windows"], batch))
+                verts, joints = _meshes(contract, body, _model(model, contract, ref["windows"], batch))
                 drift = mesh_drift(verts, joints, ref["vertices"], ref["joints"])
                 key = f"{precision}_{set_name}_b{batch}_vertices_mean_mm"
                 record_property(key, drift["vertices_mean_mm"])
@@ -206,27 +230,28 @@ def test_engine_parity_in_mm(precision, engine_sets, reference, record_property)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_engine_batch_invariance(precision, engine_sets, reference) -> None:
+def test_engine_batch_invariance(precision, engine_sets, reference, contract) -> None:
     out, manifest = engine_sets(precision)
     windows = next(iter(reference[1].values()))["windows"]
-    with _backend(out, manifest, "temporal", precision) as temporal:
-        together = _temporal(temporal, windows, len(windows))
-        alone = _temporal(temporal, windows, 1)
+    with _backend(out, manifest, contract.model_graph.name, precision) as model:
+        together = _model(model, contract, windows, len(windows))
+        alone = _model(model, contract, windows, 1)
     worst = max(float(np.abs(together[k] - alone[k]).max()) for k in together)
-    print(f"\n{precision} temporal engine: outputs change with batch composition by {worst:.3g}")
+    print(f"\n{precision} {contract.model_graph.name} engine: outputs change with batch composition by {worst:.3g}")
     assert worst <= BATCH_INVARIANCE_ATOL[precision], (
         f"{precision}: a window's outputs change by {worst:.3g} when batched with others "
         f"(> {BATCH_INVARIANCE_ATOL[precision]})")
 
 
-def test_cuda_graphs_match_plain_enqueue(engine_sets, reference) -> None:
+def test_cuda_graphs_match_plain_enqueue(engine_sets, reference, contract) -> None:
     out, manifest = engine_sets("fp32")
     windows = next(iter(reference[1].values()))["windows"]
     feeds = [windows, windows[:3], windows[:3], windows[:3], windows]
-    with _backend(out, manifest, "temporal", "fp32") as plain:
-        expected = [plain.infer(_cast(plain, {"features": f})) for f in feeds]
-    with _backend(out, manifest, "temporal", "fp32", cuda_graphs=True) as graphs:
-        got = [graphs.infer(_cast(graphs, {"features": f})) for f in feeds]
+    graph, name = contract.model_graph.name, contract.model_graph.inputs[0].name
+    with _backend(out, manifest, graph, "fp32") as plain:
+        expected = [plain.infer(_cast(plain, {name: f})) for f in feeds]
+    with _backend(out, manifest, graph, "fp32", cuda_graphs=True) as graphs:
+        got = [graphs.infer(_cast(graphs, {name: f})) for f in feeds]
         counts, error = dict(graphs.counts), graphs.graph_error
     for e, g in zip(expected, got):
         for name in e:
@@ -236,34 +261,38 @@ def test_cuda_graphs_match_plain_enqueue(engine_sets, reference) -> None:
     assert counts["graph_launch"] >= 2 and counts["graph_capture"] >= 2, counts
 
 
-def test_double_buffering_matches_infer(engine_sets, reference) -> None:
+def test_double_buffering_matches_infer(engine_sets, reference, contract) -> None:
     out, manifest = engine_sets("fp32")
     windows = next(iter(reference[1].values()))["windows"]
     feeds = [windows[i:i + b] for i, b in ((0, 7), (0, 2), (2, 5), (6, 1))]
-    with _backend(out, manifest, "temporal", "fp32") as single:
-        expected = [single.infer(_cast(single, {"features": f})) for f in feeds]
-    with _backend(out, manifest, "temporal", "fp32", num_buffers=2) as double:
-        handles = [double.submit(_cast(double, {"features": f})) for f in feeds[:2]]
+    graph, name = contract.model_graph.name, contract.model_graph.inputs[0].name
+    with _backend(out, manifest, graph, "fp32") as single:
+        expected = [single.infer(_cast(single, {name: f})) for f in feeds]
+    with _backend(out, manifest, graph, "fp32", num_buffers=2) as double:
+        handles = [double.submit(_cast(double, {name: f})) for f in feeds[:2]]
         got = [double.collect(handles[0])]
-        handles.append(double.submit(_cast(double, {"features": feeds[2]})))
-        handles.append(double.submit(_cast(double, {"features": feeds[3]})))
+        handles.append(double.submit(_cast(double, {name: feeds[2]})))
+        handles.append(double.submit(_cast(double, {name: feeds[3]})))
         got += [double.collect(h) for h in handles[1:]]
     for e, g in zip(expected, got):
         for name in e:
             np.testing.assert_allclose(g[name], e[name], rtol=0, atol=1e-6, err_msg=name)
 
 
-def test_corrupt_engines_are_refused_by_real_tensorrt(engine_sets, tmp_path) -> None:
-    from hmr_trt.engines.builder import load_engine, sidecar_path
+def test_corrupt_engines_are_refused_by_real_tensorrt(engine_sets, contract, tmp_path) -> None:
+    """The sidecar catches a truncated engine; bytes that pass no sidecar check are refused by TensorRT itself."""
+    from hmr_trt.runtime.engine_loader import engine_from_bytes, engine_from_path, sidecar_path
     from hmr_trt.runtime.trt_backend import TensorRTBackend
 
     out, manifest = engine_sets("fp32")
-    art = manifest.find("temporal", "engine", "fp32")
+    art = manifest.find(contract.model_graph.name, "engine", "fp32")
     broken = tmp_path / art.path
     data = (out / art.path).read_bytes()
     broken.write_bytes(data[: len(data) // 2])
     sidecar_path(broken).write_bytes(sidecar_path(out / art.path).read_bytes())
     with pytest.raises(EngineError, match="truncated or corrupt"):
-        load_engine(broken)
+        engine_from_path(broken)
+    with pytest.raises(EngineError, match="truncated or corrupt"):
+        TensorRTBackend(broken).activate()  # the backend loads through the same check
     with pytest.raises(EngineError, match="cannot deserialize"):
-        TensorRTBackend(broken).activate()  # no sidecar check: TensorRT itself refuses
+        engine_from_bytes(data[: len(data) // 2])  # TensorRT's own refusal

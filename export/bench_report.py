@@ -1,0 +1,195 @@
+"""The benchmark's results, its goals and its report (``report.md``, ``results.json``, PNG plots).
+
+Goals are ratios between systems measured in the same round robin, judged on each row's minimum
+(the least disturbed run on a shared machine); a goal that rests on a noisy row (p90 / median >
+1.2) says so. Torch-free: the sections (``bench_sections``) fill a ``BenchResult``, this module
+only reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .bench_timing import NOISY_SPREAD, Timing
+
+BASELINE = "torch eager fp32"
+
+
+@dataclass
+class BenchResult:
+    machine: Dict[str, Any]
+    models: List[str] = field(default_factory=list)
+    timings: List[Timing] = field(default_factory=list)
+    floors: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # model -> floor figures
+    e2e: List[Dict[str, Any]] = field(default_factory=list)
+    tracks_scaling: List[Dict[str, Any]] = field(default_factory=list)
+    memory: Dict[str, float] = field(default_factory=dict)
+    goals: List[Dict[str, Any]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    def find(self, model: str, system: str, batch: int, section: Optional[str] = None) -> Optional[Timing]:
+        return next((t for t in self.timings if (t.model, t.system, t.batch) == (model, system, batch)
+                     and (section is None or t.section == section)), None)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"machine": self.machine, "models": self.models, "timings": [t.to_dict() for t in self.timings],
+                "floors": self.floors, "e2e": self.e2e, "tracks_scaling": self.tracks_scaling,
+                "memory": self.memory, "goals": self.goals, "notes": self.notes}
+
+
+# ---------------------------------------------------------------------------------------------
+# goals
+
+
+def _goal(result: BenchResult, name: str, rows: List[Optional[Timing]], value: Optional[float], target: float,
+          why: str = "") -> None:
+    """One goal: ``value`` (a ratio of minima) against ``target``; noisy rows are named."""
+    if value is None or any(r is None for r in rows):
+        result.goals.append({"goal": name, "value": None, "target": target, "met": None, "why": "not measured",
+                             "noisy": False})
+        return
+    noisy = [f"{r.system} b{r.batch}" for r in rows if r is not None and r.noisy]
+    met = bool(value >= target)
+    text = "" if met else f"missed by {target / value:.2f}x; {why}".rstrip("; ")
+    if noisy:
+        text = (text + "; " if text else "") + f"noisy rows (p90/median > {NOISY_SPREAD}): {', '.join(noisy)}"
+    result.goals.append({"goal": name, "value": round(value, 3), "target": target, "met": met, "why": text,
+                         "noisy": bool(noisy)})
+
+
+def evaluate_goals(result: BenchResult, model: str, big_batch: int) -> None:
+    """The goals for one model, as ratios of minimum times measured in this run."""
+    f = result.floors.get(model, {})
+    base1, ort1 = result.find(model, BASELINE, 1), result.find(model, "onnxruntime fp32", 1)
+    why1 = ""
+    if base1 and ort1 and f.get("floor_batch1_ms"):
+        why1 = (f"4x needs {base1.min_ms / 4:.1f} ms = {base1.min_ms / 4 / f['floor_batch1_ms']:.2f}x the floor "
+                f"({f['floor_batch1_ms']:.1f} ms); ORT runs at {ort1.min_ms / f['floor_batch1_ms']:.2f}x it; "
+                f"recurrent layers hold {f.get('recurrent_flop_share', 0):.0%} of the FLOPs")
+    _goal(result, f"{model} CPU: ORT FP32 speed-up over torch eager, batch 1", [base1, ort1],
+          base1 and ort1 and base1.min_ms / ort1.min_ms, 4.0, why1)
+    if ort1 and f.get("floor_batch1_ms_weights"):
+        _goal(result, f"{model} CPU: weight-read floor / ORT FP32 batch-1 time (>= 0.5 means within 2x)", [ort1],
+              f["floor_batch1_ms_weights"] / ort1.min_ms, 0.5)
+    base_b, ort_b = result.find(model, BASELINE, big_batch), result.find(model, "onnxruntime fp32", big_batch)
+    why_b = ""
+    if base_b and f.get("measured_sgemm_gflops"):
+        floor_b = 1000 * big_batch * f["flops_per_item"] / (f["measured_sgemm_gflops"] * 1e9)
+        why_b = (f"at batch {big_batch} the floor is arithmetic: {floor_b:.0f} ms at the measured SGEMM rate; torch "
+                 f"eager takes {base_b.min_ms:.0f} ms")
+    _goal(result, f"{model} CPU: ORT FP32 items/s over torch eager, batch {big_batch}", [base_b, ort_b],
+          base_b and ort_b and ort_b.items_per_s / base_b.items_per_s, 2.0, why_b)
+    int8 = result.find(model, "onnxruntime int8", 1)
+    if int8 is not None:
+        _goal(result, f"{model} CPU: ORT INT8 speed-up over ORT FP32, batch 1", [ort1, int8],
+              ort1 and ort1.min_ms / int8.min_ms, 1.0,
+              f"recurrent layers stay float ({f.get('recurrent_param_share', 0):.0%} of the weights)")
+    gpu32 = result.find(model, "torch eager fp32 (gpu)", 1)
+    if gpu32 is not None:
+        trt16, comp = result.find(model, "tensorrt fp16", 1), result.find(model, "torch.compile fp32 (gpu)", 1)
+        _goal(result, f"{model} GPU: TensorRT FP16 speed-up over torch eager FP32, batch 1", [gpu32, trt16],
+              trt16 and gpu32.min_ms / trt16.min_ms, 8.0)
+        _goal(result, f"{model} GPU: TensorRT FP16 speed-up over torch.compile, batch 1", [comp, trt16],
+              trt16 and comp and comp.min_ms / trt16.min_ms, 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def timing_table(result: BenchResult) -> List[str]:
+    lines = ["| model | graph | system | batch | min ms | median ms | p90/median | noisy | ms per item | "
+             "items/s | vs torch eager |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for t in result.timings:
+        base = result.find(t.model, BASELINE, t.batch, t.section)
+        ratio = f"{base.min_ms / t.min_ms:.2f}x" if base else ""
+        lines.append(f"| {t.model} | {t.section} | {t.system} | {t.batch} | {t.min_ms:.2f} | {t.median_ms:.2f} | "
+                     f"{t.spread:.2f} | {'noisy' if t.noisy else ''} | {t.per_item_ms:.3f} | {t.items_per_s:.1f} | "
+                     f"{ratio} |")
+    return lines
+
+
+def floor_lines(model: str, f: Dict[str, Any], ort1: Optional[Timing]) -> List[str]:
+    lines = [f"### {model}", "",
+             f"- FLOPs per item: {f['flops_per_item'] / 1e9:.3f} GFLOP; parameters {f['params'] / 1e6:.2f} M "
+             f"({f['weight_bytes_fp32'] / 1e6:.1f} MB in FP32, read once per batch); inputs + outputs "
+             f"{f['io_bytes_per_item'] / 1e3:.0f} kB per item.",
+             f"- Measured here: memory bandwidth {f['measured_bandwidth_gbs']:.1f} GB/s (large copy), "
+             f"SGEMM {f['measured_sgemm_gflops']:.0f} GFLOP/s.",
+             f"- Batch-1 floor: {f['floor_batch1_ms_weights']:.2f} ms to read the weights, "
+             f"{f['floor_batch1_ms_compute']:.2f} ms of arithmetic at the SGEMM rate."]
+    if ort1 is not None:
+        lines.append(f"- ONNX Runtime FP32 batch 1: {ort1.min_ms:.2f} ms (minimum) = "
+                     f"{ort1.min_ms / f['floor_batch1_ms']:.2f}x the floor.")
+    return lines + [""]
+
+
+def write_report(result: BenchResult, out: Path, plots: bool = True) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if plots:
+        write_plots(result, out)
+    lines = ["# hmr-trt benchmark", "", f"Machine: {result.machine}", "",
+             f"Systems at one batch size are timed in alternation (round robin); goals use each row's minimum; "
+             f"a row is noisy when p90/median > {NOISY_SPREAD}.", "", "## Models", "", *timing_table(result)]
+    if result.floors:
+        lines += ["", "## The floor", ""]
+        for model, f in result.floors.items():
+            lines += floor_lines(model, f, result.find(model, "onnxruntime fp32", 1))
+    if result.e2e:
+        stages = list(result.e2e[0]["timings_s"])
+        lines += ["", "## End to end (trt-run)", "", "| frames | tracks | frames/s | " + " | ".join(stages) + " |",
+                  "|---" * (3 + len(stages)) + "|"]
+        for e in result.e2e:
+            lines.append(f"| {e['frames']} | {e['tracks']} | {e['fps']} | " +
+                         " | ".join(f"{v:.2f}" for v in e["timings_s"].values()) + " |")
+        lines.append(f"\nBackend: {result.e2e[0]['backend']}. Stage columns are seconds.")
+    if result.tracks_scaling:
+        stages = list(result.tracks_scaling[0]["timings_s"])
+        lines += ["", "## Cost vs number of tracks (features in)", "",
+                  "| tracks | frames each | " + " | ".join(f"{s} s" for s in stages) + " | total s |",
+                  "|---" * (3 + len(stages)) + "|"]
+        for r in result.tracks_scaling:
+            lines.append(f"| {r['tracks']} | {r['frames_per_track']} | " +
+                         " | ".join(f"{r['timings_s'][s]:.2f}" for s in stages) + f" | {r['total_s']:.2f} |")
+    lines += ["", "## Memory", "", *[f"- {k}: {v:.0f} MB" for k, v in result.memory.items()]]
+    lines += ["", "## Goals (ratios of minimum times from this run)", "",
+              "| goal | measured | target | met | why not / noise |", "|---|---|---|---|---|"]
+    for g in result.goals:
+        lines.append(f"| {g['goal']} | {g['value']} | {g['target']} | {g['met']} | {g.get('why', '')} |")
+    lines += ["", *[f"- {n}" for n in result.notes]]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_plots(result: BenchResult, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for model in result.models:
+        rows = [t for t in result.timings if t.model == model]
+        systems = sorted({t.system for t in rows})
+        if not systems:
+            continue
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        for s in systems:
+            pts = sorted((t.batch, t.min_ms, t.items_per_s) for t in rows if t.system == s)
+            ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=s)
+            ax2.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=s)
+        for ax, ylabel in ((ax1, "latency per call, ms (minimum)"), (ax2, "items per second")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("batch")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, alpha=0.3)
+        ax1.legend(fontsize=7)
+        fig.suptitle(f"{model}: latency and throughput vs batch")
+        fig.tight_layout()
+        fig.savefig(out / f"{model}_vs_batch.png", dpi=100)
+        plt.close(fig)

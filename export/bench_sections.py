@@ -1,0 +1,372 @@
+"""What the benchmark measures, per registered model, through the model adapter only (no model names).
+
+For each model (``hmr_trt.registry.adapter(name)``): its reference module (``reference(cfg)``) and
+model graph (``contract_for(cfg).model_graph``) are timed at each batch size on torch eager FP32
+and ONNX Runtime (FP32 exported here for timing, or the export's ONNX per precision when
+``--export`` holds this model), all systems of one batch in one round robin (``bench_timing``);
+on a GPU also torch eager FP16, torch.compile and the export's TensorRT engines. Then the floor:
+FLOPs per item (torch's FlopCounterMode), weight bytes, and this machine's measured memory
+bandwidth and SGEMM rate. Outside ``--tiny``: the feature extractor the contract names (once per
+extractor, however many models share it), and, when ``--export`` holds the model, ``trt-run`` end
+to end and the cost as the number of tracks grows.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from hmr_trt import registry
+from hmr_trt.contract import GraphSpec, ModelContract
+from hmr_trt.manifest import Manifest
+from hmr_trt.runtime.backends import OnnxRuntimeBackend
+
+from .bench_report import BASELINE, BenchResult
+from .bench_timing import RoundRobin, System, time_systems
+
+OPSET = 17
+
+
+@dataclass
+class ModelUnderTest:
+    """One registered model, built once for every section."""
+
+    name: str
+    adapter: Any
+    cfg: Any
+    contract: ModelContract
+    reference: torch.nn.Module
+
+    @property
+    def graph(self) -> GraphSpec:
+        return self.contract.model_graph
+
+    def inputs(self, batch: int, device: str = "cpu") -> tuple:
+        return tuple(t.to(device) for t in self.adapter.example_inputs(self.cfg, self.graph.name, batch))
+
+    def feed(self, batch: int) -> Dict[str, np.ndarray]:
+        return {n: t.numpy() for n, t in zip(self.graph.input_names, self.inputs(batch))}
+
+
+def load_model(name: str, tiny: bool) -> ModelUnderTest:
+    adapter = registry.adapter(name)
+    cfg = adapter.tiny_config() if tiny else adapter.default_config()
+    reference = adapter.reference(cfg).eval()
+    return ModelUnderTest(name, adapter, cfg, adapter.contract_for(cfg), reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# this machine
+
+
+def machine_info() -> Dict[str, Any]:
+    info: Dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                            "python": platform.python_version(), "torch": torch.__version__,
+                            "threads": torch.get_num_threads()}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    return info
+
+
+def _best_seconds(fn: Callable[[], Any], reps: int = 3) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def measured_bandwidth_gbs(size_mb: int = 256) -> float:
+    """Host memory bandwidth: bytes read + written by a large copy, best of 3."""
+    src = np.ones(size_mb * (1 << 20) // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    return 2 * src.nbytes / _best_seconds(lambda: np.copyto(dst, src)) / 1e9
+
+
+def measured_gflops(n: int = 1024) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / _best_seconds(lambda: a @ b) / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX files to time
+
+
+def onnx_for_timing(mut: ModelUnderTest, path: Path) -> Path:
+    """The model graph exported for timing (FP32, the contract's names and dynamic batch axis)."""
+    module = mut.adapter.exportable(mut.reference, mut.graph.name)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(module, mut.inputs(1), str(path), input_names=list(mut.graph.input_names),
+                          output_names=list(mut.graph.output_names), dynamic_axes=mut.graph.dynamic_axes(),
+                          opset_version=OPSET, dynamo=False)
+    return path
+
+
+def export_of(export_dir: Optional[Path], model: str) -> Optional[Manifest]:
+    """The manifest of ``export_dir`` when it is an export of ``model``."""
+    if export_dir is None or not (Path(export_dir) / "manifest.json").is_file():
+        return None
+    manifest = Manifest.read(export_dir)
+    return manifest if manifest.model == model else None
+
+
+def _same_inputs(manifest: Manifest, mut: ModelUnderTest) -> bool:
+    """The export's model graph takes the same inputs (names, shapes) as the configuration benchmarked."""
+    if not manifest.contract:
+        return False
+    exported = manifest.model_contract().graph_for("model")
+    return exported is not None and exported.inputs == mut.graph.inputs
+
+
+def onnx_by_precision(mut: ModelUnderTest, export_dir: Optional[Path], tmp: Path,
+                      result: BenchResult) -> Dict[str, Path]:
+    """The export's model-graph ONNX per precision when ``export_dir`` holds this model, else FP32 made here."""
+    manifest = export_of(export_dir, mut.name)
+    if manifest is not None and _same_inputs(manifest, mut):
+        found = {p: Path(export_dir) / a.path for p in ("fp32", "fp16", "int8")
+                 if (a := manifest.find(mut.graph.name, "onnx", p)) is not None}
+        if found:
+            return found
+    elif manifest is not None:
+        result.notes.append(f"{mut.name}: the export in {export_dir} has other input shapes than the benchmarked "
+                            "configuration; its ONNX files are not timed")
+    result.notes.append(f"{mut.name}: ONNX Runtime times an FP32 graph exported by the benchmark (no export of "
+                        f"{mut.name} given with --export, so no FP16/INT8 rows)")
+    return {"fp32": onnx_for_timing(mut, tmp / f"{mut.name}_{mut.graph.name}.onnx")}
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+def bench_model(result: BenchResult, mut: ModelUnderTest, onnx_paths: Dict[str, Path], batches: Sequence[int],
+                plan: RoundRobin) -> None:
+    """torch eager FP32 and ONNX Runtime per precision, in one round robin per batch size."""
+    sessions = {p: OnnxRuntimeBackend(path) for p, path in onnx_paths.items()}
+    for backend in sessions.values():
+        backend.activate()
+    try:
+        for batch in batches:
+            inputs, feed = mut.inputs(batch), mut.feed(batch)
+            systems = [System(BASELINE, _no_grad(mut.reference, inputs))]
+            systems += [System(f"onnxruntime {p}", lambda b=b, feed=feed: b.infer(feed)) for p, b in sessions.items()]
+            result.timings += time_systems(mut.name, mut.graph.name, batch, systems, plan)
+    finally:
+        for backend in sessions.values():
+            backend.deactivate()
+
+
+def _no_grad(module: torch.nn.Module, inputs: tuple) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.no_grad():
+            return module(*inputs)
+
+    return run
+
+
+def bench_model_gpu(result: BenchResult, mut: ModelUnderTest, batches: Sequence[int], plan: RoundRobin,
+                    engines: Optional[Dict[str, Path]] = None) -> None:
+    """torch eager FP32/FP16, torch.compile and TensorRT engines (plain and CUDA graphs), one round robin per batch."""
+    import copy
+
+    sync = torch.cuda.synchronize
+    gpu = copy.deepcopy(mut.reference).cuda()
+    half = copy.deepcopy(mut.reference).cuda().half()
+    compiled = torch.compile(copy.deepcopy(mut.reference).cuda())
+    trt_backends = _tensorrt_backends(engines or {}, result)
+    try:
+        for batch in batches:
+            x = mut.inputs(batch, "cuda")
+            xh = tuple(t.half() if t.is_floating_point() else t for t in x)
+            systems = [System("torch eager fp32 (gpu)", _no_grad(gpu, x), sync),
+                       System("torch eager fp16 (gpu)", _no_grad(half, xh), sync),
+                       System("torch.compile fp32 (gpu)", _no_grad(compiled, x), sync)]
+            feed = mut.feed(batch)
+            systems += [System(label, lambda b=b, feed=feed: b.infer(feed)) for label, b in trt_backends.items()
+                        if b.max_batch is None or batch <= b.max_batch]
+            result.timings += time_systems(mut.name, mut.graph.name, batch, systems,
+                                           RoundRobin(3, plan.min_reps, plan.max_reps, plan.budget_s))
+    finally:
+        for b in trt_backends.values():
+            b.deactivate()
+
+
+def _tensorrt_backends(engines: Dict[str, Path], result: BenchResult) -> Dict[str, Any]:
+    """{label: activated TensorRTBackend} for each engine precision, plain and with CUDA graphs."""
+    if not engines:
+        return {}
+    from hmr_trt.errors import HmrTrtError
+    from hmr_trt.runtime.trt_backend import TensorRTBackend
+
+    backends: Dict[str, Any] = {}
+    for precision, path in engines.items():
+        for graphs in (False, True):
+            label = f"tensorrt {precision}" + (" + cuda graphs" if graphs else "")
+            backend = TensorRTBackend(path, cuda_graphs=graphs)
+            try:
+                backend.activate()
+            except HmrTrtError as exc:
+                result.notes.append(f"{label} not timed: {exc}")
+                continue
+            backends[label] = backend
+    return backends
+
+
+def engines_of(export_dir: Optional[Path], mut: ModelUnderTest) -> Dict[str, Path]:
+    """The export's model-graph engines per precision (built by trt-build into the export's manifest)."""
+    manifest = export_of(export_dir, mut.name)
+    if manifest is None or not _same_inputs(manifest, mut):
+        return {}
+    return {a.precision: Path(export_dir) / a.path for a in manifest.artifacts
+            if a.kind == "engine" and a.name == mut.graph.name}
+
+
+def floor_figures(result: BenchResult, mut: ModelUnderTest, bandwidth_gbs: float, gflops: float) -> None:
+    """FLOPs per item (one counted pass at batch 1), weight bytes and recurrent share, against this machine."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = mut.reference
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(*mut.inputs(1))
+    counts = counter.get_flop_counts()
+    flops = float(sum(counts.get("Global", {}).values()))
+    recurrent = {f"{type(model).__name__}.{name}": m for name, m in model.named_modules()
+                 if isinstance(m, torch.nn.RNNBase)}
+    rec_flops = sum(sum(counts.get(name, {}).values()) for name in recurrent)
+    params = sum(p.numel() for p in model.parameters())
+    rec_params = sum(p.numel() for m in recurrent.values() for p in m.parameters())
+    io_bytes = sum(t.numel() * t.element_size() for t in mut.inputs(1))
+    with torch.no_grad():
+        outs = model(*mut.inputs(1))
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    io_bytes += sum(t.numel() * t.element_size() for t in outs if isinstance(t, torch.Tensor))
+    weight_bytes = 4 * params
+    f: Dict[str, Any] = {
+        "params": params, "flops_per_item": flops, "weight_bytes_fp32": weight_bytes, "io_bytes_per_item": io_bytes,
+        "measured_bandwidth_gbs": bandwidth_gbs, "measured_sgemm_gflops": gflops,
+        "floor_batch1_ms_weights": 1000 * (weight_bytes + io_bytes) / (bandwidth_gbs * 1e9),
+        "floor_batch1_ms_compute": 1000 * flops / (gflops * 1e9),
+        "recurrent_param_share": rec_params / params if params else 0.0,
+        "recurrent_flop_share": rec_flops / flops if flops else 0.0,
+    }
+    f["floor_batch1_ms"] = max(f["floor_batch1_ms_weights"], f["floor_batch1_ms_compute"])
+    result.floors[mut.name] = f
+
+
+def _spin_resnet50() -> torch.nn.Module:
+    from .backbone import ResNet50Backbone
+
+    return ResNet50Backbone.from_seed(0).eval()
+
+
+# contract.feature_extractor -> its torch module (seeded weights: timing only); shared by the models that use it
+FEATURE_EXTRACTORS: Dict[str, Callable[[], torch.nn.Module]] = {"spin_resnet50": _spin_resnet50}
+
+
+def bench_feature_extractor(result: BenchResult, mut: ModelUnderTest, export_dir: Optional[Path],
+                            batches: Sequence[int], plan: RoundRobin) -> None:
+    """The model's feature extractor (torch eager FP32 vs the export's ONNX on ONNX Runtime), once per extractor."""
+    graph = mut.contract.graph_for("feature_extractor")
+    name = mut.contract.feature_extractor
+    if graph is None or name not in FEATURE_EXTRACTORS or any(t.model == name for t in result.timings):
+        return
+    module = FEATURE_EXTRACTORS[name]()
+    manifest = export_of(export_dir, mut.name)
+    art = manifest.find(graph.name, "onnx", "fp32") if manifest is not None else None
+    ort = OnnxRuntimeBackend(Path(export_dir) / art.path) if art is not None else None
+    if ort is None:
+        result.notes.append(f"{name}: no ONNX Runtime row (no export of {mut.name} with a {graph.name} graph)")
+    else:
+        ort.activate()
+    try:
+        for batch in batches:
+            x = torch.randn(batch, *graph.inputs[0].shape[1:])
+            feed = {graph.inputs[0].name: x.numpy()}
+            systems = [System(BASELINE, _no_grad(module, (x,)))]
+            if ort is not None:
+                systems.append(System("onnxruntime fp32", lambda feed=feed: ort.infer(feed)))
+            result.timings += time_systems(name, graph.name, batch, systems, plan)
+    finally:
+        if ort is not None:
+            ort.deactivate()
+
+
+def bench_e2e(result: BenchResult, export_dir: Path, video: Optional[Path], lengths: Sequence[int]) -> None:
+    """trt-run on the first N frames of the video."""
+    from hmr_trt.runtime.pipeline import RunOptions, run_video
+
+    if video is None:
+        result.notes.append("end-to-end video timings skipped: no video")
+        return
+    for n in lengths:
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = run_video(RunOptions(out=Path(tmp) / "run", export_dir=export_dir, video=video,
+                                           max_frames=n, min_track_frames=1))
+        result.e2e.append({"frames": summary["frames_decoded"], "tracks": summary["tracks"],
+                           "fps": summary["frames_per_second"], "timings_s": summary["timings_s"],
+                           "total_s": summary["total_s"], "backend": summary["backend"]})
+
+
+def bench_tracks(result: BenchResult, export_dir: Path, contract: ModelContract, counts: Sequence[int],
+                 frames: int) -> None:
+    """Model + body model cost as the number of tracks grows (precomputed features in)."""
+    from hmr_trt.runtime.pipeline import RunOptions, run_features
+
+    rng = np.random.default_rng(0)
+    for k in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "f.npz"
+            np.savez(path, features=rng.standard_normal((k, frames, contract.feature_dim)).astype(np.float32))
+            summary = run_features(RunOptions(out=Path(tmp) / "run", export_dir=export_dir, features=path,
+                                              vertices=False))
+        result.tracks_scaling.append({"tracks": k, "frames_per_track": frames, "timings_s": summary["timings_s"],
+                                      "total_s": summary["total_s"]})
+
+
+def run_sections(result: BenchResult, models: List[str], export_dir: Optional[Path], video: Optional[Path],
+                 tiny: bool) -> List[int]:
+    """Every section for every model; returns the batch sizes used."""
+    batches = [1, 4] if tiny else [1, 4, 16, 32]
+    plan = RoundRobin(warmup=1, min_reps=3, max_reps=5 if tiny else 50, budget_s=0.1 if tiny else 4.0)
+    bandwidth, gflops = (measured_bandwidth_gbs(32), measured_gflops(256)) if tiny else \
+        (measured_bandwidth_gbs(), measured_gflops())
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            mut = load_model(name, tiny)
+            bench_model(result, mut, onnx_by_precision(mut, export_dir, Path(tmp), result), batches, plan)
+            floor_figures(result, mut, bandwidth, gflops)
+            if torch.cuda.is_available():
+                bench_model_gpu(result, mut, batches, plan, engines_of(export_dir, mut))
+            if tiny:
+                continue
+            bench_feature_extractor(result, mut, export_dir, [1, 8, 32], plan)
+            if export_of(export_dir, name) is None:
+                result.notes.append(f"{name}: end-to-end and track-scaling sections skipped: --export holds no "
+                                    f"export of {name} (make one with trt-export)")
+                continue
+            if mut.contract.family == "window":
+                bench_tracks(result, Path(export_dir), mut.contract, [1, 4, 16], 64)
+            bench_e2e(result, Path(export_dir), video, [50, 200])
+    return batches
