@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from hmr_trt.export.models.glot.adapter import ADAPTER
 from hmr_trt.export.models.glot.checkpoint import BODY_MODEL_PREFIXES, body_model_keys
@@ -110,12 +111,10 @@ def cuda_to_cpu():
 
 def official_model(official: Path, data_dir: Path) -> torch.nn.Module:
     sys.path.insert(0, str(official))
-    import lib.core.config as official_config  # noqa: E402  (the official package, from --official)
+    import lib.core.config as official_config  # the official package, from --official
 
     official_config.BASE_DATA_DIR = str(data_dir)  # read by lib.models.smpl at import
-    import yaml
-
-    from lib.models.GLoT import GLoT  # noqa: E402
+    from lib.models.GLoT import GLoT  # the official model, from --official
 
     model_cfg = yaml.safe_load((official / "configs" / "repr_table1_3dpw.yaml").read_text())
     m, d = model_cfg["MODEL"], model_cfg["DATASET"]
