@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -14,7 +15,7 @@ from hmr_trt.export.models.adapter import ModelAdapter
 from . import config
 from .checkpoint import load_released
 from .contract import CONTRACT, glot_contract
-from .model import GLoT
+from .model import GLoT, LayerNormForExport
 
 
 class GlotAdapter(ModelAdapter):
@@ -32,6 +33,18 @@ class GlotAdapter(ModelAdapter):
         if checkpoint is not None:
             load_released(model, checkpoint)
         return model.eval()
+
+    def exportable(self, reference: torch.nn.Module, graph: str) -> torch.nn.Module:
+        """A copy whose LayerNorms are written out in primitive ops (the TensorRT 8.6 parser has no
+        LayerNormalization); same weights, same module names, so node scopes stay the same."""
+        if graph != "temporal":
+            raise ConfigError(f"glot: no graph {graph!r} in the model; it exports 'temporal'")
+        module = copy.deepcopy(reference).eval()
+        for parent in list(module.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.LayerNorm):
+                    setattr(parent, name, LayerNormForExport(child))
+        return module
 
     def example_inputs(self, cfg: config.GlotConfig, graph: str, batch: int,
                        seed: int = 0) -> Tuple[torch.Tensor, ...]:

@@ -1,7 +1,7 @@
 """GLoT's contract (torch-free): a window model that emits the middle frame of each 16-frame window.
 
 Keep-list and INT8 exclusions are regexes over the node names of the TorchScript export of
-``model.GLoT`` (module scopes: ``/global_modeling/blocks.N/attn/...`` for the global encoder,
+``adapter.exportable(model.GLoT)`` (LayerNorm written out in primitive ops; module scopes: ``/global_modeling/blocks.N/attn/...`` for the global encoder,
 ``/global_modeling/decoder_blocks.0/...``, ``/local_trans_en/blocks.N/...``, ``/local_trans_de/...``
 for the cross-attention, ``/regressor/...`` for HSCR and KTD, and the root scope where
 ``rot6d_to_rotmat`` lives); ``tests/export/models/test_glot.py`` checks that every rule matches.
@@ -24,9 +24,10 @@ ATTENTION = r"/(blocks\.\d+/attn|decoder_blocks\.\d+/attn|local_trans_de)"
 ROOT = r"^/[^/]+$"
 
 LAYER_NORM = KeepRule(
-    "layer-norm", ("LayerNormalization",), r"/(norm\d?|decoder_norm)/LayerNormalization$",
-    "pre-norm blocks: mean and variance over 256/512 channels in FP16 lose the small deviations, "
-    "and every block's input passes through one")
+    "layer-norm", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Div"),
+    r"/(norm\d?|decoder_norm)/(ReduceMean|Sub|Mul|Add|Sqrt|Div)(_\d+)?$",
+    "LayerNorm (exported in primitive ops): mean and variance over 256/512 channels in FP16 lose the "
+    "small deviations, and every block's input passes through one")
 ATTENTION_LOGITS = KeepRule(
     "attention-logits", ("MatMul", "Mul"), ATTENTION + r"/(MatMul|Mul)$",
     "q k^T and its head_dim^-1/2 scale are the softmax logits; FP16 keeps 11 bits of them")

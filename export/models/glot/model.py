@@ -56,6 +56,20 @@ def rot6d_to_rotmat(x: torch.Tensor) -> torch.Tensor:
 
 # --- transformer pieces ------------------------------------------------------------------------
 
+class LayerNormForExport(nn.Module):
+    """``nn.LayerNorm`` over the last axis in primitive ops (ReduceMean, Sub, Mul, Add, Sqrt, Div):
+    the TensorRT 8.6 ONNX parser has no LayerNormalization. Shares the weights of ``norm``."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(dim=-1, keepdim=True)
+        var = (centred * centred).mean(dim=-1, keepdim=True)
+        return centred / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
 class Attention(nn.Module):
     """Multi-head self-attention, fused ``qkv`` projection (with bias), scale head_dim^-0.5."""
 
@@ -273,7 +287,8 @@ class GLoT(nn.Module):
         feature = self.local_trans_de(query, self.proj_mem(mem))  # (B, 1, c)
         pose6d, shape, cam = self.regressor(feature, init_pose, init_shape, init_cam)
         rotmat = rot6d_to_rotmat(pose6d.reshape(b, cfg.pose_dim)).reshape(b, 1, cfg.num_joints, 3, 3)
-        return rotmat, shape, cam  # (B, 1, 24, 3, 3), (B, 1, 10), (B, 1, 3)
+        # reshapes to the sizes the model already has: they make the exported dims static
+        return rotmat, shape.reshape(b, 1, cfg.num_betas), cam.reshape(b, 1, 3)  # (B,1,24,3,3), (B,1,10), (B,1,3)
 
 
 def seeded_init_(model: GLoT, cfg: GlotConfig) -> None:
