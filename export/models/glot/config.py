@@ -35,7 +35,9 @@ class GlotConfig:
     spin_iters: int = 3
     # seeded default weights (no checkpoint): a torch.Generator seeded with this, never the global RNG
     seed: int = 0
-    init_gain: float = 1.0  # xavier gain of every Linear of the seeded default
+    # xavier gain of every Linear of the seeded default: 0.4 moves the mesh ~100 mm across random windows
+    # (1.0 moves it ~300 mm but chaotically: any rounding is amplified, FP16 drift 1.1 mm vs 0.28 mm)
+    init_gain: float = 0.4
 
     def __post_init__(self) -> None:
         for f in fields(self):
