@@ -29,13 +29,15 @@ def run(model: torch.nn.Module, features: torch.Tensor) -> tuple:
         return tuple(t.numpy() for t in model(features))
 
 
-def released_checkpoint(path: Path, state: dict, with_body_model: bool = True) -> Path:
-    """The trainer's save dict, as the released ``table1_3dpw_weights.pth.tar`` is laid out."""
+def released_checkpoint(path: Path, state: dict, with_body_model: bool = True, legacy: bool = False) -> Path:
+    """The trainer's save dict, as the released ``table1_3dpw_weights.pth.tar`` is laid out
+    (``legacy``: the pre-1.6 non-zip serialisation)."""
     gen = dict(state)
     if with_body_model:
         gen.update(body_model_placeholders())
     torch.save({"epoch": 30, "gen_state_dict": gen, "performance": np.float64(50.6),
-                "gen_optimizer": {"state": {}, "param_groups": []}}, path)
+                "gen_optimizer": {"state": {}, "param_groups": []}}, path,
+               _use_new_zipfile_serialization=not legacy)
     return path
 
 
@@ -80,10 +82,11 @@ def test_ktd_ancestors_follow_the_smpl_tree():
 
 # --- released checkpoint ------------------------------------------------------------------------
 
-def test_released_checkpoint_loads_strictly_and_sets_every_weight(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_released_checkpoint_loads_strictly_and_sets_every_weight(tmp_path, legacy):
     cfg = tiny_config(seed=0)
     donor = ADAPTER.reference(tiny_config(seed=1))
-    path = released_checkpoint(tmp_path / "table1_3dpw_weights.pth.tar", donor.state_dict())
+    path = released_checkpoint(tmp_path / "table1_3dpw_weights.pth.tar", donor.state_dict(), legacy=legacy)
     loaded = ADAPTER.reference(cfg, checkpoint=path)
     (x,) = ADAPTER.example_inputs(cfg, "temporal", 3)
     for a, b in zip(run(loaded, x), run(donor, x)):
