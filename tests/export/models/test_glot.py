@@ -260,3 +260,20 @@ def test_every_keep_rule_matches_nodes_of_the_export(tiny_export):
     softmax = [n.name for n in nodes if n.op_type == "Softmax"]
     assert softmax and all(re.search(rules["softmax"].scope, n) for n in softmax)
     assert not [n.name for n in nodes if n.op_type == "LayerNormalization"]
+
+
+@pytest.mark.slow
+def test_full_config_export_matches_torch_at_batch_1_2_7(tmp_path):
+    import onnxruntime as ort
+
+    cfg = ADAPTER.default_config()
+    model = ADAPTER.reference(cfg)
+    path = tmp_path / "temporal.onnx"
+    export_graph(ADAPTER.exportable(model, "temporal"), ADAPTER.example_inputs(cfg, "temporal", 2), path,
+                 ADAPTER.contract_for(cfg))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (x7,) = ADAPTER.example_inputs(cfg, "temporal", 7, seed=5)
+    for batch in (1, 2, 7):
+        got = sess.run(["pose_rotmat", "betas", "cam"], {"features": x7[:batch].numpy()})
+        for g, want in zip(got, run(model, x7[:batch])):
+            np.testing.assert_allclose(g, want, atol=2e-5, rtol=1e-5)
