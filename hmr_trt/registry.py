@@ -19,6 +19,9 @@ DEFAULT_MODEL = "coseg"
 # name -> package of its folder (installed as hmr_trt.export.models.<name>)
 MODELS = {
     "coseg": "hmr_trt.export.models.coseg",
+    "tcmr": "hmr_trt.export.models.tcmr",
+    "mpsnet": "hmr_trt.export.models.mpsnet",
+    "vibe": "hmr_trt.export.models.vibe",
 }
 
 
