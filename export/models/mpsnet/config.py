@@ -17,7 +17,7 @@ class MPSNetConfig:
     regressor_hidden: int = 1024  # SPIN regressor fc1/fc2 width
     iters: int = 3  # regressor error-feedback iterations
     seed: int = 0  # seeded default weights
-    head_gain: float = 40.0  # regressor heads' gain on the seeded weights, so meshes move with input
+    head_gain: float = 1.0  # regressor heads' gain on the seeded weights, so meshes move with input
 
     def __post_init__(self) -> None:
         for name in ("feature_dim", "attention_hidden", "regressor_hidden", "iters"):

@@ -18,7 +18,7 @@ class TCMRConfig:
     regressor_hidden: int = 1024  # SPIN regressor fc1/fc2 width
     iters: int = 3  # regressor error-feedback iterations
     seed: int = 0  # seeded default weights
-    head_gain: float = 40.0  # regressor heads' gain on the seeded weights, so meshes move with input
+    head_gain: float = 4.0  # regressor heads' gain on the seeded weights, so meshes move with input
 
     def __post_init__(self) -> None:
         for name in ("window", "feature_dim", "hidden", "n_layers", "attention_hidden", "regressor_hidden", "iters"):
