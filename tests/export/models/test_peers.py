@@ -36,6 +36,11 @@ def export_graph(module, graph_spec, example, path: Path) -> None:
     onnx_from_module(module, spec, example, path)
 
 
+def save_released(module, path: Path, **kw) -> Path:
+    """A released-layout checkpoint with the SMPL buffers' names but few vertices (fast to write)."""
+    return save_trainer_checkpoint(module, path, smpl_vertices=16, **kw)
+
+
 def run(module, *inputs):
     with torch.no_grad():
         return [t.numpy() for t in module(*inputs)]
@@ -61,7 +66,7 @@ def test_released_checkpoint_loads_weights_only(name, legacy, tmp_path):
     cfg = adapter.tiny_config()
     trained = adapter.reference(replace(cfg, seed=5))
     extra = {"hmr.conv1.weight": torch.zeros(4, 3, 7, 7)} if name == "vibe" else None  # VIBE_Demo's backbone keys
-    path = save_trainer_checkpoint(trained, tmp_path / "released.pth.tar", extra=extra, legacy=legacy)
+    path = save_released(trained, tmp_path / "released.pth.tar", extra=extra, legacy=legacy)
     raw = torch.load(path, weights_only=False)
     assert isinstance(raw["performance"], np.floating) and "gen_optimizer" in raw and "disc_motion_optimizer" in raw
     assert any(k.startswith("regressor.smpl.") for k in raw["gen_state_dict"])
@@ -79,12 +84,12 @@ def test_wrong_checkpoints_fail_with_one_line(name, tmp_path):
     other = {"tcmr": "vibe", "mpsnet": "tcmr", "vibe": "mpsnet"}[name]
     other_adapter = registry.adapter(other)
     cases = {
-        "other-model": (save_trainer_checkpoint(other_adapter.reference(other_adapter.tiny_config()),
+        "other-model": (save_released(other_adapter.reference(other_adapter.tiny_config()),
                                                 tmp_path / "other.pth.tar"), r"missing keys .*unexpected keys"),
-        "other-config": (save_trainer_checkpoint(adapter.reference(replace(cfg, regressor_hidden=24)),
+        "other-config": (save_released(adapter.reference(replace(cfg, regressor_hidden=24)),
                                                  tmp_path / "config.pth.tar"), r"shape mismatches .*fc1"),
     }
-    good = save_trainer_checkpoint(adapter.reference(cfg), tmp_path / "good.pth.tar")
+    good = save_released(adapter.reference(cfg), tmp_path / "good.pth.tar")
     (tmp_path / "truncated.pth.tar").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     cases["truncated"] = (tmp_path / "truncated.pth.tar", r"cannot read checkpoint")
     torch.save({"epoch": 3, "performance": 1.0}, tmp_path / "nostate.pth.tar")
@@ -142,7 +147,7 @@ def test_official_code_gives_the_same_outputs(name, tmp_path):
     fixture = np.load(FIXTURES / f"official_{name}.npz")
     adapter = registry.adapter(name)
     cfg = adapter.Config.from_dict(json.loads(str(fixture["config"])))
-    path = save_trainer_checkpoint(adapter.reference(cfg), tmp_path / "released.pth.tar", legacy=True)
+    path = save_released(adapter.reference(cfg), tmp_path / "released.pth.tar", legacy=True)
     ours = adapter.reference(replace(cfg, seed=cfg.seed + 1), path)  # the weights come from the file
     x = random_features(torch.Generator().manual_seed(int(fixture["input_seed"])), int(fixture["batch"]),
                         cfg.window, cfg.feature_dim)
@@ -152,10 +157,16 @@ def test_official_code_gives_the_same_outputs(name, tmp_path):
         np.testing.assert_allclose(out, ref, atol=1e-5 * max(1.0, float(np.abs(ref).max())), rtol=0, err_msg=key)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_seeded_default_meshes_move_with_the_input(name):
+@pytest.fixture(scope="module")
+def body():
     from hmr_trt.export.body_model import ExportableSMPL
     from hmr_trt.export.synthetic_smpl import make_synthetic_smpl
+
+    return ExportableSMPL(make_synthetic_smpl(0)).eval()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_seeded_default_meshes_move_with_the_input(name, body):
     from hmr_trt.metrics import motion_spread_mm
 
     adapter = registry.adapter(name)
@@ -163,11 +174,10 @@ def test_seeded_default_meshes_move_with_the_input(name):
     if hasattr(cfg, "hidden"):
         cfg = replace(cfg, hidden=128)  # released widths elsewhere; a smaller GRU keeps this fast
     model = adapter.reference(cfg)
-    rotmat, betas, _ = run(model, *adapter.example_inputs(cfg, "temporal", 6))
+    rotmat, betas, _ = run(model, *adapter.example_inputs(cfg, "temporal", 4))
     w, f = betas.shape[:2]
-    body = ExportableSMPL(make_synthetic_smpl(0)).eval()
     with torch.no_grad():
         verts, _ = body(torch.from_numpy(rotmat.reshape(w * f, 24, 3, 3)), torch.from_numpy(betas.reshape(w * f, -1)))
     assert motion_spread_mm(verts.numpy().reshape(w, f, -1, 3)) >= 50.0
-    again = run(adapter.reference(cfg), *adapter.example_inputs(cfg, "temporal", 6))
+    again = run(adapter.reference(cfg), *adapter.example_inputs(cfg, "temporal", 4))
     np.testing.assert_array_equal(again[1], betas)  # seeded: the same weights every time
