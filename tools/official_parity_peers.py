@@ -100,13 +100,17 @@ def official_model(model: str, root: Path, cfg):
         sys.path.remove(str(root))
 
 
-def official_outputs(model: str, root: Path, cfg, ckpt: Path, x: torch.Tensor) -> dict:
+def official_net(model: str, root: Path, cfg, ckpt: Path):
     net = official_model(model, root, cfg)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["gen_state_dict"]  # our own file
     result = net.load_state_dict(state, strict=False)  # as the official demos do
     if result.missing_keys:
         raise SystemExit(f"{model}: official model misses keys of our checkpoint: {result.missing_keys[:5]}")
-    net.eval()
+    return net.eval()
+
+
+def official_outputs(model: str, root: Path, cfg, ckpt: Path, x: torch.Tensor, net=None) -> dict:
+    net = net or official_net(model, root, cfg, ckpt)
     with torch.no_grad():
         out = net(x)
         s = (out[0] if isinstance(out, tuple) else out)[-1]
@@ -134,7 +138,16 @@ def main(argv=None) -> int:
         x = features(model, cfg)
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = save_trainer_checkpoint(ours, Path(tmp) / f"{model}.pth.tar")
-            official = official_outputs(model, root, cfg, ckpt, x)
+            net = official_net(model, root, cfg, ckpt)
+            official = official_outputs(model, root, cfg, ckpt, x, net)
+            if model == "mpsnet":  # the official fusion at batch > 1: windows change with their neighbours
+                from hmr_trt.export.models.temporal import random_features
+
+                x3 = random_features(torch.Generator().manual_seed(INPUT_SEED + 1), 3, cfg.window, cfg.feature_dim)
+                batched = official_outputs(model, root, cfg, ckpt, x3, net)["betas"]
+                alone = np.concatenate([official_outputs(model, root, cfg, ckpt, x3[i:i + 1], net)["betas"]
+                                        for i in range(3)])
+                print(f"mpsnet official: max |betas at batch 3 - each window alone| {np.abs(batched - alone).max():.2e}")
         with torch.no_grad():
             mine = dict(zip(("pose_rotmat", "betas", "cam"), (t.numpy() for t in ours(x))))
         diffs = {k: float(np.abs(mine[k] - official[k]).max()) for k in official}
