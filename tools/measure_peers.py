@@ -2,7 +2,7 @@
 
 Per model: parameter count, export time of the model graph, ONNX Runtime vs torch at batch 1, 2 and 7
 (max abs error of rotation matrices, betas, camera; mean/max vertex drift in mm through the
-synthetic body model), seeded motion spread (mm). For VIBE also the step graph, and the per-frame
+synthetic body model), seeded motion spread (mm), ORT FP16 drift of each FP16 recipe. For VIBE also the step graph, and the per-frame
 cost of streaming (one step-graph call per new frame) against re-running a 16-frame window per new
 frame (ONNX Runtime CPU, the two measured alternately; min and median).
 
@@ -76,6 +76,17 @@ def main(argv=None) -> int:
             mean, worst = drift_mm(vertices(got[0], got[1]), ref_v[:batch])
             print(f"  ORT vs torch @ batch {batch}: rotmat {errs[0]:.1e}, betas {errs[1]:.1e}, cam {errs[2]:.1e}; "
                   f"vertices mean {mean:.2e} mm, max {worst:.2e} mm")
+        for recipe in (r for r in adapter.contract_for(cfg).recipes if r.precision == "fp16"):
+            from hmr_trt.engines.precision import KeepFp32, fp16_onnx_from_fp32
+
+            rules = tuple(KeepFp32(r.name, r.ops, r.scope, r.why) for r in recipe.keep)
+            dst = tmp / f"{name}_{recipe.name}.onnx"
+            fp16_onnx_from_fp32(tmp / f"{name}.onnx", dst, block_list=rules)
+            got = ort.InferenceSession(str(dst), opts, providers=["CPUExecutionProvider"]).run(
+                list(graph.output_names), {"features": x.numpy()})
+            mean, worst = drift_mm(vertices(got[0], got[1]), ref_v)
+            print(f"  ORT FP16 recipe {recipe.name} vs torch FP32 @ batch 7: vertices mean {mean:.3f} mm, "
+                  f"max {worst:.3f} mm")
         if name != "vibe":
             continue
         step_graph = adapter.contract_for(cfg).graph("step")

@@ -16,8 +16,10 @@ from hmr_trt.contract import (
 
 WINDOW, FEATURE_DIM = 16, 2048
 
-ROT6D = KeepRule("rot6d", ("ReduceL2", "Clip", "Div"), r"^/(ReduceL2|Clip|Div)(_\d+)?$",
-                 "Gram-Schmidt normalisation of the 6D pose: small norms lose precision in FP16")
+ROT6D = KeepRule("rot6d", ("ReduceL2", "Clip", "Expand", "Div", "Mul", "ReduceSum", "Sub", "Gather", "Unsqueeze",
+                           "Concat", "Reshape"), r"^/[^/]+$",
+                 "rot6d_to_rotmat (root scope): Gram-Schmidt divides by norms and subtracts projections, "
+                 "losing orthonormality in FP16; the reshapes around it too, so rotations leave unrounded")
 MOCA = KeepRule("moca-maps", ("MatMul", "Softmax", "Conv"),
                 r"^/nonlocalblock/((MatMul|Softmax)(_\d+)?|conv_mask_forR/Conv)$",
                 "MoCA's similarity maps: x x^T over 2048-d features overflows FP16; their softmaxes and fusion")

@@ -15,8 +15,10 @@ from hmr_trt.contract import (
 
 WINDOW, FEATURE_DIM = 16, 2048
 
-ROT6D = KeepRule("rot6d", ("ReduceL2", "Clip", "Div"), r"^/(ReduceL2|Clip|Div)(_\d+)?$",
-                 "Gram-Schmidt normalisation of the 6D pose: small norms lose precision in FP16")
+ROT6D = KeepRule("rot6d", ("ReduceL2", "Clip", "Expand", "Div", "Mul", "ReduceSum", "Sub", "Gather", "Unsqueeze",
+                           "Concat", "Reshape"), r"^/[^/]+$",
+                 "rot6d_to_rotmat (root scope): Gram-Schmidt divides by norms and subtracts projections, "
+                 "losing orthonormality in FP16; the reshapes around it too, so rotations leave unrounded")
 SOFTMAX = KeepRule("attention-softmax", ("Softmax", "Tanh"), r"^/encoder/attention(/attention/attention\.\d)?/(Softmax|Tanh)$",
                    "the 3-token attention scores: tanh-saturated logits, FP16 flattens them")
 GRUS = KeepRule("grus", ("GRU",), r"^/encoder/gru_(cur|bef|aft)/GRU(_\d+)?$",

@@ -25,8 +25,10 @@ def step_graph(feature_dim: int = FEATURE_DIM, hidden: int = HIDDEN, layers: int
                       TensorSpec("cam", ("batch", 3)), TensorSpec("next_hidden", ("batch", layers, hidden))))
 
 
-ROT6D = KeepRule("rot6d", ("ReduceL2", "Clip", "Div"), r"^/(ReduceL2|Clip|Div)(_\d+)?$",
-                 "Gram-Schmidt normalisation of the 6D pose: small norms lose precision in FP16")
+ROT6D = KeepRule("rot6d", ("ReduceL2", "Clip", "Expand", "Div", "Mul", "ReduceSum", "Sub", "Gather", "Unsqueeze",
+                           "Concat", "Reshape"), r"^/[^/]+$",
+                 "rot6d_to_rotmat (root scope): Gram-Schmidt divides by norms and subtracts projections, "
+                 "losing orthonormality in FP16; the reshapes around it too, so rotations leave unrounded")
 GRU = KeepRule("gru", ("GRU",), r"^/encoder/gru/GRU(_\d+)?$",
                "the recurrent state accumulates rounding frame after frame (unbounded in streaming)")
 HEADS = KeepRule("regressor-heads", ("Gemm",), r"^/regressor/(decpose|decshape|deccam)(_\d+)?/Gemm$",
