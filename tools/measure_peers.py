@@ -87,6 +87,22 @@ def main(argv=None) -> int:
             mean, worst = drift_mm(vertices(got[0], got[1]), ref_v)
             print(f"  ORT FP16 recipe {recipe.name} vs torch FP32 @ batch 7: vertices mean {mean:.3f} mm, "
                   f"max {worst:.3f} mm")
+        for recipe in (r for r in adapter.contract_for(cfg).recipes if r.precision == "int8"):
+            import onnx
+
+            from hmr_trt.calibration.quantize import int8_onnx_from_fp32
+            from hmr_trt.engines.precision import KeepFp32
+
+            rules = tuple(KeepFp32(r.name, r.ops, r.scope, r.why) for r in recipe.int8_exclude)
+            excluded = [n.name for n in onnx.load(str(tmp / f"{name}.onnx")).graph.node if any(r.matches(n) for r in rules)]
+            calib = adapter.example_inputs(cfg, graph.name, 32, seed=9)[0].numpy()
+            dst = tmp / f"{name}_{recipe.name}.onnx"
+            int8_onnx_from_fp32(tmp / f"{name}.onnx", dst, calib, tmp / f"{name}_cache.json", excluded)
+            got = ort.InferenceSession(str(dst), opts, providers=["CPUExecutionProvider"]).run(
+                list(graph.output_names), {"features": x.numpy()})
+            mean, worst = drift_mm(vertices(got[0], got[1]), ref_v)
+            print(f"  ORT INT8 recipe {recipe.name} ({len(excluded)} nodes excluded, 32 random calibration windows) "
+                  f"vs torch FP32 @ batch 7: vertices mean {mean:.3f} mm, max {worst:.3f} mm")
         if name != "vibe":
             continue
         step_graph = adapter.contract_for(cfg).graph("step")
@@ -120,6 +136,19 @@ def main(argv=None) -> int:
         for k, v in times.items():
             print(f"  per new frame, {k}: min {min(v) * 1e3:.2f} ms, median {statistics.median(v) * 1e3:.2f} ms "
                   f"({args.repeats} runs, {args.threads} thread(s))")
+        tracks = 8  # batched across tracks: one step call for 8 tracks vs one 8-window call
+        f8, h8, w8 = feats.repeat(2, 1)[:tracks].numpy(), hidden.repeat(2, 1, 1)[:tracks].numpy(), x.repeat(2, 1, 1)[:tracks].numpy()
+        batched = {"step": [], "window": []}
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            step.run(None, {"features": f8, "hidden": h8})
+            batched["step"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            session.run(None, {"features": w8})
+            batched["window"].append(time.perf_counter() - t0)
+        for k, v in batched.items():
+            print(f"  per new frame of {tracks} tracks (one batched call), {k}: min {min(v) * 1e3:.2f} ms, "
+                  f"median {statistics.median(v) * 1e3:.2f} ms")
         print(f"  window/step median ratio {statistics.median(times['window']) / statistics.median(times['step']):.1f}x")
     return 0
 
