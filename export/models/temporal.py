@@ -91,7 +91,7 @@ def load_released(module: nn.Module, path: str | Path, model: str,
     match_state_dict(module, own, path, model)
 
 
-def _fake_smpl_buffers(vertices: int = 6890) -> dict:
+def _smpl_buffer_placeholders(vertices: int = 6890) -> dict:
     """The names and shapes of the SMPL buffers a released regressor carries (values unused here)."""
     return {"regressor.smpl.betas": torch.zeros(1, 10), "regressor.smpl.global_orient": torch.zeros(1, 3),
             "regressor.smpl.body_pose": torch.zeros(1, 69), "regressor.smpl.faces_tensor": torch.zeros(13776, 3,
@@ -110,7 +110,7 @@ def save_trainer_checkpoint(module: nn.Module, path: str | Path, *, extra: Optio
     gen_state_dict (with the regressor's SMPL buffers, and ``extra`` keys such as ``hmr.*``),
     a numpy float64 performance, Adam states, and a motion discriminator with its Adam state.
     ``legacy`` writes PyTorch's pre-1.6 non-zip format."""
-    gen = {**{k: v.clone() for k, v in module.state_dict().items()}, **_fake_smpl_buffers(smpl_vertices),
+    gen = {**{k: v.clone() for k, v in module.state_dict().items()}, **_smpl_buffer_placeholders(smpl_vertices),
            **(extra or {})}
     gen_opt = torch.optim.Adam(module.parameters(), lr=5e-5)
     disc = nn.Sequential(nn.GRU(69, 8), nn.Linear(8, 1))

@@ -182,3 +182,18 @@ def test_seeded_default_meshes_move_with_the_input(name, body):
     assert motion_spread_mm(verts.numpy().reshape(w, f, -1, 3)) >= 50.0
     again = run(adapter.reference(cfg), *adapter.example_inputs(cfg, "temporal", 4))
     np.testing.assert_array_equal(again[1], betas)  # seeded: the same weights every time
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_configs_round_trip_and_refuse_bad_values(name):
+    from hmr_trt.errors import ConfigError
+
+    adapter = registry.adapter(name)
+    for cfg in (adapter.default_config(), adapter.tiny_config()):
+        assert adapter.Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match=f"{name} config: unknown fields"):
+        adapter.Config.from_dict({"widht": 3})
+    with pytest.raises(ConfigError, match=f"{name} config: feature_dim must be"):
+        adapter.Config(feature_dim=0)
+    tiny = adapter.contract_for(adapter.tiny_config())
+    assert tiny.model_graph.inputs[0].shape == ("batch", 16, adapter.tiny_config().feature_dim)
