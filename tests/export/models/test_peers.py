@@ -197,3 +197,21 @@ def test_configs_round_trip_and_refuse_bad_values(name):
         adapter.Config(feature_dim=0)
     tiny = adapter.contract_for(adapter.tiny_config())
     assert tiny.model_graph.inputs[0].shape == ("batch", 16, adapter.tiny_config().feature_dim)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_official_tool_reproduces_the_fixture(name, tmp_path):
+    """With the official repository at $HMR_TRT_OFFICIAL_<NAME> (e.g. a checkout of
+    hongsukchoi/TCMR_RELEASE), the tool regenerates the committed fixture."""
+    import os
+
+    root = os.environ.get(f"HMR_TRT_OFFICIAL_{name.upper()}")
+    if not root:
+        pytest.skip(f"set HMR_TRT_OFFICIAL_{name.upper()} to the official {name} repository to run the official code")
+    tool = Path(__file__).resolve().parents[3] / "tools" / "official_parity_peers.py"
+    subprocess.run([sys.executable, str(tool), f"--{name}", root, "--out", str(tmp_path)], check=True,
+                   capture_output=True)
+    new, committed = np.load(tmp_path / f"official_{name}.npz"), np.load(FIXTURES / f"official_{name}.npz")
+    for key in OUTPUTS:
+        np.testing.assert_allclose(new[key], committed[key], atol=1e-6, rtol=1e-6, err_msg=key)
