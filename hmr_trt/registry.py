@@ -20,6 +20,9 @@ DEFAULT_MODEL = "coseg"
 MODELS = {
     "coseg": "hmr_trt.export.models.coseg",
     "glot": "hmr_trt.export.models.glot",
+    "tcmr": "hmr_trt.export.models.tcmr",
+    "mpsnet": "hmr_trt.export.models.mpsnet",
+    "vibe": "hmr_trt.export.models.vibe",
 }
 
 
