@@ -288,7 +288,7 @@ class DecoMR(nn.Module):
             mean, std = logits[head].mean(dim=(0, 2, 3)), logits[head].std(dim=(0, 2, 3))
             head.weight.mul_((g / std)[:, None, None, None])
             head.bias.copy_((head.bias - mean) * g / std)
-        self.LNet.uv_end[1].weight.mul_(g / 4)
+        self.LNet.uv_end[1].weight.mul_(g / 16)  # location map (vertices) of about a metre
         self.LNet.camera[-1].weight.mul_(0.1)
 
     def with_scatter(self, form: str) -> DecoMR:
