@@ -197,7 +197,9 @@ def warp_feature(dp_out: torch.Tensor, feature: torch.Tensor, res: int, form: st
             onehot = (cell[..., None] == cells).float()
             acc = torch.matmul(onehot.transpose(1, 2), weighted)  # (B, R*R, C+3)
         sums, count = acc[..., :-1], acc[..., -1:]
-    warped = torch.cat([sums / (count + 1e-8), (count > 0).float()], dim=-1)  # (B, R*R, C+3)
+    # the official sums / (count + 1e-8): in float32 count + 1e-8 == count for count >= 1, and empty cells
+    # hold sums of 0, so dividing by max(count, 1) is the same to the bit, and stays finite in FP16
+    warped = torch.cat([sums / count.clamp(min=1.0), (count > 0).float()], dim=-1)  # (B, R*R, C+3)
     return warped.reshape(b, res, res, c + 3).permute(0, 3, 1, 2)
 
 

@@ -207,12 +207,45 @@ def test_export_matches_torch_at_batch_1_2_7(tiny, tiny_onnx):
     for b in (1, 2, 7):
         v, c = session.run(None, {"images": x[:b].numpy()})
         assert np.abs(c - c_ref[:b]).max() < 1e-5
-        # a pixel whose u*63 sits within round-off of a half cell may land in the neighbouring cell in
-        # either runtime (measured: about one such pixel in 40 000): bound the mean, not the max
-        d = np.linalg.norm(v - v_ref[:b], axis=-1) * 1000.0  # mm
-        assert d.mean() < 0.01 and np.median(d) < 0.01, (b, d.mean(), d.max())
+        # A pixel whose u * 63 lies within round-off of a half cell (or conf of 0.5) can land in another
+        # cell in either runtime, and the hourglass spreads that change: bound the typical crop,
+        # not every crop; test_uv_part_is_exact_away_from_cell_edges checks the scatter itself.
+        per_crop = (np.linalg.norm(v - v_ref[:b], axis=-1) * 1000.0).mean(axis=1)  # mm
+        assert np.median(per_crop) < 0.01, (b, per_crop)
         rows[b] = v
-    assert np.abs(rows[7][:1] - rows[1]).max() < 1e-4 and np.abs(rows[7][:2] - rows[2]).max() < 1e-4
+    assert np.abs(rows[7][:1] - rows[1]).max() < 1e-3 and np.abs(rows[7][:2] - rows[2]).max() < 1e-3
+
+
+class UVPart(torch.nn.Module):
+    """LNet and the vertex resampling alone: IUV image, features, codes -> vertices, cam."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, dp_out, dp_feature, codes):
+        uv_map, cam = self.model.LNet(dp_out, dp_feature, codes, self.model.cfg.scatter)
+        return self.model.resample(uv_map), cam
+
+
+@pytest.mark.parametrize("form", ["dense", "scatter"])
+def test_uv_part_is_exact_away_from_cell_edges(tiny, tmp_path, form):
+    cfg, model = tiny
+    with torch.no_grad():
+        dp, feat, codes = model.CNet(ADAPTER.example_inputs(cfg, "decomr", 3, seed=5)[0])
+    uv = (torch.floor(dp[:, 1:] * 63) + 0.25) / 63  # a quarter cell from every rounding edge
+    conf = torch.where(dp[:, :1] > 0.5, 0.75, 0.25)
+    feed = (torch.cat([conf, uv], 1), feat, codes)
+    part = UVPart(model.with_scatter(form)).eval()
+    path = tmp_path / "uv.onnx"
+    with torch.no_grad():
+        torch.onnx.export(part, tuple(f[:2] for f in feed), str(path), dynamo=False, opset_version=17,
+                          input_names=["dp_out", "dp_feature", "codes"], output_names=["vertices", "cam"],
+                          dynamic_axes={n: {0: "batch"} for n in ("dp_out", "dp_feature", "codes", "vertices", "cam")})
+        v_ref, c_ref = (t.numpy() for t in UVPart(model).eval()(*feed))  # the official index_add form
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    v, c = session.run(None, {"dp_out": feed[0].numpy(), "dp_feature": feed[1].numpy(), "codes": feed[2].numpy()})
+    assert np.abs(v - v_ref).max() < 1e-4 and np.abs(c - c_ref).max() < 1e-5  # float32 round-off, metres
 
 
 def test_export_has_no_scatter_and_keep_rules_match(tiny_onnx):
