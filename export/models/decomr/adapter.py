@@ -82,10 +82,12 @@ def save_released_format(model: DecoMR, path: Union[str, Path]) -> None:
     state = model.state_dict()
     cnet = {k[len("CNet."):]: v.clone() for k, v in state.items() if k.startswith("CNet.")}
     lnet = {k[len("LNet."):]: v.clone() for k, v in state.items() if k.startswith("LNet.")}
-    n_params = sum(1 for _ in model.parameters())
-    optimizer = {"state": {}, "param_groups": [{"lr": 2.5e-4, "betas": (0.9, 0.999), "eps": 1e-8,
+    params = list(model.parameters())
+    adam_state = {i: {"step": 1000, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+                  for i, p in enumerate(params[:2])}  # PyTorch 1.1's Adam: step a Python int
+    optimizer = {"state": adam_state, "param_groups": [{"lr": 2.5e-4, "betas": (0.9, 0.999), "eps": 1e-8,
                                                 "weight_decay": 0, "amsgrad": False,
-                                                "params": list(range(n_params))}]}
+                                                "params": list(range(len(params)))}]}
     torch.save({"CNet": cnet, "LNet": lnet, "optimizer": optimizer, "epoch": 30, "batch_idx": 0,
-                "batch_size": 128, "dataset_perm": torch.randperm(16, generator=torch.Generator().manual_seed(0)),
+                "batch_size": 128, "dataset_perm": list(range(16)),  # the trainer's sampler saves a list
                 "total_step_count": 123456}, str(path), _use_new_zipfile_serialization=False)
