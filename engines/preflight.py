@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 MAX_OPSET_TRT86 = 17
 # Ops the project keeps out of its graphs even where a parser accepts them.
 FORBIDDEN_OPS = {"DFT": "TensorRT cannot parse DFT (use the FDE matrix form)", "Einsum": "use MatMul"}
+# Scatters with a reduction: onnx-tensorrt lowers ScatterND to IScatterLayer, which has no reduction
+# (onnx/onnx-tensorrt#957); ScatterElements with a reduction goes to NVIDIA's ScatterElements plugin,
+# which the parser uses from TensorRT 10.0 on (8.6 has neither). Write the sum as a one-hot MatMul.
+REDUCING_SCATTERS = {"ScatterND": "no TensorRT version imports ScatterND with a reduction",
+                     "ScatterElements": "needs TensorRT >= 10.0's ScatterElements plugin (8.6 cannot)"}
 
 
 @lru_cache(maxsize=1)
@@ -55,7 +60,17 @@ def unsupported_nodes(model: onnx.ModelProto) -> list[str]:
             problems.append(f"{label}: {FORBIDDEN_OPS[node.op_type]}")
         elif node.op_type not in supported:
             problems.append(f"{label}: not supported by the TensorRT ONNX parser")
+        elif node.op_type in REDUCING_SCATTERS and _reduction(node) not in ("", "none"):
+            problems.append(f"{label}: reduction={_reduction(node)!r} {REDUCING_SCATTERS[node.op_type]}; "
+                            "use a one-hot MatMul instead")
     return problems
+
+
+def _reduction(node: onnx.NodeProto) -> str:
+    for attr in node.attribute:
+        if attr.name == "reduction":
+            return attr.s.decode()
+    return ""
 
 
 def complex_tensors(model: onnx.ModelProto) -> list[str]:

@@ -23,6 +23,7 @@ MODELS = {
     "tcmr": "hmr_trt.export.models.tcmr",
     "mpsnet": "hmr_trt.export.models.mpsnet",
     "vibe": "hmr_trt.export.models.vibe",
+    "decomr": "hmr_trt.export.models.decomr",
 }
 
 

@@ -1,0 +1,93 @@
+"""The torch side of DecoMR for the export job, parity and benchmarks (``registry.adapter("decomr")``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Mapping, Optional, Tuple, Union
+
+import torch
+
+from hmr_trt.contract import ModelContract
+from hmr_trt.errors import CheckpointError
+from hmr_trt.export.models.adapter import ModelAdapter
+from hmr_trt.export.models.checkpoint import load_torch_file, match_state_dict, state_dict_from
+
+from .config import DecomrConfig
+from .contract import CONTRACT, decomr_graph
+from .model import DecoMR
+from .uv_data import DecomrUVData, decomr_data
+
+EXPORT_SCATTER = "dense"  # plugin-free: Equal + MatMul; TensorRT 8.6+ (ScatterElements-add needs 10.0+)
+
+
+def load_official_checkpoint(model: DecoMR, path: Union[str, Path]) -> None:
+    """The released ``h36m_up3d.pt`` (trainer dict with ``CNet`` and ``LNet``), strictly, no pickled code."""
+    raw = load_torch_file(path, "decomr")
+    if not isinstance(raw, Mapping) or not all(isinstance(raw.get(k), Mapping) for k in ("CNet", "LNet")):
+        found = sorted(map(str, raw))[:8] if isinstance(raw, Mapping) else type(raw).__name__
+        raise CheckpointError(f"decomr: {path} is not a DecoMR checkpoint: expected the state dicts CNet and "
+                              f"LNet (found: {found}); pass the released h36m_up3d.pt")
+    cnet = state_dict_from(raw, path, "decomr", keys=("CNet",))
+    lnet = state_dict_from(raw, path, "decomr", keys=("LNet",))
+    match_state_dict(model, {**{f"CNet.{k}": v for k, v in cnet.items()},
+                             **{f"LNet.{k}": v for k, v in lnet.items()}}, path, "decomr")
+
+
+class DecomrAdapter(ModelAdapter):
+    contract = CONTRACT
+    Config = DecomrConfig
+
+    def __init__(self) -> None:
+        self._uv: dict = {}
+
+    def uv_data(self, data_dir: Optional[Union[str, Path]] = None) -> DecomrUVData:
+        """``--decomr-data DIR`` (DecoMR's data/ folder) or None: hmr-trt's synthetic layout (cached)."""
+        key = None if data_dir is None else str(Path(data_dir).resolve())
+        if key not in self._uv:
+            self._uv[key] = decomr_data(data_dir)
+        return self._uv[key]
+
+    def tiny_config(self) -> DecomrConfig:
+        return DecomrConfig(resnet_layers=(1, 1, 1, 1), resnet_width=8, uv_channels=16)
+
+    def contract_for(self, cfg: DecomrConfig, data_dir: Optional[Union[str, Path]] = None) -> ModelContract:
+        graph = decomr_graph(self.uv_data(data_dir).num_vertices, cfg.img_res)
+        return replace(CONTRACT, graphs=(graph,), crop_size=cfg.img_res)
+
+    def reference(self, cfg: DecomrConfig, checkpoint: Optional[Path] = None,
+                  data_dir: Optional[Union[str, Path]] = None) -> DecoMR:
+        model = DecoMR(cfg, self.uv_data(data_dir))
+        if checkpoint is not None:
+            load_official_checkpoint(model, checkpoint)
+        return model.eval()
+
+    def exportable(self, reference: torch.nn.Module, graph: str) -> torch.nn.Module:
+        CONTRACT.graph(graph)  # names the graphs on a typo
+        form = reference.cfg.scatter if reference.cfg.scatter != "index_add" else EXPORT_SCATTER
+        return reference.with_scatter(form).eval()  # "scatter" on request: ORT-CPU faster, TensorRT >= 10 only
+
+    def example_inputs(self, cfg: DecomrConfig, graph: str, batch: int, seed: int = 0) -> Tuple[torch.Tensor, ...]:
+        CONTRACT.graph(graph)
+        gen = torch.Generator().manual_seed(seed)
+        return (torch.randn(batch, 3, cfg.img_res, cfg.img_res, generator=gen),)
+
+
+ADAPTER = DecomrAdapter()
+
+
+def save_released_format(model: DecoMR, path: Union[str, Path]) -> None:
+    """Write ``model``'s weights as DecoMR's trainer saved ``h36m_up3d.pt``: ``CNet``, ``LNet`` and the
+    optimizer/progress entries, in the pre-1.6 non-zip format (for tests and the official-parity tool)."""
+    state = model.state_dict()
+    cnet = {k[len("CNet."):]: v.clone() for k, v in state.items() if k.startswith("CNet.")}
+    lnet = {k[len("LNet."):]: v.clone() for k, v in state.items() if k.startswith("LNet.")}
+    params = list(model.parameters())
+    adam_state = {i: {"step": 1000, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+                  for i, p in enumerate(params[:2])}  # PyTorch 1.1's Adam: step a Python int
+    optimizer = {"state": adam_state, "param_groups": [{"lr": 2.5e-4, "betas": (0.9, 0.999), "eps": 1e-8,
+                                                "weight_decay": 0, "amsgrad": False,
+                                                "params": list(range(len(params)))}]}
+    torch.save({"CNet": cnet, "LNet": lnet, "optimizer": optimizer, "epoch": 30, "batch_idx": 0,
+                "batch_size": 128, "dataset_perm": list(range(16)),  # the trainer's sampler saves a list
+                "total_step_count": 123456}, str(path), _use_new_zipfile_serialization=False)

@@ -1,0 +1,54 @@
+"""DecoMR's contract (torch-free): one ``frame``-family graph, crop -> mesh vertices and camera.
+
+The vertex count is that of the UV data's mesh: 6890 with DecoMR's own files (SMPL), 3624 with
+hmr-trt's synthetic layout; ``contract`` here is the released model's, ``DecomrAdapter.contract_for``
+gives the one of a configuration. Precision keep rules match the node names of the exported graph
+with the chosen scatter form (``dense``); tests check that every rule matches a node.
+"""
+
+from __future__ import annotations
+
+from hmr_trt.contract import GraphSpec, KeepRule, ModelContract, Recipe, TensorSpec
+
+SMPL_VERTICES = 6890
+
+
+def decomr_graph(vertices: int = SMPL_VERTICES, crop: int = 224) -> GraphSpec:
+    """images (B, 3, crop, crop) ImageNet-normalised RGB -> vertices (B, V, 3), cam (B, 3) = [s, tx, ty]."""
+    return GraphSpec("decomr", "model", (TensorSpec("images", ("batch", 3, crop, crop)),),
+                     (TensorSpec("vertices", ("batch", vertices, 3)), TensorSpec("cam", ("batch", 3))))
+
+
+KEEP = (
+    KeepRule("iuv-heads", ("Conv", "Sigmoid"),
+             r"^/CNet/dp_(mask|uv)_end/dp_(mask|uv)_end\.[12]/(Conv|Sigmoid)$",
+             "the IUV heads decide which pixels are foreground (conf > 0.5) and which UV cell each lands in "
+             "(round(uv * 63)): FP16 keeps 11 bits, a step of 1/32 cell near u = 1, enough to move pixels"),
+    KeepRule("uv-warp", ("Mul", "Round", "Greater", "MatMul", "Div"),
+             r"^/LNet/(Mul|Round|Greater|MatMul|Div)(_\d+)?$",
+             "the image->UV scatter: the cell index, the foreground test, the one-hot MatMul summing up to "
+             "3136 pixels per cell and the division by the pixel count"),
+    KeepRule("vertex-resample", ("GridSample", "ReduceSum", "Div"), r"^/(GridSample|ReduceSum|Div)$",
+             "bilinear samples of the location map and their mean per vertex are the output positions in metres"),
+)
+
+CONTRACT = ModelContract(
+    name="decomr",
+    family="frame",
+    description="DecoMR (Zeng et al., CVPR 2020): dense correspondence (IUV) -> UV location map -> mesh, "
+                "one 224x224 crop per person",
+    graphs=(decomr_graph(),),
+    checkpoint="h36m_up3d.pt",
+    feature_extractor="none",
+    crop_size=224,
+    bbox_scale=1.2,  # the official demo's OpenPose-box rescale (its --bbox path uses the box as given)
+    body_model="none",
+    recipes=(
+        Recipe("fp16", "fp16", keep=KEEP,
+               description="FP16 with the IUV heads, the UV scatter and the vertex resampling in FP32"),
+        Recipe("fp16-all", "fp16", description="every node FP16 (for measurement; flips UV cells)"),
+        Recipe("int8", "int8", keep=KEEP, int8_exclude=KEEP,
+               description="INT8 convolutions; the IUV heads, UV scatter and resampling never quantized"),
+    ),
+    default_recipe={"fp16": "fp16", "int8": "int8"},
+)

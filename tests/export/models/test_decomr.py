@@ -1,0 +1,299 @@
+"""DecoMR: config, UV data, reference, released-checkpoint loading, export (both scatter forms), official parity."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from hmr_trt import registry  # noqa: E402
+from hmr_trt.contract import ModelContract  # noqa: E402
+from hmr_trt.errors import CheckpointError, ConfigError, ExportError  # noqa: E402
+from hmr_trt.export import onnx_export  # noqa: E402
+from hmr_trt.export.models.decomr.adapter import ADAPTER, load_official_checkpoint, save_released_format  # noqa: E402
+from hmr_trt.export.models.decomr.config import DecomrConfig  # noqa: E402
+from hmr_trt.export.models.decomr.model import warp_feature  # noqa: E402
+from hmr_trt.export.models.decomr.uv_data import (  # noqa: E402
+    DecomrUVData,
+    decomr_data,
+    synthetic_uv_data,
+    uv_data_from_dir,
+)
+from hmr_trt.metrics import motion_spread_mm  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "decomr_official.npz"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = ADAPTER.tiny_config()
+    return cfg, ADAPTER.reference(cfg)
+
+
+def export_graph(module, example, path) -> None:
+    """The one place the exporter's GraphSpec is used (easy to switch to hmr_trt.contract.GraphSpec)."""
+    g = ADAPTER.contract.model_graph
+    spec = onnx_export.GraphSpec(g.name, g.input_names, g.output_names, g.batch_axis)
+    onnx_export.onnx_from_module(module, spec, example, path)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny, tmp_path_factory):
+    cfg, model = tiny
+    path = tmp_path_factory.mktemp("decomr") / "decomr.onnx"
+    export_graph(ADAPTER.exportable(model, "decomr"), ADAPTER.example_inputs(cfg, "decomr", 2), path)
+    return path
+
+
+# --- config and contract ------------------------------------------------------------------------------
+
+def test_config_round_trip_and_validation():
+    cfg = DecomrConfig()
+    assert DecomrConfig.from_dict(cfg.to_dict()) == cfg
+    assert (cfg.warp_res, cfg.dp_res, cfg.channels[cfg.warp_level]) == (64, 56, 256)
+    with pytest.raises(ConfigError, match=r"uv_channels=24.*scatter='sparse'"):
+        DecomrConfig(scatter="sparse", uv_channels=24)
+    with pytest.raises(ConfigError, match="unknown keys"):
+        DecomrConfig.from_dict({"uv_size": 3})
+
+
+def test_contract_is_torch_free_and_round_trips():
+    code = ("import sys; from hmr_trt import registry; c = registry.contract('decomr'); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(c.family)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "frame"
+    c = ADAPTER.contract_for(ADAPTER.tiny_config())
+    assert ModelContract.from_dict(c.to_dict()) == c
+    assert c.model_graph.outputs[0].shape == ("batch", ADAPTER.uv_data().num_vertices, 3)
+    assert registry.contract("decomr").model_graph.outputs[0].shape == ("batch", 6890, 3)
+
+
+# --- UV data -------------------------------------------------------------------------------------------
+
+def write_decomr_layout(uv: DecomrUVData, root: Path) -> Path:
+    (root / "uv_sampler").mkdir(parents=True)
+    np.savez(root / "uv_sampler" / "paras_h0128_w0128_BF.npz", texcoords=uv.texcoords, vt2v=uv.vt2v,
+             vt_count=uv.vt_count.astype(np.float64), v_index=np.zeros((2, 2, 3), np.int64))
+    np.save(root / "BF_ref_map_64.npy", uv.ref_map[None])
+    return root
+
+
+def test_synthetic_uv_data_is_deterministic_and_consistent():
+    a, b = synthetic_uv_data(), synthetic_uv_data()
+    assert np.array_equal(a.texcoords, b.texcoords) and np.array_equal(a.ref_map, b.ref_map)
+    assert a.num_texcoords > a.num_vertices  # seam vertices have two texture vertices
+    table = a.vertex_table()
+    assert table.shape[0] == a.num_vertices and (table < a.num_texcoords).sum(1).tolist() == a.vt_count.tolist()
+    assert (a.vt2v[np.where(table < a.num_texcoords, table, 0)][table < a.num_texcoords]
+            == np.nonzero(table < a.num_texcoords)[0]).all()
+
+
+def test_uv_data_from_decomr_layout(tmp_path):
+    uv = ADAPTER.uv_data()
+    loaded = uv_data_from_dir(write_decomr_layout(uv, tmp_path / "data"))
+    assert np.array_equal(loaded.texcoords, uv.texcoords) and np.array_equal(loaded.ref_map, uv.ref_map)
+    assert decomr_data(tmp_path).num_vertices == uv.num_vertices  # the folder above data/ works too
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("count", "vt_count does not count vt2v"),
+    ("ref", r"reference map has shape \(32, 32, 3\)"),
+    ("missing", "paras_h0128_w0128_BF.npz not found"),
+])
+def test_bad_uv_data_is_one_clear_error(tmp_path, damage, message):
+    uv = ADAPTER.uv_data()
+    if damage == "count":
+        uv = DecomrUVData(uv.texcoords, uv.vt2v, uv.vt_count + 1, uv.ref_map, "x")
+    elif damage == "ref":
+        uv = DecomrUVData(uv.texcoords, uv.vt2v, uv.vt_count, uv.ref_map[:32, :32], "x")
+    root = write_decomr_layout(uv, tmp_path / "data")
+    if damage == "missing":
+        (root / "uv_sampler" / "paras_h0128_w0128_BF.npz").unlink()
+    with pytest.raises(CheckpointError, match=message):
+        uv_data_from_dir(root)
+    with pytest.raises(CheckpointError, match="not a directory"):
+        uv_data_from_dir(tmp_path / "nowhere")
+
+
+# --- the reference -------------------------------------------------------------------------------------
+
+def test_scatter_forms_agree_and_vertices_move(tiny):
+    cfg, model = tiny
+    x = ADAPTER.example_inputs(cfg, "decomr", 4, seed=3)[0]
+    with torch.no_grad():
+        dp = model.CNet(x)[0]
+        v, cam = model(x)
+        for form in ("scatter", "dense"):
+            v2, cam2 = model.with_scatter(form)(x)
+            assert torch.allclose(v2, v, atol=1e-5) and torch.equal(cam2, cam), form
+    foreground = (dp[:, 0] > 0.5).float().mean().item()
+    assert 0.2 < foreground < 0.8, foreground  # the scatter sees both foreground and background
+    assert motion_spread_mm(v.numpy()[:, None]) >= 50.0
+
+
+def test_warp_feature_matches_official_semantics():
+    """Hand-checked cells: two pixels in one cell are averaged, a background pixel is dropped."""
+    feature = torch.arange(4.0).reshape(1, 1, 2, 2)  # pixels (y, x): 0 1 / 2 3
+    dp = torch.zeros(1, 3, 2, 2)
+    dp[0, 0] = torch.tensor([[0.9, 0.9], [0.9, 0.2]])  # pixel 3 background
+    dp[0, 1] = torch.tensor([[0.0, 0.0], [1.0, 1.0]])  # u -> columns 0, 0, 3, 3
+    dp[0, 2] = torch.tensor([[0.0, 0.0], [0.0, 0.0]])  # v -> row 0
+    for form in ("index_add", "scatter", "dense"):
+        w = warp_feature(dp, feature, 4, form)  # (1, 1 + 3, 4, 4)
+        assert w[0, 0, 0, 0] == 0.5 and w[0, 0, 0, 3] == 2.0, form  # mean of pixels 0, 1; pixel 2 alone
+        assert w[0, 1, 0, 0] == 0.0 and w[0, 2, 0, 0] == -1.0  # mean x of pixels 0, 1; their y
+        assert w[0, 3].sum() == 2 and w[0, 3, 0, 0] == 1 and w[0, 3, 0, 3] == 1  # occupancy
+
+
+# --- released checkpoint -------------------------------------------------------------------------------
+
+def test_released_checkpoint_loads_strictly(tiny, tmp_path):
+    cfg, model = tiny
+    path = tmp_path / "h36m_up3d.pt"
+    save_released_format(model, path)
+    with open(path, "rb") as f:
+        assert f.read(2) != b"PK"  # the pre-1.6 non-zip format, as released
+    other = ADAPTER.reference(DecomrConfig.from_dict({**cfg.to_dict(), "seed": 5}), checkpoint=path)
+    x = ADAPTER.example_inputs(cfg, "decomr", 2)[0]
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x), other(x)))
+
+
+def test_wrong_checkpoints_are_one_line_errors(tiny, tmp_path):
+    cfg, model = tiny
+    small = tmp_path / "tiny.pt"
+    save_released_format(model, small)
+    with pytest.raises(CheckpointError, match=r"does not match the decomr model.*shape mismatches"):
+        load_official_checkpoint(ADAPTER.reference(DecomrConfig(resnet_layers=(1, 1, 1, 1), resnet_width=16,
+                                                                uv_channels=16)), small)
+    other = tmp_path / "other.pt"
+    torch.save({"gen_state_dict": {"w": torch.zeros(1)}, "epoch": 3}, other)
+    with pytest.raises(CheckpointError, match=r"not a DecoMR checkpoint.*CNet and LNet.*gen_state_dict"):
+        load_official_checkpoint(model, other)
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(small.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_official_checkpoint(model, truncated)
+    evil = tmp_path / "evil.pt"
+    torch.save({"CNet": Evil(), "LNet": {}}, evil)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .* as weights only"):
+        load_official_checkpoint(model, evil)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+# --- export --------------------------------------------------------------------------------------------
+
+def test_export_matches_torch_at_batch_1_2_7(tiny, tiny_onnx):
+    from hmr_trt.engines.preflight import validate_onnx
+
+    cfg, model = tiny
+    validate_onnx(tiny_onnx)
+    session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    x = ADAPTER.example_inputs(cfg, "decomr", 7, seed=11)[0]
+    with torch.no_grad():
+        v_ref, c_ref = (t.numpy() for t in model(x))
+    rows = {}
+    for b in (1, 2, 7):
+        v, c = session.run(None, {"images": x[:b].numpy()})
+        assert np.abs(c - c_ref[:b]).max() < 1e-5
+        # A pixel whose u * 63 lies within round-off of a half cell (or conf of 0.5) can land in another
+        # cell in either runtime, and the hourglass spreads that change: bound the typical crop,
+        # not every crop; test_uv_part_is_exact_away_from_cell_edges checks the scatter itself.
+        per_crop = (np.linalg.norm(v - v_ref[:b], axis=-1) * 1000.0).mean(axis=1)  # mm
+        assert np.median(per_crop) < 0.01, (b, per_crop)
+        rows[b] = v
+    assert np.abs(rows[7][:1] - rows[1]).max() < 1e-3 and np.abs(rows[7][:2] - rows[2]).max() < 1e-3
+
+
+class UVPart(torch.nn.Module):
+    """LNet and the vertex resampling alone: IUV image, features, codes -> vertices, cam."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, dp_out, dp_feature, codes):
+        uv_map, cam = self.model.LNet(dp_out, dp_feature, codes, self.model.cfg.scatter)
+        return self.model.resample(uv_map), cam
+
+
+@pytest.mark.parametrize("form", ["dense", "scatter"])
+def test_uv_part_is_exact_away_from_cell_edges(tiny, tmp_path, form):
+    cfg, model = tiny
+    with torch.no_grad():
+        dp, feat, codes = model.CNet(ADAPTER.example_inputs(cfg, "decomr", 3, seed=5)[0])
+    uv = (torch.floor(dp[:, 1:] * 63) + 0.25) / 63  # a quarter cell from every rounding edge
+    conf = torch.where(dp[:, :1] > 0.5, 0.75, 0.25)
+    feed = (torch.cat([conf, uv], 1), feat, codes)
+    part = UVPart(model.with_scatter(form)).eval()
+    path = tmp_path / "uv.onnx"
+    with torch.no_grad():
+        torch.onnx.export(part, tuple(f[:2] for f in feed), str(path), dynamo=False, opset_version=17,
+                          input_names=["dp_out", "dp_feature", "codes"], output_names=["vertices", "cam"],
+                          dynamic_axes={n: {0: "batch"} for n in ("dp_out", "dp_feature", "codes", "vertices", "cam")})
+        v_ref, c_ref = (t.numpy() for t in UVPart(model).eval()(*feed))  # the official index_add form
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    v, c = session.run(None, {"dp_out": feed[0].numpy(), "dp_feature": feed[1].numpy(), "codes": feed[2].numpy()})
+    assert np.abs(v - v_ref).max() < 1e-4 and np.abs(c - c_ref).max() < 1e-5  # float32 round-off, metres
+
+
+def test_export_has_no_scatter_and_keep_rules_match(tiny_onnx):
+    import onnx
+
+    model = onnx.load(str(tiny_onnx))
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"ScatterND", "ScatterElements"} and {"Equal", "MatMul", "GridSample"} <= ops
+    grid = next(n for n in model.graph.node if n.op_type == "GridSample")
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in grid.attribute}["align_corners"] == 1
+    for recipe in ADAPTER.contract.recipes:
+        for rule in recipe.keep + recipe.int8_exclude:
+            for op in rule.ops:
+                assert any(n.op_type == op and re.search(rule.scope, n.name) for n in model.graph.node), \
+                    (recipe.name, rule.name, op)
+
+
+def test_scatter_elements_form_exports_exactly_but_fails_the_trt86_preflight(tiny, tmp_path):
+    from hmr_trt.engines.preflight import validate_onnx
+
+    cfg, model = tiny
+    path = tmp_path / "scatter.onnx"
+    export_graph(model.with_scatter("scatter"), ADAPTER.example_inputs(cfg, "decomr", 2), path)
+    with pytest.raises(ExportError, match=r"ScatterElements.*reduction='add' needs TensorRT >= 10.0"):
+        validate_onnx(path)
+    x = ADAPTER.example_inputs(cfg, "decomr", 2, seed=11)[0]
+    v, c = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        v_ref, c_ref = (t.numpy() for t in model(x))
+    assert np.linalg.norm(v - v_ref, axis=-1).mean() * 1000.0 < 0.05 and np.abs(c - c_ref).max() < 1e-5
+
+
+# --- the official code ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_matches_the_official_code(tmp_path):
+    """tests/fixtures/decomr_official.npz: the official DMR's outputs on these seeded weights, loaded from
+    the released checkpoint format (tools/decomr_official_parity.py regenerates it)."""
+    if not FIXTURE.is_file():
+        pytest.skip(f"{FIXTURE} missing: run tools/decomr_official_parity.py --official <DecoMR checkout>")
+    fx = np.load(FIXTURE)
+    seeded = ADAPTER.reference(DecomrConfig(seed=int(fx["seed"])))
+    path = tmp_path / "h36m_up3d.pt"
+    save_released_format(seeded, path)
+    ours = ADAPTER.reference(DecomrConfig(seed=int(fx["seed"]) + 1), checkpoint=path)
+    gen = torch.Generator().manual_seed(int(fx["input_seed"]))
+    images = torch.randn(int(fx["batch"]), 3, 224, 224, generator=gen)
+    with torch.no_grad():
+        v, c = ours(images)
+    assert np.abs(v.numpy()[:, ::int(fx["vertex_step"])] - fx["vertices"]).max() < 1e-4
+    assert np.abs(c.numpy() - fx["cam"]).max() < 1e-5
