@@ -19,6 +19,7 @@ DEFAULT_MODEL = "coseg"
 # name -> package of its folder (installed as hmr_trt.export.models.<name>)
 MODELS = {
     "coseg": "hmr_trt.export.models.coseg",
+    "instancehmr": "hmr_trt.export.models.instancehmr",
 }
 
 
