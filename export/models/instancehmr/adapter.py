@@ -36,7 +36,7 @@ class InstanceHMRAdapter(ModelAdapter):
             return InstanceHMR(cfg).eval()
         state, _smpl = released_state(checkpoint)
         cfg = config_for_checkpoint(cfg, state, checkpoint)
-        model = InstanceHMR(cfg)
+        model = InstanceHMR(cfg, seeded=False)
         load_released(model, state, checkpoint)
         return model.eval()
 

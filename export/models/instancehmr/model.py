@@ -168,7 +168,7 @@ def _projector(c: int) -> nn.Sequential:
 
 
 class InstanceHMR(nn.Module):
-    def __init__(self, cfg: InstanceHMRConfig) -> None:
+    def __init__(self, cfg: InstanceHMRConfig, seeded: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
         feat, idc, m = cfg.backbone_channels + 2, cfg.id_channels, cfg.map_size
@@ -196,7 +196,8 @@ class InstanceHMR(nn.Module):
         self.params_outconv = nn.Conv2d(128, cfg.params_dim, 1)
         self.register_buffer("coordmaps", coord_maps(cfg.feature_size), persistent=False)
         self.register_buffer("pos_enc", sine_position_encoding(idc, m), persistent=False)
-        seeded_init(self, cfg)
+        if seeded:  # False when a checkpoint overwrites every weight anyway
+            seeded_init(self, cfg)
 
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.backbone(image)  # (B, 64, S/4, S/4)
@@ -223,9 +224,9 @@ class InstanceHMR(nn.Module):
 # --- seeded default weights ----------------------------------------------------------------------------
 
 def _calibration_images(cfg: InstanceHMRConfig, gen: torch.Generator) -> torch.Tensor:
-    """Seeded images (4, S, S, 3) 0-255 from smooth to pixel noise, so BN statistics cover both."""
+    """Seeded images (2, S, S, 3) 0-255 from smooth to pixel noise, so BN statistics cover both."""
     images = []
-    for cells in (4, 16, 64, cfg.image_size):
+    for cells in (8, cfg.image_size):
         low = torch.rand(1, 3, cells, cells, generator=gen) * 255.0
         images.append(nn.functional.interpolate(low, size=(cfg.image_size, cfg.image_size), mode="bilinear",
                                                 align_corners=False))
@@ -250,26 +251,27 @@ def seeded_init(model: InstanceHMR, cfg: InstanceHMRConfig) -> None:
                 mod.bias.zero_()
         elif isinstance(mod, nn.BatchNorm2d):
             mod.reset_parameters()
+    images = _calibration_images(cfg, gen)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    heads = [model.final_layers[1][2], model.final_layers[2][2], model.final_layers[3][2], model.params_outconv]
+    seen: Dict[nn.Module, torch.Tensor] = {}
+    hooks = [h.register_forward_hook(lambda mod, inp, out: seen.__setitem__(mod, out)) for h in heads]
     for bn in bns:
-        bn.momentum = None  # cumulative average over the calibration pass
+        bn.momentum = None  # running statistics = this pass's batch statistics
     model.train()
-    model(_calibration_images(cfg, gen))
+    model(images)  # pass 1: BN statistics, and the head outputs with them
     model.eval()
     for bn in bns:
         bn.momentum = 0.1
-    images = _calibration_images(cfg, gen)
-    heads = [model.final_layers[1][2], model.final_layers[2][2], model.final_layers[3][2], model.params_outconv]
-    for group in (heads[:3], heads[3:]):  # the parameter head reads the others' maps: scale it last
-        seen: Dict[nn.Module, torch.Tensor] = {}
-        hooks = [h.register_forward_hook(lambda mod, inp, out, seen=seen: seen.__setitem__(mod, out)) for h in group]
-        model(images)
-        for hook in hooks:
-            hook.remove()
+    for group in (heads[:3], heads[3:]):  # the parameter head reads the others' maps: scale it after them
+        if group[0] is heads[3]:
+            model(images)  # pass 2: the parameter head's input with the rescaled center/joint maps
         for conv in group:
             spread = seen[conv].transpose(0, 1).flatten(1).std(dim=1).clamp_min(1e-6)  # per channel
             conv.weight.mul_((cfg.output_std / spread).view(-1, 1, 1, 1))
             conv.bias.zero_()
+    for hook in hooks:
+        hook.remove()
     model.params_outconv.bias[:6] = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])  # 6D identity (columns a1, a2)
 
 
