@@ -56,3 +56,36 @@ def config_for_checkpoint(cfg: InstanceHMRConfig, state: Dict[str, torch.Tensor]
 
 def load_released(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: str | Path) -> None:
     match_state_dict(model, state, path, NAME)
+
+
+def write_released(path: str | Path, state: Dict[str, torch.Tensor],
+                   smpl: Dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``state`` the way the released trainer does (for fixtures and tests): DataParallel keys
+    under ``model_state_dict`` next to optimizer and scaler states, plus SMPL buffers if given."""
+    sd = {PREFIX + k: v for k, v in state.items()}
+    sd.update({PREFIX + SMPL_PREFIX + k: v for k, v in (smpl or {}).items()})
+    torch.save({"model_state_dict": sd, "optimizer_state_dict": {"state": {}, "param_groups": []},
+                "scaler_state_dict": {}}, path)
+    return Path(path)
+
+
+@torch.no_grad()
+def random_state(module: torch.nn.Module, seed: int) -> Dict[str, torch.Tensor]:
+    """A seeded state dict for ``module`` with every tensor random (BN statistics included), cheap to
+    rebuild: the official-parity fixture's checkpoint. Weights are scaled by fan-in so that the 50 layers
+    stay finite; BN variances are positive."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, ref in module.state_dict().items():
+        if not ref.is_floating_point():
+            out[key] = ref.clone()
+        elif key.endswith("running_var"):
+            out[key] = torch.rand(ref.shape, generator=gen) + 0.5
+        elif key.endswith(("running_mean", "bias")):
+            out[key] = torch.randn(ref.shape, generator=gen) * 0.1
+        elif ref.dim() == 1:  # BN weight
+            out[key] = torch.rand(ref.shape, generator=gen) * 0.5 + 0.5
+        else:
+            fan_in = ref[0].numel() if "deconv" not in key else ref.shape[0] * ref[0, 0].numel() / 4
+            out[key] = torch.randn(ref.shape, generator=gen) / fan_in ** 0.5
+    return out
