@@ -236,3 +236,39 @@ def test_projection_to_the_original_image_matches_the_torch_reading() -> None:
                                 torch.tensor([[-pad.left, -pad.top]] * 3, dtype=torch.float64))
     host = pad.to_original(joints[:, :, :2] * cam[:, None, :1] + cam[:, None, 1:])
     assert np.abs(host - ref.numpy()).max() < 1e-9
+
+
+def test_people_from_onnxruntime_maps_match_torch_in_mm(model, exported, sample_video) -> None:
+    """Parity after post-processing: ORT maps -> runtime/scene.py -> synthetic body model, against the torch
+    reference's maps -> torch post-processing -> the same body model, in millimetres."""
+    ort = pytest.importorskip("onnxruntime")
+    from hmr_trt.export.body_model import ExportableSMPL
+    from hmr_trt.export.synthetic_smpl import make_synthetic_smpl
+    from hmr_trt.metrics import drift_mm
+
+    body = ExportableSMPL(make_synthetic_smpl()).eval()
+    x = np.concatenate((_letterboxed_frames(sample_video, 3, CFG.image_size),
+                        ADAPTER.example_inputs(CFG, "maps", 3, seed=21)[0].numpy()))
+    maps = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    with torch.no_grad():
+        ref = post.postprocess(*model(torch.from_numpy(x)))
+        ref_verts, ref_joints = body(ref["pose_rotmat"], ref["betas"])
+
+    def body_np(feed):
+        with torch.no_grad():
+            v, j = body(torch.from_numpy(feed["pose_rotmat"]), torch.from_numpy(feed["betas"]))
+        return {"vertices": v.numpy(), "joints3d": j.numpy()}
+
+    people = scene.people_from_maps(maps, 0.2, body_model=body_np)
+    ref_keys = [(b, tuple(yx)) for b, yx in zip(ref["batch_ids"].tolist(), ref["centers_yx"].tolist())]
+    keys = [(p["image"], p["map_yx"]) for p in people]
+    common = [k for k in keys if k in ref_keys]
+    assert len(common) >= 0.9 * len(ref_keys) and len(common) > 5  # a peak at the threshold may flip
+    got = body_np({"pose_rotmat": np.stack([people[keys.index(k)]["pose_rotmat"] for k in common]),
+                   "betas": np.stack([people[keys.index(k)]["betas"] for k in common])})
+    idx = [ref_keys.index(k) for k in common]
+    v_mean, v_max = drift_mm(got["vertices"], ref_verts.numpy()[idx])
+    j_mean, j_max = drift_mm(got["joints3d"], ref_joints.numpy()[idx])
+    goal = contract("instancehmr").goal_mm("fp32")  # mean vertex drift, 0.01 mm
+    assert v_mean < goal and j_mean < goal and v_max < 0.5 and j_max < 0.5, (v_mean, v_max, j_mean, j_max)
+    assert all(p["box"] is not None and p["box"][2] > p["box"][0] for p in people)
