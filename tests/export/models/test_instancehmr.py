@@ -269,6 +269,6 @@ def test_people_from_onnxruntime_maps_match_torch_in_mm(model, exported, sample_
     idx = [ref_keys.index(k) for k in common]
     v_mean, v_max = drift_mm(got["vertices"], ref_verts.numpy()[idx])
     j_mean, j_max = drift_mm(got["joints3d"], ref_joints.numpy()[idx])
-    goal = contract("instancehmr").goal_mm("fp32")  # mean vertex drift, 0.01 mm
+    goal = min(contract("instancehmr").goal_mm("fp32"), 0.02)  # tiny config: 0.005 mm measured
     assert v_mean < goal and j_mean < goal and v_max < 0.5 and j_max < 0.5, (v_mean, v_max, j_mean, j_max)
     assert all(p["box"] is not None and p["box"][2] > p["box"][0] for p in people)
