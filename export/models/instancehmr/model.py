@@ -233,13 +233,19 @@ def _calibration_images(cfg: InstanceHMRConfig, gen: torch.Generator) -> torch.T
     return torch.cat(images).permute(0, 2, 3, 1).contiguous()
 
 
+def _calibrate_bn(bn: nn.BatchNorm2d, inputs: Tuple[torch.Tensor, ...]) -> None:
+    x = inputs[0]
+    bn.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+    bn.running_var.fill_(float(x.var(dim=(0, 2, 3)).mean()) + bn.eps)
+
+
 @torch.no_grad()
 def seeded_init(model: InstanceHMR, cfg: InstanceHMRConfig) -> None:
     """Deterministic weights from ``cfg.seed`` (never the global RNG) whose maps move with the image.
 
-    He-normal convolutions; BN statistics calibrated on seeded smooth images (so activations stay
-    O(1) through the 50 layers); the final 1x1 convs scaled so each map's values have std
-    ``cfg.output_std``, and the global-orientation 6D bias set to the identity rotation.
+    He-normal convolutions; BN statistics calibrated on seeded images (so activations stay O(1)
+    through the 60 layers without amplifying round-off); the final 1x1 convs scaled so each map's
+    values have std ``cfg.output_std``, and the global-orientation 6D bias set to the identity rotation.
     """
     gen = torch.Generator().manual_seed(cfg.seed)
     for mod in model.modules():
@@ -252,25 +258,25 @@ def seeded_init(model: InstanceHMR, cfg: InstanceHMRConfig) -> None:
         elif isinstance(mod, nn.BatchNorm2d):
             mod.reset_parameters()
     images = _calibration_images(cfg, gen)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     heads = [model.final_layers[1][2], model.final_layers[2][2], model.final_layers[3][2], model.params_outconv]
     seen: Dict[nn.Module, torch.Tensor] = {}
     hooks = [h.register_forward_hook(lambda mod, inp, out: seen.__setitem__(mod, out)) for h in heads]
-    for bn in bns:
-        bn.momentum = None  # running statistics = this pass's batch statistics
-    model.train()
-    model(images)  # pass 1: BN statistics, and the head outputs with them
+    # pass 1: each BN's statistics from its own input (layer by layer, so later layers see calibrated
+    # ones): per-channel means, but ONE variance per layer, so nearly constant channels are not blown
+    # up to unit variance (that would amplify float round-off thousands of times).
+    hooks += [m.register_forward_pre_hook(_calibrate_bn) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     model.eval()
-    for bn in bns:
-        bn.momentum = 0.1
+    model(images)
     for group in (heads[:3], heads[3:]):  # the parameter head reads the others' maps: scale it after them
         if group[0] is heads[3]:
+            for hook in hooks[4:]:
+                hook.remove()
             model(images)  # pass 2: the parameter head's input with the rescaled center/joint maps
         for conv in group:
-            spread = seen[conv].transpose(0, 1).flatten(1).std(dim=1).clamp_min(1e-6)  # per channel
-            conv.weight.mul_((cfg.output_std / spread).view(-1, 1, 1, 1))
+            spread = seen[conv].std().clamp_min(1e-6)  # one gain per head (per channel would amplify noise)
+            conv.weight.mul_(cfg.output_std / spread)
             conv.bias.zero_()
-    for hook in hooks:
+    for hook in hooks[:4]:
         hook.remove()
     model.params_outconv.bias[:6] = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])  # 6D identity (columns a1, a2)
 
