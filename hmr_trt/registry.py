@@ -24,6 +24,7 @@ MODELS = {
     "mpsnet": "hmr_trt.export.models.mpsnet",
     "vibe": "hmr_trt.export.models.vibe",
     "decomr": "hmr_trt.export.models.decomr",
+    "instancehmr": "hmr_trt.export.models.instancehmr",
 }
 
 

@@ -1,0 +1,48 @@
+"""The instance-aware network's contract (torch-free): one whole padded image in, maps out."""
+
+from __future__ import annotations
+
+from hmr_trt.contract import GraphSpec, KeepRule, ModelContract, Recipe, TensorSpec, smpl_body_graph
+
+IMAGE, MAP, PARAMS = 512, 64, 79  # released eval configs: input 512, centermap_size 64, 79 SMPL channels
+
+
+def maps_graph(image: int = IMAGE, map_size: int = MAP, params: int = PARAMS) -> GraphSpec:
+    """image (B, S, S, 3) 0-255 RGB, padded square -> center (B, 1, M, M), raw camera (B, 3, M, M) and
+    parameter maps (B, P, M, M); the host applies the camera scale 1.1 ** x (runtime/scene.py)."""
+    return GraphSpec("maps", "model", (TensorSpec("image", ("batch", image, image, 3)),),
+                     (TensorSpec("center_map", ("batch", 1, map_size, map_size)),
+                      TensorSpec("cam_map", ("batch", 3, map_size, map_size)),
+                      TensorSpec("params_map", ("batch", params, map_size, map_size))))
+
+
+# The last 1x1 convs write the maps the host thresholds (center at 0.2) and samples; the input
+# normalisation sees 0-255 values.
+_HEADS = KeepRule("map_heads", ("Conv",), r"^/(final_layers\.[123]/final_layers\.[123]\.2|params_outconv)/Conv$",
+                  "the output 1x1 convs: center scores are thresholded at 0.2, camera scale is 1.1 ** x")
+_PREPROCESS = KeepRule("preprocess", ("Div", "Sub"), r"^/backbone/(Div|Sub)(_\d+)?$",
+                       "0-255 input and ImageNet normalisation")
+
+CONTRACT = ModelContract(
+    name="instancehmr",
+    family="scene",
+    description="Instance-aware contrastive multi-person network (seed 004; ROMP-based, ResNet-50): "
+                "one padded 512x512 image -> center, camera and SMPL parameter maps, no detector",
+    graphs=(maps_graph(), smpl_body_graph()),
+    checkpoint="(official InstanceHMR_release ResNet-50 .pkl: model_state_dict with module. keys)",
+    feature_extractor="none",
+    crop_size=0,
+    bbox_scale=1.0,
+    image_size=IMAGE,
+    recipes=(
+        Recipe("fp16", "fp16", keep=(_HEADS,), description="FP16 with the map heads in FP32"),
+        Recipe("int8", "int8", keep=(_HEADS,), int8_exclude=(_HEADS, _PREPROCESS),
+               description="INT8 convolutions; map heads and input normalisation excluded"),
+    ),
+    default_recipe={"fp16": "fp16", "int8": "int8"},
+    # FP32: on the seeded weights at 512x512, torch FP32 itself differs from torch FP64 by 4.5e-4 on the
+    # parameter map (ORT vs torch: 7e-4), about 0.1 mm mean vertex drift after post-processing: the
+    # default 0.01 mm is below float32 round-off of this 60-layer whole-image network. FP16/INT8: provisional
+    # (not yet measured on an engine).
+    goals_mm={"fp32": 0.2, "fp16": 0.5, "int8": 2.0},
+)
