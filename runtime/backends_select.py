@@ -7,9 +7,9 @@ built for this GPU and TensorRT version, and ONNX Runtime otherwise, and says wh
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from hmr_trt.errors import ConfigError, HmrTrtError
 from hmr_trt.manifest import Manifest
 
 from .backends import Backend, OnnxRuntimeBackend
+from .ort_providers import TENSORRT_EP, Machine, OrtGraph, choose_providers, parse_providers, short
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
 FACES_NAME = "body_model_faces.npy"
@@ -30,6 +31,7 @@ class Backends:
     description: str
     faces: np.ndarray
     weights_note: str
+    providers: Dict[str, List[str]] = field(default_factory=dict)  # graph -> what really ran it
 
     @property
     def feature_dim(self) -> int:
@@ -71,7 +73,8 @@ def _tensorrt_choice(manifest: Manifest, export_dir: Path, precision: str) -> Tu
 
 @contextlib.contextmanager
 def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp32", threads: int = 0,
-                  need_backbone: bool = True) -> Iterator[Backends]:
+                  need_backbone: bool = True, device: str = "auto",
+                  ort_providers: Optional[str] = None) -> Iterator[Backends]:
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     export_dir = Path(export_dir)
@@ -79,12 +82,25 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
     faces_path = export_dir / FACES_NAME
     faces = np.load(faces_path) if faces_path.is_file() else np.zeros((0, 3), np.int64)
     weights_note = "; ".join(n for n in manifest.notes if "weights" in n or "body model" in n)
-    engines, reason = (None, "--backend onnxruntime") if backend == "onnxruntime" else \
-        _tensorrt_choice(manifest, export_dir, precision)
+    # ort: --device / --ort-providers (ONNX Runtime's execution providers, runtime/ort_providers.py)
+    if backend == "tensorrt" and (device == "cpu" or ort_providers):
+        raise ConfigError("--backend tensorrt runs on the GPU through the TensorRT API: drop --device cpu / "
+                          "--ort-providers, or use --backend onnxruntime")
+    if backend == "onnxruntime":
+        engines, reason = None, "--backend onnxruntime"
+    elif device == "cpu" or ort_providers:
+        engines, reason = None, "--device cpu" if device == "cpu" else "--ort-providers"
+    else:
+        engines, reason = _tensorrt_choice(manifest, export_dir, precision)
     if backend == "tensorrt" and engines is None:
         raise HmrTrtError(f"--backend tensorrt: {reason}")
-    description = f"tensorrt ({reason})" if engines else f"onnxruntime CPU ({reason})"
     engines = engines or {}
+    ort_choice: List[_OrtChoice] = []  # made when the first graph needs ONNX Runtime
+
+    def on_ort() -> _OrtChoice:
+        if not ort_choice:
+            ort_choice.append(_OrtChoice.make(device, ort_providers))
+        return ort_choice[0]
 
     def make(name: str) -> Backend:
         """The graph's engine when there is one, else its ONNX (temporal at ``precision``) on ONNX Runtime."""
@@ -96,11 +112,47 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
             manifest.find(name, "onnx", "fp32")
         if art is None:
             raise HmrTrtError(f"{export_dir}/manifest.json lists no ONNX for the {name} graph")
-        limit = manifest.profile.get("max") if name == "temporal" else None
-        return OnnxRuntimeBackend(export_dir / art.path, threads=threads, max_batch=limit)
+        return on_ort().backend(manifest, export_dir, art, threads)
 
     with contextlib.ExitStack() as stack:
         temporal = stack.enter_context(make("temporal"))
         body = stack.enter_context(make("body_model"))
         backbone = stack.enter_context(make("backbone")) if need_backbone else None
-        yield Backends(temporal, body, backbone, description, faces, weights_note)
+        opened = {"temporal": temporal, "body_model": body, "backbone": backbone}
+        providers = {g: list(getattr(b, "ran_on", [])) or ["TensorRT API"] for g, b in opened.items() if b}
+        if engines:
+            description = f"tensorrt ({reason})"
+        else:
+            description = f"onnxruntime {'/'.join(short(p) for p in providers['temporal'])} ({reason})"
+        if any(isinstance(b, OnnxRuntimeBackend) for b in opened.values()):
+            description += "; graphs ran on " + ", ".join(
+                f"{g}: {'+'.join(short(p) for p in ps)}" for g, ps in providers.items())
+        yield Backends(temporal, body, backbone, description, faces, weights_note, providers)
+
+
+@dataclass
+class _OrtChoice:
+    """ONNX Runtime's providers for this run, and each graph's backend on them (TensorRT EP options per graph)."""
+
+    machine: Machine
+    providers: List[str]
+    strict: bool  # asked for explicitly: a GPU provider that does not start is an error
+
+    @classmethod
+    def make(cls, device: str, ort_providers: Optional[str]) -> _OrtChoice:
+        requested = parse_providers(ort_providers)
+        machine = Machine.probe()
+        return cls(machine, choose_providers(machine, device, requested), bool(requested) or device == "cuda")
+
+    def backend(self, manifest: Manifest, export_dir: Path, art, threads: int) -> OnnxRuntimeBackend:  # noqa: ANN001
+        window = int(manifest.config.get("window") or 1)
+        p = manifest.profile
+        batch = (p["min"], p["opt"], p["max"]) if art.name == "temporal" else \
+            (p["min"], p["opt"] * window, p["max"] * window)  # frames, as trt-build's profile for these graphs
+        graph = OrtGraph(export_dir / art.path, art.precision, art.sha256,
+                         {t.name: tuple(t.shape) for t in art.inputs}, {t.name: tuple(t.shape) for t in art.outputs},
+                         batch)
+        # the TensorRT EP builds for the profile: larger batches go in chunks, as on the TensorRT API route
+        limit = batch[2] if art.name == "temporal" or TENSORRT_EP in self.providers else None
+        return OnnxRuntimeBackend(export_dir / art.path, self.providers, threads=threads, max_batch=limit,
+                                  graph=graph, machine=self.machine, strict=self.strict)

@@ -46,6 +46,9 @@ class RunOptions:
     min_track_frames: int = 16  # shorter tracks (detector flicker) are dropped, as peers do (they use 25)
     backbone_batch: int = 32
     threads: int = 0
+    device: str = "auto"  # ort: auto | cpu | cuda (ONNX Runtime's providers; cpu also skips the TensorRT API)
+    ort_providers: Optional[str] = None  # ort: "TensorrtExecutionProvider,CUDAExecutionProvider,..." in order
+    on_backends: Optional[Callable[[Backends], None]] = None  # ort: told which backends/providers opened
 
 
 @dataclass
@@ -123,7 +126,10 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
     timer = StageTimer()
     log = TrackLog()
     start = time.perf_counter()
-    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads) as backends:
+    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads,
+                       device=opts.device, ort_providers=opts.ort_providers) as backends:
+        if opts.on_backends:
+            opts.on_backends(backends)
         if opts.render is not None and len(backends.faces) == 0:
             raise ConfigError(f"--render: {opts.export_dir} has no body-model faces ({FACES_NAME}); "
                               "re-export it with trt-export")
@@ -172,7 +178,8 @@ def run_features(opts: RunOptions) -> Dict[str, Any]:
     tracks_features = features_from_npz(opts.features)
     timer = StageTimer()
     start = time.perf_counter()
-    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, need_backbone=False) as backends:
+    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, need_backbone=False,
+                       device=opts.device, ort_providers=opts.ort_providers) as backends:
         width = backends.feature_dim
         for track_id, feats in tracks_features.items():
             if feats.shape[1] != width:
@@ -249,7 +256,8 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
         frames_done = facts.get("frames_decoded", 0)
         summary = {
             **facts,
-            "backend": backends.description, "precision": opts.precision, "emit": opts.emit,
+            "backend": backends.description, "providers": backends.providers,
+            "precision": opts.precision, "emit": opts.emit,
             "export_dir": str(opts.export_dir), "weights": backends.weights_note,
             "tracks": len(track_rows), "track_files": track_rows,
             "timings_s": {k: round(v, 4) for k, v in timer.seconds.items()}, "total_s": round(total, 3),
