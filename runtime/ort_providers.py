@@ -297,7 +297,10 @@ def session_providers(providers: Sequence[str], graph: Optional[OrtGraph], machi
     cuda_graph_ok = list(providers) in ([CUDA_EP], [CUDA_EP, CPU_EP])  # CUDA graphs need every node on the CUDA EP
     for p in providers:
         if p == TENSORRT_EP and graph is not None and machine is not None:
-            out.append((p, tensorrt_ep_options(graph, machine, ort_version, cache_root)))
+            opts = tensorrt_ep_options(graph, machine, ort_version, cache_root)
+            for key in ("trt_engine_cache_path", "trt_timing_cache_path"):  # folders, made before the EP writes
+                Path(opts[key]).mkdir(parents=True, exist_ok=True)
+            out.append((p, opts))
         elif p == CUDA_EP:
             out.append((p, cuda_ep_options(graph if cuda_graph_ok else None)))
         else:

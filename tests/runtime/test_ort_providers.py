@@ -195,8 +195,9 @@ def test_cuda_graphs_only_for_static_shapes_on_the_cuda_ep_alone(tmp_path: Path)
     assert session_providers([CUDA_EP, CPU_EP], static, machine)[0] == (
         CUDA_EP, {"device_id": "0", "enable_cuda_graph": "1"})
     assert session_providers([CUDA_EP, CPU_EP], dynamic, machine)[0][1]["enable_cuda_graph"] == "0"
-    trt, cuda, cpu = session_providers([TENSORRT_EP, CUDA_EP, CPU_EP], static, machine, "1.31.1")
+    trt, cuda, cpu = session_providers([TENSORRT_EP, CUDA_EP, CPU_EP], static, machine, "1.31.1", tmp_path / "c")
     assert trt[0] == TENSORRT_EP and cuda[1]["enable_cuda_graph"] == "0" and cpu == CPU_EP
+    assert Path(trt[1]["trt_engine_cache_path"]).is_dir() and Path(trt[1]["trt_timing_cache_path"]).is_dir()
 
 
 # ------------------------------------------------------------------ backend selection and trt-run
