@@ -9,6 +9,7 @@ rules for machines this one is not (a GPU with or without TensorRT).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +252,21 @@ def test_trt_run_bad_provider_is_one_line_exit_1_nothing_written(tiny_export: Pa
     assert len(lines) == 1 and expect in lines[0], proc.stderr
     assert not out.exists()
 
+
+
+@pytest.mark.skipif(GPU_HERE, reason="CUDA EP usable here")
+def test_trt_run_backend_onnxruntime_on_a_real_export_reports_the_cpu_provider(full_export, tmp_path: Path) -> None:
+    export_dir, _ = full_export
+    temporal = Manifest.read(export_dir).find("temporal", "onnx", "fp32")
+    feats = tmp_path / "f.npz"
+    np.savez(feats, features=np.random.default_rng(0).standard_normal((20, temporal.inputs[0].shape[-1]))
+             .astype(np.float32))
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "hmr_trt.runtime", "--features", str(feats), "--export",
+                           str(export_dir), "--out", str(out), "--backend", "onnxruntime", "--quiet"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["providers"] == {"temporal": [CPU_EP], "body_model": [CPU_EP]}
+    assert summary["backend"].startswith("onnxruntime CPU (--backend onnxruntime)")
+    assert "graphs ran on temporal: CPU, body_model: CPU" in " ".join(proc.stderr.split())
