@@ -118,8 +118,8 @@ class OnnxRuntimeBackend(Backend):
 
     ``graph`` (an ``OrtGraph``) and ``machine`` give the TensorRT and CUDA EPs their options
     (runtime/ort_providers.py). ONNX Runtime drops a provider it cannot start without a word:
-    ``ran_on`` is what the session really runs on, and with ``strict`` a GPU provider asked for
-    that did not start is an error. With CUDA graphs on (fully static shapes, CUDA EP alone),
+    ``ran_on`` is what the session really runs on; with ``strict`` a GPU provider asked for that
+    did not start is an error, with ``need_gpu`` (``--device cuda``) a session left without any. With CUDA graphs on (fully static shapes, CUDA EP alone),
     inputs and outputs live in fixed device buffers bound once, as CUDA graph replay needs.
     """
 
@@ -127,13 +127,13 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, path: Union[str, Path], providers: Optional[Sequence[str]] = None, threads: int = 0,
                  max_batch: Optional[int] = None, graph: Optional[OrtGraph] = None,
-                 machine: Optional[Machine] = None, strict: bool = False) -> None:
+                 machine: Optional[Machine] = None, strict: bool = False, need_gpu: bool = False) -> None:
         super().__init__()
         self.path = Path(path)
         self.providers = list(providers) if providers else [CPU_EP]
         self.threads = threads
         self.max_batch = max_batch
-        self.graph, self.machine, self.strict = graph, machine, strict
+        self.graph, self.machine, self.strict, self.need_gpu = graph, machine, strict, need_gpu
         self.session = None
         self.ran_on: List[str] = []
         self._binding: Optional[tuple] = None  # (io_binding, {input: OrtValue}, {output: OrtValue}) for CUDA graphs
@@ -159,7 +159,7 @@ class OnnxRuntimeBackend(Backend):
                               f"{str(exc).splitlines()[0]}") from exc
         self.ran_on = list(self.session.get_providers())
         missing = [p for p in self.providers if p in GPU_EPS and p not in self.ran_on]
-        if self.strict and missing:
+        if missing and (self.strict or (self.need_gpu and not any(p in GPU_EPS for p in self.ran_on))):
             self.session = None
             raise ProviderError(f"ONNX Runtime did not start {', '.join(missing)} for {self.path.name} (it runs on "
                                 f"{', '.join(self.ran_on)}): its CUDA 12 / cuDNN 9 (and for TensorRT, libnvinfer) "

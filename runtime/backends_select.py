@@ -2,6 +2,9 @@
 
 ``--backend auto`` picks TensorRT when the manifest lists an engine of the requested precision
 built for this GPU and TensorRT version, and ONNX Runtime otherwise, and says which and why.
+ONNX Runtime runs on the execution providers runtime/ort_providers.py chooses (TensorRT EP, CUDA
+EP, CPU; ``--device`` / ``--ort-providers`` override), and each graph reports what its session
+really runs on.
 """
 
 from __future__ import annotations
@@ -136,13 +139,14 @@ class _OrtChoice:
 
     machine: Machine
     providers: List[str]
-    strict: bool  # asked for explicitly: a GPU provider that does not start is an error
+    strict: bool  # --ort-providers: a GPU provider asked for that does not start is an error
+    need_gpu: bool  # --device cuda: a session left without a GPU provider is an error
 
     @classmethod
     def make(cls, device: str, ort_providers: Optional[str]) -> _OrtChoice:
         requested = parse_providers(ort_providers)
         machine = Machine.probe()
-        return cls(machine, choose_providers(machine, device, requested), bool(requested) or device == "cuda")
+        return cls(machine, choose_providers(machine, device, requested), bool(requested), device == "cuda")
 
     def backend(self, manifest: Manifest, export_dir: Path, art, threads: int) -> OnnxRuntimeBackend:  # noqa: ANN001
         window = int(manifest.config.get("window") or 1)
@@ -155,4 +159,4 @@ class _OrtChoice:
         # the TensorRT EP builds for the profile: larger batches go in chunks, as on the TensorRT API route
         limit = batch[2] if art.name == "temporal" or TENSORRT_EP in self.providers else None
         return OnnxRuntimeBackend(export_dir / art.path, self.providers, threads=threads, max_batch=limit,
-                                  graph=graph, machine=self.machine, strict=self.strict)
+                                  graph=graph, machine=self.machine, strict=self.strict, need_gpu=self.need_gpu)

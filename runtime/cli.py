@@ -43,8 +43,9 @@ def run(
                                                      "instead of a video.")] = None,
     export_dir: Annotated[Path, typer.Option("--export", help="Directory written by trt-export / trt-build.")]
     = Path("out/demo/export"),
-    backend: Annotated[BackendChoice, typer.Option(help="auto: TensorRT when a matching engine exists, else "
-                                                   "ONNX Runtime.")] = BackendChoice.auto,
+    backend: Annotated[BackendChoice, typer.Option(help="auto: the TensorRT API when a matching engine "
+                                                   "exists, else ONNX Runtime (its GPU providers when usable, "
+                                                   "else the CPU).")] = BackendChoice.auto,
     precision: Annotated[Precision, typer.Option(help="Which exported precision to run.")] = Precision.fp32,
     emit: Annotated[Emit, typer.Option(help="center (16-frame window centred on each frame), last (causal), "
                                        "all (non-overlapping windows, fastest).")] = Emit.center,

@@ -110,8 +110,9 @@ def test_onnxruntime_drops_an_unavailable_provider_silently_and_strict_catches_i
     path = relu_onnx(tmp_path / "m.onnx")
     with OnnxRuntimeBackend(path, [CUDA_EP, CPU_EP]) as backend:  # not strict: reports the real providers
         assert backend.ran_on == [CPU_EP]
-    with pytest.raises(ProviderError, match=r"did not start CUDAExecutionProvider for m\.onnx"):
-        OnnxRuntimeBackend(path, [CUDA_EP, CPU_EP], strict=True).activate()
+    for flags in ({"strict": True}, {"need_gpu": True}):
+        with pytest.raises(ProviderError, match=r"did not start CUDAExecutionProvider for m\.onnx"):
+            OnnxRuntimeBackend(path, [CUDA_EP, CPU_EP], **flags).activate()
 
 
 def test_cuda_driver_probe_matches_this_machine() -> None:
