@@ -7,13 +7,16 @@ torch-free and run on Python 3.9; onnxruntime, tensorrt and cuda-python are impo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
 from hmr_trt.errors import HmrTrtError, InputSpecError
+
+from .ort_providers import CPU_EP, CUDA_EP, GPU_EPS, Machine, OrtGraph, ProviderError
 
 Dim = Union[int, str, None]  # a fixed size, or a dynamic axis (name or None)
 
@@ -111,40 +114,90 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 
 
 class OnnxRuntimeBackend(Backend):
-    """ONNX Runtime on the CPU (or CUDA when onnxruntime-gpu is installed and ``providers`` ask for it)."""
+    """ONNX Runtime on the providers given, best first (default: the CPU).
+
+    ``graph`` (an ``OrtGraph``) and ``machine`` give the TensorRT and CUDA EPs their options
+    (runtime/ort_providers.py). ONNX Runtime drops a provider it cannot start without a word:
+    ``ran_on`` is what the session really runs on; with ``strict`` a GPU provider asked for that
+    did not start is an error, with ``need_gpu`` (``--device cuda``) a session left without any. With CUDA graphs on (fully static shapes, CUDA EP alone),
+    inputs and outputs live in fixed device buffers bound once, as CUDA graph replay needs.
+    """
 
     name = "onnxruntime"
 
     def __init__(self, path: Union[str, Path], providers: Optional[Sequence[str]] = None, threads: int = 0,
-                 max_batch: Optional[int] = None) -> None:
+                 max_batch: Optional[int] = None, graph: Optional[OrtGraph] = None,
+                 machine: Optional[Machine] = None, strict: bool = False, need_gpu: bool = False) -> None:
         super().__init__()
         self.path = Path(path)
-        self.providers = list(providers) if providers else ["CPUExecutionProvider"]
+        self.providers = list(providers) if providers else [CPU_EP]
         self.threads = threads
         self.max_batch = max_batch
+        self.graph, self.machine, self.strict, self.need_gpu = graph, machine, strict, need_gpu
         self.session = None
+        self.ran_on: List[str] = []
+        self._binding: Optional[tuple] = None  # (io_binding, {input: OrtValue}, {output: OrtValue}) for CUDA graphs
 
     def _activate(self) -> None:
-        import onnxruntime as ort
+        from .ort_providers import import_onnxruntime, session_providers
 
+        ort = import_onnxruntime()
         if not self.path.is_file():
             raise HmrTrtError(f"ONNX file not found: {self.path}")
+        if any(p in GPU_EPS for p in self.providers) and hasattr(ort, "preload_dlls"):
+            with contextlib.suppress(Exception):  # CUDA/cuDNN from nvidia-* wheels, when installed that way
+                ort.preload_dlls()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        providers = session_providers(self.providers, self.graph, self.machine, ort.__version__)
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise HmrTrtError(f"ONNX Runtime cannot load {self.path}: {str(exc).splitlines()[0]}") from exc
+            raise HmrTrtError(f"ONNX Runtime cannot load {self.path} on {', '.join(self.providers)}: "
+                              f"{str(exc).splitlines()[0]}") from exc
+        self.ran_on = list(self.session.get_providers())
+        missing = [p for p in self.providers if p in GPU_EPS and p not in self.ran_on]
+        if missing and (self.strict or (self.need_gpu and not any(p in GPU_EPS for p in self.ran_on))):
+            self.session = None
+            raise ProviderError(f"ONNX Runtime did not start {', '.join(missing)} for {self.path.name} (it runs on "
+                                f"{', '.join(self.ran_on)}): its CUDA 12 / cuDNN 9 (and for TensorRT, libnvinfer) "
+                                "libraries must be on LD_LIBRARY_PATH; pip install 'onnxruntime-gpu[cuda,cudnn]' "
+                                "provides CUDA and cuDNN")
         self.inputs = [IOSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
                        for i in self.session.get_inputs()]
         self.outputs = [IOSpec(o.name, tuple(o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32)))
                         for o in self.session.get_outputs()]
+        if self.ran_on[:1] == [CUDA_EP] and _cuda_graph_on(self.session):
+            self._binding = self._bind_fixed_buffers(ort)
+
+    def _bind_fixed_buffers(self, ort: Any) -> tuple:
+        """Device buffers for every input and output (static shapes), bound once: CUDA graphs replay their addresses."""
+        binding = self.session.io_binding()
+        ins = {s.name: ort.OrtValue.ortvalue_from_shape_and_type(list(s.shape), s.dtype, "cuda", 0) for s in self.inputs}
+        outs = {s.name: ort.OrtValue.ortvalue_from_shape_and_type(list(s.shape), s.dtype, "cuda", 0)
+                for s in self.outputs}
+        for name, value in ins.items():
+            binding.bind_ortvalue_input(name, value)
+        for name, value in outs.items():
+            binding.bind_ortvalue_output(name, value)
+        return binding, ins, outs
 
     def _deactivate(self) -> None:
-        self.session = None
+        self.session, self._binding = None, None
 
     def _infer(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        if self._binding is not None:
+            binding, ins, outs = self._binding
+            for name, value in feed.items():
+                ins[name].update_inplace(np.ascontiguousarray(value))
+            self.session.run_with_iobinding(binding)
+            return {name: value.numpy() for name, value in outs.items()}
         names = [o.name for o in self.outputs]
         return dict(zip(names, self.session.run(names, feed)))
+
+
+def _cuda_graph_on(session: Any) -> bool:
+    options = session.get_provider_options().get(CUDA_EP, {})
+    return str(options.get("enable_cuda_graph", "0")) in ("1", "True", "true")

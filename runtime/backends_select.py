@@ -2,14 +2,17 @@
 
 ``--backend auto`` picks TensorRT when the manifest lists an engine of the requested precision
 built for this GPU and TensorRT version, and ONNX Runtime otherwise, and says which and why.
+ONNX Runtime runs on the execution providers runtime/ort_providers.py chooses (TensorRT EP, CUDA
+EP, CPU; ``--device`` / ``--ort-providers`` override), and each graph reports what its session
+really runs on. ``--backend triton`` sends every graph to a Triton server (runtime/triton_backend.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -18,8 +21,9 @@ from hmr_trt.errors import ConfigError, HmrTrtError
 from hmr_trt.manifest import Manifest
 
 from .backends import Backend, OnnxRuntimeBackend
+from .ort_providers import TENSORRT_EP, Machine, OrtGraph, choose_providers, parse_providers, short
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "triton")
 FACES_NAME = "body_model_faces.npy"
 
 
@@ -41,6 +45,7 @@ class Backends:
     faces: np.ndarray
     weights_note: str
     contract: Optional[ModelContract] = None
+    providers: Dict[str, List[str]] = field(default_factory=dict)  # graph -> what really ran it
 
     @property
     def feature_dim(self) -> int:
@@ -85,7 +90,8 @@ def _tensorrt_choice(manifest: Manifest, export_dir: Path, precision: str,
 
 @contextlib.contextmanager
 def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp32", threads: int = 0,
-                  need_backbone: bool = True) -> Iterator[Backends]:
+                  need_backbone: bool = True, device: str = "auto", ort_providers: Optional[str] = None,
+                  triton_url: Optional[str] = None) -> Iterator[Backends]:
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     export_dir = Path(export_dir)
@@ -97,15 +103,36 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
     faces_path = export_dir / FACES_NAME
     faces = np.load(faces_path) if faces_path.is_file() else np.zeros((0, 3), np.int64)
     weights_note = "; ".join(n for n in manifest.notes if "weights" in n or "body model" in n)
-    engines, reason = (None, "--backend onnxruntime") if backend == "onnxruntime" else \
-        _tensorrt_choice(manifest, export_dir, precision, model_graph)
+    # --device / --ort-providers: ONNX Runtime's execution providers (runtime/ort_providers.py)
+    if backend in ("tensorrt", "triton") and (device == "cpu" or ort_providers):
+        raise ConfigError(f"--backend {backend} does not use ONNX Runtime's providers: drop --device cpu / "
+                          "--ort-providers, or use --backend onnxruntime")
+    if backend == "triton" and not triton_url:
+        raise ConfigError("--backend triton needs --triton-url HOST:PORT")
+    if backend in ("onnxruntime", "triton"):
+        engines, reason = None, f"--backend {backend}"
+    elif device == "cpu" or ort_providers:
+        engines, reason = None, "--device cpu" if device == "cpu" else "--ort-providers"
+    else:
+        engines, reason = _tensorrt_choice(manifest, export_dir, precision, model_graph)
     if backend == "tensorrt" and engines is None:
         raise HmrTrtError(f"--backend tensorrt: {reason}")
-    description = f"tensorrt ({reason})" if engines else f"onnxruntime CPU ({reason})"
     engines = engines or {}
+    ort_choice: List[_OrtChoice] = []  # made when the first graph needs ONNX Runtime
+
+    def on_ort() -> _OrtChoice:
+        if not ort_choice:
+            ort_choice.append(_OrtChoice.make(device, ort_providers))
+        return ort_choice[0]
 
     def make(name: str) -> Backend:
-        """The graph's engine when there is one, else its ONNX (the model graph at ``precision``) on ONNX Runtime."""
+        """The graph's engine when there is one, else its ONNX (the model graph at ``precision``) on ONNX Runtime,
+        or the Triton model serving it."""
+        if backend == "triton":
+            from .triton_backend import TritonBackend
+
+            return TritonBackend(str(triton_url), f"{contract.name}_{name}",
+                                 expected_inputs=contract.graph(name).input_names)
         if name in engines:
             from .trt_backend import TensorRTBackend
 
@@ -114,11 +141,54 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
             manifest.find(name, "onnx", "fp32")
         if art is None:
             raise HmrTrtError(f"{export_dir}/manifest.json lists no ONNX for the {name} graph")
-        limit = manifest.profile.get("max") if name == model_graph else None
-        return OnnxRuntimeBackend(export_dir / art.path, threads=threads, max_batch=limit)
+        return on_ort().backend(manifest, contract, export_dir, art, threads)
 
     with contextlib.ExitStack() as stack:
         temporal = stack.enter_context(make(model_graph))
         body = stack.enter_context(make(body_graph.name)) if body_graph is not None else None
         backbone = stack.enter_context(make(extractor.name)) if need_backbone and extractor is not None else None
-        yield Backends(temporal, body, backbone, description, faces, weights_note, contract)
+        opened = {model_graph: temporal, "body_model": body, "backbone": backbone}
+        opened = {g: b for g, b in opened.items() if b is not None}
+        providers = {g: list(getattr(b, "ran_on", [])) or [b.name] for g, b in opened.items()}
+        if backend == "triton":
+            description = f"triton at {triton_url}"
+        elif engines:
+            description = f"tensorrt ({reason})"
+        else:
+            description = f"onnxruntime {'/'.join(short(p) for p in providers[model_graph])} ({reason})"
+        if any(isinstance(b, OnnxRuntimeBackend) for b in opened.values()):
+            description += "; graphs ran on " + ", ".join(
+                f"{g}: {'+'.join(short(p) for p in ps)}" for g, ps in providers.items())
+        yield Backends(temporal, body, backbone, description, faces, weights_note, contract, providers)
+
+
+@dataclass
+class _OrtChoice:
+    """ONNX Runtime's providers for this run, and each graph's backend on them (TensorRT EP options per graph)."""
+
+    machine: Machine
+    providers: List[str]
+    strict: bool  # --ort-providers: a GPU provider asked for that does not start is an error
+    need_gpu: bool  # --device cuda: a session left without a GPU provider is an error
+
+    @classmethod
+    def make(cls, device: str, ort_providers: Optional[str]) -> _OrtChoice:
+        requested = parse_providers(ort_providers)
+        machine = Machine.probe()
+        return cls(machine, choose_providers(machine, device, requested), bool(requested), device == "cuda")
+
+    def backend(self, manifest: Manifest, contract: ModelContract, export_dir: Path, art,  # noqa: ANN001
+                threads: int) -> OnnxRuntimeBackend:
+        p = manifest.profile
+        role = contract.graph(art.name).role if art.name in {g.name for g in contract.graphs} else "model"
+        # the body model and the feature extractor count frames (emitted / windowed), as trt-build's profiles do
+        frames = {"body_model": len(contract.emit_positions()) if contract.family == "window" else 1,
+                  "feature_extractor": max(contract.window, 1)}.get(role, 1)
+        batch = (p["min"], p["opt"] * frames, p["max"] * frames)
+        graph = OrtGraph(export_dir / art.path, art.precision, art.sha256,
+                         {t.name: tuple(t.shape) for t in art.inputs}, {t.name: tuple(t.shape) for t in art.outputs},
+                         batch)
+        # the TensorRT EP builds for the profile: larger batches go in chunks, as on the TensorRT API route
+        limit = batch[2] if role == "model" or TENSORRT_EP in self.providers else None
+        return OnnxRuntimeBackend(export_dir / art.path, self.providers, threads=threads, max_batch=limit,
+                                  graph=graph, machine=self.machine, strict=self.strict, need_gpu=self.need_gpu)

@@ -21,6 +21,12 @@ class BackendChoice(str, Enum):
     onnxruntime = "onnxruntime"
 
 
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class Emit(str, Enum):
     center = "center"
     last = "last"
@@ -44,8 +50,9 @@ def run(
                                                      "instead of a video.")] = None,
     export_dir: Annotated[Path, typer.Option("--export", help="Directory written by trt-export / trt-build.")]
     = Path("out/demo/export"),
-    backend: Annotated[BackendChoice, typer.Option(help="auto: TensorRT when a matching engine exists, else "
-                                                   "ONNX Runtime.")] = BackendChoice.auto,
+    backend: Annotated[BackendChoice, typer.Option(help="auto: the TensorRT API when a matching engine "
+                                                   "exists, else ONNX Runtime (its GPU providers when usable, "
+                                                   "else the CPU).")] = BackendChoice.auto,
     precision: Annotated[Precision, typer.Option(help="Which exported precision to run.")] = Precision.fp32,
     emit: Annotated[Emit, typer.Option(help="center (16-frame window centred on each frame), last (causal), "
                                        "all (non-overlapping windows, fastest).")] = Emit.center,
@@ -61,6 +68,12 @@ def run(
                                            "nearest real frames) or repeat (the official demos: the frame's "
                                            "feature repeated T times).")] = Border.nearest,
     threads: Annotated[int, typer.Option(min=0, help="ONNX Runtime threads (0: its default).")] = 0,
+    device: Annotated[Device, typer.Option(help="auto: the GPU when one is usable; cpu: ONNX Runtime on the CPU "
+                                           "only; cuda: ONNX Runtime's GPU providers (error without).")]
+    = Device.auto,
+    ort_providers: Annotated[Optional[str], typer.Option("--ort-providers", help="ONNX Runtime execution "
+                                                         "providers in order, e.g. CUDAExecutionProvider,"
+                                                         "CPUExecutionProvider (or tensorrt,cuda,cpu).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Detect, track and recover meshes for every person in a video (or for precomputed features)."""
@@ -75,7 +88,7 @@ def run(
         opts = RunOptions(out=out, export_dir=export_dir, video=video, features=features, backend=backend.value,
                           precision=precision.value, emit=emit.value, detector=detector, render=render,
                           vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
-                          threads=threads, border=border.value)
+                          threads=threads, border=border.value, device=device.value, ort_providers=ort_providers)
         console = Console(stderr=True)
         if video is not None:
             summary = _with_progress(console, opts, run_video, quiet)
@@ -96,10 +109,18 @@ def _with_progress(console, opts, run_video, quiet: bool):  # noqa: ANN001 - ric
     total = min(info.frames_declared or 0, opts.max_frames or 1 << 30) or None
     if quiet:
         return run_video(opts)
-    with Progress(TextColumn("frames"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("frames", total=total)
+        opts.on_backends = lambda b: bar.update(task, description=f"frames ({_ran_on(b.providers)})")
         return run_video(opts, progress=lambda n: bar.advance(task, n))
+
+
+def _ran_on(providers: dict) -> str:
+    """``backbone: CUDA, temporal: TensorRT+CUDA, ...``: the providers each graph's session really runs on."""
+    from .ort_providers import short
+
+    return ", ".join(f"{g}: {'+'.join(short(p) for p in ps)}" for g, ps in providers.items())
 
 
 def print_summary(console, summary: dict) -> None:  # noqa: ANN001

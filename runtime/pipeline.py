@@ -51,6 +51,9 @@ class RunOptions:
     border: str = "nearest"  # center mode at track ends: nearest real frames, or "repeat" (the official demos)
     backbone_batch: int = 32
     threads: int = 0
+    device: str = "auto"  # ort: auto | cpu | cuda (ONNX Runtime's providers; cpu also skips the TensorRT API)
+    ort_providers: Optional[str] = None  # ort: "TensorrtExecutionProvider,CUDAExecutionProvider,..." in order
+    on_backends: Optional[Callable[[Backends], None]] = None  # ort: told which backends/providers opened
 
 
 @dataclass
@@ -183,7 +186,10 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
     timer = StageTimer()
     log = TrackLog()
     start = time.perf_counter()
-    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads) as backends:
+    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads,
+                       device=opts.device, ort_providers=opts.ort_providers) as backends:
+        if opts.on_backends:
+            opts.on_backends(backends)
         if opts.render is not None and len(backends.faces) == 0:
             raise ConfigError(f"--render: {opts.export_dir} has no body-model faces ({FACES_NAME}); "
                               "re-export it with trt-export")
@@ -233,7 +239,8 @@ def run_features(opts: RunOptions) -> Dict[str, Any]:
     tracks_features = features_from_npz(opts.features)
     timer = StageTimer()
     start = time.perf_counter()
-    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, need_backbone=False) as backends:
+    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, need_backbone=False,
+                       device=opts.device, ort_providers=opts.ort_providers) as backends:
         width = backends.feature_dim
         for track_id, feats in tracks_features.items():
             if feats.shape[1] != width:
@@ -312,7 +319,8 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
         summary = {
             **facts,
             "model": backends.contract.name if backends.contract is not None else None,
-            "backend": backends.description, "precision": opts.precision, "emit": opts.emit, "border": opts.border,
+            "backend": backends.description, "providers": backends.providers,
+            "precision": opts.precision, "emit": opts.emit, "border": opts.border,
             "export_dir": str(opts.export_dir), "weights": backends.weights_note,
             "tracks": len(track_rows), "track_files": track_rows,
             "timings_s": {k: round(v, 4) for k, v in timer.seconds.items()}, "total_s": round(total, 3),
