@@ -231,3 +231,26 @@ def test_ssdlite_recall_beats_hog_on_the_hand_labels(hog, sample_video) -> None:
     assert ssd_score.recall > hog_score.recall, (ssd_score.as_dict(), hog_score.as_dict())
     assert ssd_score.unmatched_detections <= 4, ssd_score.as_dict()
     assert describe_detector(ssdlite).startswith("SSDLite") and ssdlite.path.name == SSDLITE_ONNX
+
+
+def test_conversion_tool_trusts_only_a_cache_entry_matching_its_sidecar(tmp_path, monkeypatch) -> None:
+    """tools/convert_ssdlite.py skips the conversion only when the cached ONNX has the sidecar's sha256."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "convert_ssdlite", Path(__file__).resolve().parents[2] / "tools" / "convert_ssdlite.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setenv("HMR_TRT_CACHE", str(tmp_path))
+    onnx_path = tool.default_out_dir() / tool.ONNX_NAME
+    assert onnx_path.parent == tmp_path / "detectors" and onnx_path.name == SSDLITE_ONNX
+    assert not tool.cached(onnx_path)
+    onnx_path.parent.mkdir(parents=True)
+    onnx_path.write_bytes(b"graph")
+    assert not tool.cached(onnx_path)  # no sidecar
+    onnx_path.with_suffix(".json").write_text(json.dumps({"onnx_sha256": tool.sha256(onnx_path)}))
+    assert tool.cached(onnx_path)
+    onnx_path.write_bytes(b"damaged")
+    assert not tool.cached(onnx_path)
+    assert cached_ssdlite() == onnx_path  # the runtime looks where the tool writes
