@@ -292,7 +292,8 @@ def _render(opts: RunOptions, meshes: Dict[Any, Dict[str, np.ndarray]], backends
     manifest = Manifest.read(opts.export_dir)
     notes = backends.weights_note
     seeded = "seeded" in notes
-    body = next((n for n in manifest.notes if "body model" in n or "SMPL" in n), "unknown")
+    body = next((n for n in manifest.notes if n.startswith("body model")), "body model: unknown")
+    body = body.split(";")[0].split(":", 1)[-1].strip()  # "SYNTHETIC, NOT SMPL (3624 vertices), generated ..."
     weights = "seeded defaults (untrained)" if seeded else \
         str(manifest.config.get("checkpoint") or "from the export's checkpoint")
     caption = caption_lines(manifest.model, weights, body, backends.description.split(" (")[0], opts.precision,
