@@ -91,15 +91,23 @@ def draw_mesh(canvas: np.ndarray, mesh: Mesh, colour: Sequence[float] = MESH_COL
 
 
 def render_meshes(frame_bgr: np.ndarray, meshes: List[Mesh], alpha: float = 0.6,
-                  colour: Sequence[float] = MESH_COLOUR_BGR) -> np.ndarray:
-    """Shaded meshes over a copy of the frame; each mesh is (vertices (V, 3), faces (F, 3), cam, crop box)."""
+                  colour: Sequence[float] = MESH_COLOUR_BGR,
+                  colours: Optional[Sequence[Sequence[float]]] = None) -> np.ndarray:
+    """Shaded meshes over a copy of the frame; each mesh is (vertices (V, 3), faces (F, 3), cam, crop box).
+
+    ``colours``: one BGR colour per mesh (else ``colour`` for all).
+    """
     if not isinstance(frame_bgr, np.ndarray) or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
         raise InputSpecError(f"render: frame must be (H, W, 3) BGR, got {getattr(frame_bgr, 'shape', None)}")
     if not meshes:
         return frame_bgr.copy()
+    if colours is not None and len(colours) != len(meshes):
+        raise InputSpecError(f"render: {len(colours)} colours for {len(meshes)} meshes")
+    paint = list(colours) if colours is not None else [colour] * len(meshes)
     canvas = np.zeros((*frame_bgr.shape[:2], 4), dtype=np.uint8)  # BGR + painted mask
-    for mesh in sorted(meshes, key=lambda m: _box_side(m[3])):  # small boxes (far people) first
-        draw_mesh(canvas, mesh, colour)
+    order = sorted(range(len(meshes)), key=lambda i: _box_side(meshes[i][3]))  # small boxes (far people) first
+    for i in order:
+        draw_mesh(canvas, meshes[i], paint[i])
     return blend(frame_bgr, canvas[:, :, :3], canvas[:, :, 3], alpha)
 
 
@@ -258,7 +266,7 @@ def draw_caption(image: np.ndarray, lines: Sequence[str], scale: float = 0.45) -
 
 
 def draw_track_label(image: np.ndarray, track_id: object, box: Sequence[float], note: str = "") -> None:
-    """The track id (and ``note``) just above the person's box, in the track's colour (in place)."""
+    """The track id (and ``note``) just above the person's box, in the track's (and its mesh's) colour."""
     x1, y1 = float(box[0]), float(box[1])
     text = f"#{track_id}" + (f" {note}" if note else "")
     _text(image, text, (int(max(x1, 0)), int(max(y1 - 18, 0))), 0.45, label_colour(track_id))
@@ -294,7 +302,7 @@ def render_tracks(frames: Iterable[Tuple[int, np.ndarray]], writer: VideoWriterA
             cam = fit_cam_to_box(t["vertices"][i], t["boxes"][i], t["crop_boxes"][i]) \
                 if placement == PLACEMENT_BOX else t["cam"][i]
             meshes.append((t["vertices"][i], faces, cam, t["crop_boxes"][i]))
-        image = render_meshes(frame, meshes)
+        image = render_meshes(frame, meshes, alpha=0.75, colours=[label_colour(p[0]) for p in people])
         for track_id, i, t in people:
             draw_track_label(image, track_id, t["boxes"][i], "fit to box" if placement == PLACEMENT_BOX else "")
         draw_caption(image, caption)
