@@ -33,6 +33,10 @@ class Emit(str, Enum):
     all = "all"
 
 
+class OutputFormat(str, Enum):
+    npz = "npz"
+    vibe = "vibe"
+
 
 class Border(str, Enum):
     nearest = "nearest"
@@ -56,7 +60,12 @@ def run(
     precision: Annotated[Precision, typer.Option(help="Which exported precision to run.")] = Precision.fp32,
     emit: Annotated[Emit, typer.Option(help="center (16-frame window centred on each frame), last (causal), "
                                        "all (non-overlapping windows, fastest).")] = Emit.center,
-    detector: Annotated[str, typer.Option(help="'hog' (OpenCV's people detector) or a detector .onnx.")] = "hog",
+    detector: Annotated[str, typer.Option(help="auto (SSDLite when tools/convert_ssdlite.py has converted it, "
+                                          "else HOG), ssdlite, hog (OpenCV's people detector), or a YOLO-style "
+                                          "detector .onnx.")] = "auto",
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="npz: track_<id>.npz files; vibe: also "
+                                                        "vibe_output.pkl in the peers' (VIBE) format.")]
+    = OutputFormat.npz,
     render: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Write the meshes over the video "
                                                    "to this .mp4.")] = None,
     no_vertices: Annotated[bool, typer.Option("--no-vertices", help="Leave vertices out of the .npz files.")]
@@ -87,6 +96,7 @@ def run(
             raise ConfigError("give exactly one of --video or --features")
         opts = RunOptions(out=out, export_dir=export_dir, video=video, features=features, backend=backend.value,
                           precision=precision.value, emit=emit.value, detector=detector, render=render,
+                          format=output_format.value,
                           vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
                           threads=threads, border=border.value, device=device.value, ort_providers=ort_providers)
         console = Console(stderr=True)

@@ -14,6 +14,11 @@ betas              (N, B) float32   shape coefficients (B = 10 for SMPL)
 cam                (N, 3) float32   weak-perspective camera (s, tx, ty) of the square crop
 joints3d           (N, J, 3)        3D joints, metres
 vertices           (N, V, 3)        mesh vertices, metres (absent when not requested)
+crop_boxes         (N, 4) float32   the square the crop was cut from (detection box x 1.2), x1, y1, x2, y2
+bboxes_cxcyh       (N, 4) float32   the same square as the peers' ``bboxes`` (cx, cy, side, side)
+orig_cam           (N, 4) float32   the camera in the original image (sx, sy, tx, ty), as VIBE's demo
+joints2d           (N, J, 2)        ``joints3d`` projected to frame pixels (x, y)
+                                    (the last four only for videos: runtime/cameras.py)
 =================  ===============  ===========================================================
 """
 
@@ -79,7 +84,7 @@ def _rows(name: str, value: Any, n: int, tail: tuple, dtype: type = np.float32) 
 
 def write_track_npz(path: PathLike, track_id: Any, frames: np.ndarray, boxes: np.ndarray, pose_rotmat: np.ndarray,
                     betas: np.ndarray, cam: np.ndarray, joints3d: np.ndarray,
-                    vertices: Optional[np.ndarray] = None) -> Path:
+                    vertices: Optional[np.ndarray] = None, extra: Optional[Dict[str, np.ndarray]] = None) -> Path:
     """Write one track's results (keys in the module docstring) to ``path`` atomically."""
     frames = np.asarray(frames)
     if frames.ndim != 1 or len(frames) == 0:
@@ -97,6 +102,8 @@ def write_track_npz(path: PathLike, track_id: Any, frames: np.ndarray, boxes: np
     arrays["joints3d"] = _rows("joints3d", joints3d, n, (-1, 3))
     if vertices is not None:
         arrays["vertices"] = _rows("vertices", vertices, n, (-1, 3))
+    for key, value in (extra or {}).items():  # image-space results (runtime/cameras.py), N rows each
+        arrays[key] = _rows(key, value, n, tuple(-1 for _ in np.shape(value)[1:]))
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 

@@ -25,11 +25,14 @@ from hmr_trt.errors import ConfigError, InputSpecError
 from hmr_trt.manifest import staged_output
 
 from .backends_select import FACES_NAME, Backends, open_backends
+from .cameras import image_space
 from .crops import crop_from_frame, normalise_crops, square_box
+from .detect import describe_detector
 from .streaming import BORDERS, FrameResult, StreamSpec, WindowStreamer, check_emit, stack_by_track
 from .track import MIN_TRACK_LENGTH, Track, TrackLog
 from .video import frames_from_video, open_video
 
+FORMATS = ("npz", "vibe")
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "body_model", "writing", "render")
 SUMMARY_NAME = "summary.json"
 
@@ -43,7 +46,8 @@ class RunOptions:
     backend: str = "auto"  # auto | tensorrt | onnxruntime
     precision: str = "fp32"
     emit: str = "center"
-    detector: str = "hog"  # "hog" or a path to the user's ONNX detector
+    detector: str = "auto"  # auto (SSDLite when converted, else HOG) | ssdlite | hog | a path to the user's ONNX
+    format: str = "npz"  # npz: track_<id>.npz files; vibe: also the peers' vibe_output.pkl (runtime/vibe_format.py)
     render: Optional[Path] = None
     vertices: bool = True
     max_frames: Optional[int] = None
@@ -158,15 +162,10 @@ def _check_options(opts: RunOptions) -> None:
         raise ConfigError(f"--border must be one of {', '.join(BORDERS)}, got {opts.border!r}")
 
 
-def _detector(spec: str) -> Any:
-    from .detect import HogPeopleDetector, OnnxDetector
+def _detector(spec: str, threads: int = 0) -> Any:
+    from .detect import make_detector
 
-    if spec == "hog":
-        return HogPeopleDetector()
-    path = Path(spec)
-    if path.suffix != ".onnx" or not path.is_file():
-        raise ConfigError(f"--detector must be 'hog' or an existing .onnx file, got {spec!r}")
-    return OnnxDetector(path)
+    return make_detector(spec, threads)
 
 
 def _tracker() -> Any:
@@ -178,11 +177,13 @@ def _tracker() -> Any:
 def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str, Any]:
     """The whole path on a video; returns the summary (also written to ``out/summary.json``)."""
     _check_options(opts)
+    if opts.format not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {opts.format!r}")
     if opts.video is None:
         raise ConfigError("run_video needs a video")
     cap, info = open_video(opts.video)  # missing / empty / non-video files fail here, before --out is touched
     cap.release()
-    detector, tracker = _detector(opts.detector), _tracker()
+    detector, tracker = _detector(opts.detector, opts.threads), _tracker()
     timer = StageTimer()
     log = TrackLog()
     start = time.perf_counter()
@@ -218,6 +219,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
             "frames_lost": max(info.frames_declared - decoded, 0) if opts.max_frames is None else 0,
             "tracks_detected": len(log), "tracks_dropped_short": len(log) - len(kept),
             "frames_dropped_short": features.dropped_frames,
+            "detector": describe_detector(detector),
         })
     return summary
 
@@ -236,6 +238,8 @@ def _timed_frames(video: Path, max_frames: Optional[int], timer: StageTimer) -> 
 def run_features(opts: RunOptions) -> Dict[str, Any]:
     """Precomputed per-frame features (.npz): one track (N, C) under 'features', (K, N, C), or 'track_<id>' keys."""
     _check_options(opts)
+    if opts.format != "npz":
+        raise ConfigError(f"--format {opts.format} needs --video (its cameras are in image coordinates)")
     tracks_features = features_from_npz(opts.features)
     timer = StageTimer()
     start = time.perf_counter()
@@ -304,16 +308,21 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
             frames = np.asarray(res["frame_index"])
             box_of = dict(zip(log.frames, log.boxes))
             boxes = np.stack([box_of[int(f)][:4] for f in frames]).astype(np.float32)  # drop the score
+            image = image_space(res["cam"], boxes, joints, facts.get("width"), facts.get("height"))
             with timer("writing"):
                 name = f"track_{track_id}.npz"
                 write_track_npz(stage / name, track_id, frames, boxes, res["pose_rotmat"], res["betas"], res["cam"],
-                                joints, verts if opts.vertices else None)
-            meshes[track_id] = {"frames": frames, "boxes": boxes, "vertices": verts, "cam": res["cam"]}
+                                joints, verts if opts.vertices else None, extra=image)
+            meshes[track_id] = {"frames": frames, "boxes": boxes, "vertices": verts, "cam": res["cam"],
+                                "pose_rotmat": res["pose_rotmat"], "betas": res["betas"], "joints3d": joints, **image}
             track_rows.append({"id": str(track_id), "file": name, "frames": int(len(frames)),
                                "first_frame": int(frames.min()), "last_frame": int(frames.max())})
+        if opts.format == "vibe":
+            with timer("writing"):
+                _write_vibe(stage, meshes)
         if opts.render is not None and opts.video is not None:
             with timer("render"):
-                _render(opts, meshes, backends.faces)
+                _render(opts, meshes, backends, facts.get("detector", ""))
         total = time.perf_counter() - start
         frames_done = facts.get("frames_decoded", 0)
         summary = {
@@ -325,21 +334,44 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
             "tracks": len(track_rows), "track_files": track_rows,
             "timings_s": {k: round(v, 4) for k, v in timer.seconds.items()}, "total_s": round(total, 3),
             "frames_per_second": round(frames_done / total, 2) if total > 0 else None,
-            "render": str(opts.render) if opts.render else None,
+            "render": str(opts.render) if opts.render else None, "format": opts.format,
         }
         write_summary_json(stage / SUMMARY_NAME, summary)
     return summary
 
 
-def _render(opts: RunOptions, meshes: Dict[Any, Dict[str, np.ndarray]], faces: np.ndarray) -> None:
-    from .render import VideoWriterAtomic, render_meshes
+def _write_vibe(stage: Path, meshes: Dict[Any, Dict[str, np.ndarray]]) -> None:
+    from .outputs import rotmat_to_axis_angle
+    from .vibe_format import VIBE_FILE, write_vibe_output
 
-    by_frame: Dict[int, list] = defaultdict(list)
-    for m in meshes.values():
-        for i, f in enumerate(m["frames"]):
-            by_frame[int(f)].append((m["vertices"][i], faces, m["cam"][i], square_box(m["boxes"][i])))
+    tracks = {}
+    for track_id, m in meshes.items():
+        if "orig_cam" not in m:
+            raise ConfigError("--format vibe needs a video (cameras in image coordinates), not --features")
+        n = len(m["frames"])
+        tracks[track_id] = {"pred_cam": m["cam"], "orig_cam": m["orig_cam"], "verts": m["vertices"],
+                            "pose": rotmat_to_axis_angle(np.asarray(m["pose_rotmat"])).reshape(n, 72),
+                            "betas": m["betas"], "joints3d": m["joints3d"], "joints2d": m["joints2d"],
+                            "bboxes": m["bboxes_cxcyh"], "frame_ids": m["frames"]}
+    write_vibe_output(stage / VIBE_FILE, tracks)
+
+
+def _render(opts: RunOptions, meshes: Dict[Any, Dict[str, np.ndarray]], backends: Backends, detector: str) -> None:
+    from hmr_trt.manifest import Manifest
+
+    from .render import PLACEMENT_BOX, PLACEMENT_CAMERA, VideoWriterAtomic, caption_lines, render_tracks
+
+    manifest = Manifest.read(opts.export_dir)
+    notes = backends.weights_note
+    seeded = "seeded" in notes
+    body = next((n for n in manifest.notes if n.startswith("body model")), "body model: unknown")
+    body = body.split(";")[0].split(":", 1)[-1].strip()  # "SYNTHETIC, NOT SMPL (3624 vertices), generated ..."
+    weights = "seeded defaults (untrained)" if seeded else \
+        str(manifest.config.get("checkpoint") or "from the export's checkpoint")
+    caption = caption_lines(manifest.model, weights, body, backends.description.split(" (")[0], opts.precision,
+                            detector or opts.detector, PLACEMENT_BOX if seeded else PLACEMENT_CAMERA)
     cap, info = open_video(opts.video)
     cap.release()
     with VideoWriterAtomic(opts.render, info.fps or 25.0, (info.width, info.height)) as writer:
-        for index, frame in frames_from_video(opts.video, opts.max_frames):
-            writer.write(render_meshes(frame, by_frame.get(index, [])))
+        render_tracks(frames_from_video(opts.video, opts.max_frames), writer, meshes, backends.faces, caption,
+                      PLACEMENT_BOX if seeded else PLACEMENT_CAMERA)

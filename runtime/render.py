@@ -9,13 +9,20 @@ Rasterisation is a painter's algorithm: faces sorted far-to-near by mean depth, 
 ``cv2.fillConvexPoly`` (sub-pixel coordinates) in a Lambert shade from its normal. People are
 drawn far-to-near too (smaller crop box = farther), and the overlay is alpha-blended over the
 frame. About 10-20 ms a person for a 3.6k-vertex / 7k-face mesh on one CPU core.
+
+A rendered video explains itself (``render_tracks``): a caption burned into every frame says
+which model, weights, body model, backend, precision and detector made it, and how the meshes are
+placed; each mesh carries its track id. With a trained checkpoint the meshes go where the
+predicted camera puts them. With seeded (untrained) weights the predicted camera means nothing,
+so each mesh is scaled and moved to fill its person's detection box (``fit_cam_to_box``) and the
+caption and labels say so.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -84,15 +91,23 @@ def draw_mesh(canvas: np.ndarray, mesh: Mesh, colour: Sequence[float] = MESH_COL
 
 
 def render_meshes(frame_bgr: np.ndarray, meshes: List[Mesh], alpha: float = 0.6,
-                  colour: Sequence[float] = MESH_COLOUR_BGR) -> np.ndarray:
-    """Shaded meshes over a copy of the frame; each mesh is (vertices (V, 3), faces (F, 3), cam, crop box)."""
+                  colour: Sequence[float] = MESH_COLOUR_BGR,
+                  colours: Optional[Sequence[Sequence[float]]] = None) -> np.ndarray:
+    """Shaded meshes over a copy of the frame; each mesh is (vertices (V, 3), faces (F, 3), cam, crop box).
+
+    ``colours``: one BGR colour per mesh (else ``colour`` for all).
+    """
     if not isinstance(frame_bgr, np.ndarray) or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
         raise InputSpecError(f"render: frame must be (H, W, 3) BGR, got {getattr(frame_bgr, 'shape', None)}")
     if not meshes:
         return frame_bgr.copy()
+    if colours is not None and len(colours) != len(meshes):
+        raise InputSpecError(f"render: {len(colours)} colours for {len(meshes)} meshes")
+    paint = list(colours) if colours is not None else [colour] * len(meshes)
     canvas = np.zeros((*frame_bgr.shape[:2], 4), dtype=np.uint8)  # BGR + painted mask
-    for mesh in sorted(meshes, key=lambda m: _box_side(m[3])):  # small boxes (far people) first
-        draw_mesh(canvas, mesh, colour)
+    order = sorted(range(len(meshes)), key=lambda i: _box_side(meshes[i][3]))  # small boxes (far people) first
+    for i in order:
+        draw_mesh(canvas, meshes[i], paint[i])
     return blend(frame_bgr, canvas[:, :, :3], canvas[:, :, 3], alpha)
 
 
@@ -189,3 +204,106 @@ class VideoWriterAtomic:
             self.close()
         else:
             self.abort()
+
+
+# --- a video that explains itself -------------------------------------------------------------------
+
+PLACEMENT_CAMERA = "camera"  # meshes where the predicted camera puts them (trained weights)
+PLACEMENT_BOX = "box"  # meshes fitted to the detection boxes (seeded weights: their camera means nothing)
+TEXT_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
+LABEL_COLOURS_BGR = ((60, 200, 255), (120, 255, 120), (255, 160, 90), (200, 120, 255), (90, 230, 230),
+                     (255, 255, 120), (160, 160, 255), (120, 200, 160))
+
+
+def fit_cam_to_box(vertices: np.ndarray, box: Sequence[float], crop_box: Sequence[float]) -> np.ndarray:
+    """The crop camera ``(s, tx, ty)`` that puts the mesh's outline inside ``box`` (x1, y1, x2, y2), centred.
+
+    The mesh (front view, x right, y down) is scaled so that its height fills the box height, or
+    its width the box width where that is the tighter fit, and moved so that the centres of its
+    extent and of the box coincide. ``crop_box`` is the square the camera refers to.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    b = np.asarray(box, dtype=np.float64).reshape(-1)[:4]
+    c = np.asarray(crop_box, dtype=np.float64).reshape(-1)[:4]
+    side = c[2] - c[0]
+    lo, hi = v[:, :2].min(axis=0), v[:, :2].max(axis=0)
+    extent = np.maximum(hi - lo, 1e-6)
+    box_wh = np.maximum(b[2:4] - b[:2], 1.0)
+    s = float(np.min(2.0 * box_wh / (side * extent)))  # pixels = s * metres * side / 2
+    centre_n = ((b[:2] + b[2:4]) / 2 - c[:2]) / side * 2 - 1  # the box centre in the crop's [-1, 1]
+    tx, ty = centre_n / s - (lo + hi) / 2
+    return np.array([s, tx, ty], dtype=np.float32)
+
+
+def label_colour(track_id: object) -> Tuple[int, int, int]:
+    text = str(track_id)
+    index = int(text) if text.isdigit() else sum(map(ord, text))
+    return LABEL_COLOURS_BGR[index % len(LABEL_COLOURS_BGR)]
+
+
+def _text(image: np.ndarray, text: str, org: Tuple[int, int], scale: float, colour: Sequence[int],
+          background: bool = True) -> Tuple[int, int]:
+    """Text at ``org`` (its top-left), on a dark box when ``background``; returns its (width, height)."""
+    import cv2
+
+    thickness = 1 if scale < 0.6 else 2
+    (w, h), base = cv2.getTextSize(text, TEXT_FONT, scale, thickness)
+    x, y = int(org[0]), int(org[1])
+    if background:
+        x0, y0, x1, y1 = max(x - 3, 0), max(y - 3, 0), min(x + w + 3, image.shape[1]), min(y + h + base + 3, image.shape[0])
+        if x1 > x0 and y1 > y0:
+            image[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * 0.35).astype(np.uint8)
+    cv2.putText(image, text, (x, y + h), TEXT_FONT, scale, tuple(int(c) for c in colour), thickness, cv2.LINE_AA)
+    return w, h + base
+
+
+def draw_caption(image: np.ndarray, lines: Sequence[str], scale: float = 0.45) -> None:
+    """The caption: one line each, top-left, white on a dark band (in place)."""
+    y = 4
+    for line in lines:
+        _, h = _text(image, line, (6, y), scale, (255, 255, 255))
+        y += h + 6
+
+
+def draw_track_label(image: np.ndarray, track_id: object, box: Sequence[float], note: str = "") -> None:
+    """The track id (and ``note``) just above the person's box, in the track's (and its mesh's) colour."""
+    x1, y1 = float(box[0]), float(box[1])
+    text = f"#{track_id}" + (f" {note}" if note else "")
+    _text(image, text, (int(max(x1, 0)), int(max(y1 - 18, 0))), 0.45, label_colour(track_id))
+
+
+def caption_lines(model: str, weights: str, body_model: str, backend: str, precision: str, detector: str,
+                  placement: str) -> List[str]:
+    """What the caption says: the model and its weights, the body model, how it ran, how meshes are placed."""
+    where = ("meshes fitted to the detection boxes (seeded weights: their camera is meaningless)"
+             if placement == PLACEMENT_BOX else "meshes where the predicted camera puts them")
+    return [f"hmr-trt | model {model} | weights: {weights}", f"body model: {body_model}",
+            f"{backend} | {precision} | detector: {detector}", f"{where}; #id = track"]
+
+
+def render_tracks(frames: Iterable[Tuple[int, np.ndarray]], writer: VideoWriterAtomic,
+                  tracks: Dict[object, Dict[str, np.ndarray]], faces: np.ndarray, caption: Sequence[str],
+                  placement: str = PLACEMENT_CAMERA) -> None:
+    """Every frame with its people's meshes, track ids and the caption, written to ``writer``.
+
+    ``tracks``: {track id: {"frames" (N,), "boxes" (N, 4) detection boxes, "crop_boxes" (N, 4)
+    the squares the crops were cut from, "vertices" (N, V, 3), "cam" (N, 3)}}.
+    """
+    if placement not in (PLACEMENT_CAMERA, PLACEMENT_BOX):
+        raise InputSpecError(f"render: placement must be '{PLACEMENT_CAMERA}' or '{PLACEMENT_BOX}', got {placement!r}")
+    by_frame: Dict[int, list] = {}
+    for track_id, t in tracks.items():
+        for i, f in enumerate(np.asarray(t["frames"]).tolist()):
+            by_frame.setdefault(int(f), []).append((track_id, i, t))
+    for index, frame in frames:
+        people = by_frame.get(int(index), [])
+        meshes: List[Mesh] = []
+        for _, i, t in people:
+            cam = fit_cam_to_box(t["vertices"][i], t["boxes"][i], t["crop_boxes"][i]) \
+                if placement == PLACEMENT_BOX else t["cam"][i]
+            meshes.append((t["vertices"][i], faces, cam, t["crop_boxes"][i]))
+        image = render_meshes(frame, meshes, alpha=0.75, colours=[label_colour(p[0]) for p in people])
+        for track_id, i, t in people:
+            draw_track_label(image, track_id, t["boxes"][i], "fit to box" if placement == PLACEMENT_BOX else "")
+        draw_caption(image, caption)
+        writer.write(image)

@@ -160,3 +160,97 @@ def test_letterbox_geometry() -> None:
     assert (ratio, pad_x, pad_y) == (0.5, 0.0, 8.0)
     np.testing.assert_allclose(blob[0, :, 0, 0], 114 / 255)  # padding
     np.testing.assert_allclose(blob[0, :, NET // 2, NET // 2], 1.0)  # image
+
+
+# --- SSDLite (the default where converted), the auto choice, and recall on the hand labels -------------
+
+from hmr_trt.runtime.detect import (  # noqa: E402
+    SSDLITE_ONNX,
+    SsdLiteDetector,
+    cached_ssdlite,
+    describe_detector,
+    make_detector,
+)
+from hmr_trt.runtime.detect_eval import iou_matrix, match, read_labels, score_detector  # noqa: E402
+
+LABELS = Path(__file__).resolve().parents[1] / "fixtures" / "vtest_people.json"
+
+
+def _ssdlite_or_skip() -> SsdLiteDetector:
+    if cached_ssdlite() is None:
+        pytest.skip("SSDLite not converted on this machine: run `python tools/convert_ssdlite.py` (make demo does)")
+    return SsdLiteDetector()
+
+
+def test_ssdlite_outputs_to_frame_pixels() -> None:
+    det = SsdLiteDetector.__new__(SsdLiteDetector)  # the decoding alone, on made-up graph outputs
+    det.score_threshold = 0.3
+    out = {SsdLiteDetector.COUNT: np.array([3.0]),
+           SsdLiteDetector.SCORES: np.array([[0.9, 0.2, 0.6, 0.95]]),
+           SsdLiteDetector.BOXES: np.array([[[0.1, 0.2, 0.5, 0.3], [0, 0, 1, 1], [0.5, 0.5, 1.2, 0.9],
+                                             [0.0, 0.0, 0.1, 0.1]]])}
+    dets = det.boxes_to_frame(out, 576, 768)  # the 4th box is past num_detections, the 2nd below threshold
+    np.testing.assert_allclose(dets, [[0.2 * 768, 0.1 * 576, 0.3 * 768, 0.5 * 576, 0.9],
+                                      [0.5 * 768, 0.5 * 576, 0.9 * 768, 576, 0.6]], rtol=1e-5)
+
+
+def test_auto_falls_back_to_hog_and_ssdlite_says_how_to_convert(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HMR_TRT_CACHE", str(tmp_path))
+    assert cached_ssdlite() is None
+    assert isinstance(make_detector("auto"), HogPeopleDetector)
+    with pytest.raises(ConfigError, match="tools/convert_ssdlite.py"):
+        make_detector("ssdlite")
+    with pytest.raises(ConfigError, match="auto, ssdlite, hog"):
+        make_detector(str(tmp_path / "nothing.onnx"))
+
+
+def test_labels_are_boxes_a_human_drew() -> None:
+    labels = read_labels(LABELS)
+    assert len(labels) >= 5 and sum(len(b) for b in labels.values()) >= 30
+    for boxes in labels.values():
+        h = boxes[:, 3] - boxes[:, 1]
+        assert ((h > 20) & (h < 200)).all() and (boxes[:, 2] <= 768).all() and (boxes[:, 3] <= 576).all()
+
+
+def test_matching_is_one_to_one() -> None:
+    labels = np.array([[0, 0, 10, 20], [100, 100, 110, 120]], dtype=float)
+    assert iou_matrix(labels, labels[:1]).round(3).tolist() == [[1.0], [0.0]]
+    assert match(labels, np.array([[0, 0, 10, 20, 1], [1, 1, 10, 20, 1]])) == 1  # two boxes on one person count once
+    assert match(labels, np.array([[0, 0, 10, 20, 1], [101, 100, 111, 121, 1]])) == 2
+    assert match(labels, np.zeros((0, 5))) == 0
+
+
+def test_ssdlite_recall_beats_hog_on_the_hand_labels(hog, sample_video) -> None:
+    """The measurement in the README: recall on hand-labelled vtest frames (IoU >= 0.4)."""
+    ssdlite = _ssdlite_or_skip()
+    labels = read_labels(LABELS)
+    frames = {i: _frame(sample_video, i) for i in labels}
+    hog_score = score_detector("hog", hog.detect, frames, labels, repeats=0)
+    ssd_score = score_detector("ssdlite", ssdlite.detect, frames, labels, repeats=0)
+    assert hog_score.recall > 0.5, hog_score.as_dict()
+    assert ssd_score.recall > hog_score.recall, (ssd_score.as_dict(), hog_score.as_dict())
+    assert ssd_score.unmatched_detections <= 4, ssd_score.as_dict()
+    assert describe_detector(ssdlite).startswith("SSDLite") and ssdlite.path.name == SSDLITE_ONNX
+
+
+def test_conversion_tool_trusts_only_a_cache_entry_matching_its_sidecar(tmp_path, monkeypatch) -> None:
+    """tools/convert_ssdlite.py skips the conversion only when the cached ONNX has the sidecar's sha256."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "convert_ssdlite", Path(__file__).resolve().parents[2] / "tools" / "convert_ssdlite.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setenv("HMR_TRT_CACHE", str(tmp_path))
+    onnx_path = tool.default_out_dir() / tool.ONNX_NAME
+    assert onnx_path.parent == tmp_path / "detectors" and onnx_path.name == SSDLITE_ONNX
+    assert not tool.cached(onnx_path)
+    onnx_path.parent.mkdir(parents=True)
+    onnx_path.write_bytes(b"graph")
+    assert not tool.cached(onnx_path)  # no sidecar
+    onnx_path.with_suffix(".json").write_text(json.dumps({"onnx_sha256": tool.sha256(onnx_path)}))
+    assert tool.cached(onnx_path)
+    onnx_path.write_bytes(b"damaged")
+    assert not tool.cached(onnx_path)
+    assert cached_ssdlite() == onnx_path  # the runtime looks where the tool writes

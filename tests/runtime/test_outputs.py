@@ -125,3 +125,13 @@ def test_summary_json(tmp_path) -> None:
         write_summary_json(tmp_path / "bad.json", {"x": object()})
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["summary.json"]
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_track_npz_image_space_extras(tmp_path) -> None:
+    data, _ = _track()
+    extra = {"orig_cam": np.ones((5, 4)), "joints2d": np.zeros((5, 49, 2)), "crop_boxes": np.zeros((5, 4))}
+    with np.load(write_track_npz(tmp_path / "t.npz", 1, **data, extra=extra)) as f:
+        assert f["orig_cam"].shape == (5, 4) and f["joints2d"].shape == (5, 49, 2) and f["crop_boxes"].dtype == np.float32
+    with pytest.raises(InputSpecError, match="'orig_cam'.*N = 5"):
+        write_track_npz(tmp_path / "u.npz", 1, **data, extra={"orig_cam": np.ones((4, 4))})
+    assert not (tmp_path / "u.npz").exists()

@@ -140,3 +140,63 @@ def test_video_writer_refuses_frames_of_another_size(tmp_path) -> None:
     writer.abort()
     writer.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the video that explains itself: caption, track ids, meshes fitted to boxes ------------------------
+
+from hmr_trt.runtime.render import (  # noqa: E402
+    PLACEMENT_BOX,
+    PLACEMENT_CAMERA,
+    caption_lines,
+    fit_cam_to_box,
+    render_tracks,
+)
+
+
+def test_fit_cam_to_box_fills_the_box_with_the_mesh() -> None:
+    v, _ = _quad(-0.3, 0.5, -1.2, 0.6, 2.0)  # 0.8 m wide, 1.8 m tall, off-centre
+    box = (280.0, 120.0, 360.0, 260.0)  # 80 x 140 px: the height binds (mesh aspect 0.44 < box aspect 0.57)
+    crop = (250.0, 110.0, 390.0, 250.0)
+    px = project_weak_perspective(v, fit_cam_to_box(v, box, crop), crop)
+    lo, hi = px.min(axis=0), px.max(axis=0)
+    np.testing.assert_allclose([lo[1], hi[1]], [120, 260], atol=1e-3)  # fills the height
+    np.testing.assert_allclose((lo[0] + hi[0]) / 2, 320, atol=1e-3)  # centred
+    assert hi[0] - lo[0] <= 80 + 1e-3
+    wide = (100.0, 100.0, 300.0, 130.0)  # a lying person: the width binds
+    px = project_weak_perspective(v, fit_cam_to_box(v, wide, crop), crop)
+    assert px[:, 1].max() - px[:, 1].min() <= 30 + 1e-3
+
+
+class _Frames:
+    def __init__(self) -> None:
+        self.frames = []
+
+    def write(self, image: np.ndarray) -> None:
+        self.frames.append(image)
+
+
+def test_render_tracks_draws_caption_ids_and_meshes_in_their_boxes() -> None:
+    v, f = _quad(-0.2, 0.2, -0.9, 0.9, 2.0)  # a person-shaped panel, 0.4 x 1.8 m
+    track = {"frames": np.array([0, 1]), "boxes": np.array([[200, 150, 260, 330]] * 2, dtype=np.float32),
+             "crop_boxes": np.array([[122, 132, 338, 348]] * 2, dtype=np.float32),
+             "vertices": np.stack([v, v]), "cam": np.array([[0.5, 5.0, 5.0]] * 2)}  # a camera that misses
+    caption = caption_lines("coseg", "seeded defaults (untrained)", "synthetic (not SMPL)", "onnxruntime CPU",
+                            "fp32", "SSDLite", PLACEMENT_BOX)
+    assert "fitted to the detection boxes" in caption[-1] and "seeded" in caption[0]
+    frames = [(i, _frame()) for i in range(3)]
+    for placement in (PLACEMENT_BOX, PLACEMENT_CAMERA):
+        out = _Frames()
+        render_tracks(iter(frames), out, {7: track}, f, caption, placement)
+        assert len(out.frames) == 3
+        first = out.frames[0].astype(int)
+        changed = np.abs(first - GREY).sum(axis=2) > 0
+        assert changed[:40, :200].any(), "caption drawn at the top"
+        in_box = changed[160:320, 205:255].mean()
+        if placement == PLACEMENT_BOX:
+            assert in_box > 0.5, "mesh fitted into the person's box"
+        else:
+            assert in_box < 0.05, "mesh where its (wild) camera puts it, not in the box"
+        assert changed[130:150, 200:240].any(), "track id just above the box"
+        assert (np.abs(out.frames[2].astype(int) - GREY).sum(axis=2)[100:, :] == 0).all(), "no people in frame 2"
+    with pytest.raises(InputSpecError, match="placement"):
+        render_tracks(iter(frames), _Frames(), {}, f, caption, "nowhere")
