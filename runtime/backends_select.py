@@ -18,7 +18,7 @@ from hmr_trt.manifest import Manifest
 
 from .backends import Backend, OnnxRuntimeBackend
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "triton")
 FACES_NAME = "body_model_faces.npy"
 
 
@@ -71,7 +71,7 @@ def _tensorrt_choice(manifest: Manifest, export_dir: Path, precision: str) -> Tu
 
 @contextlib.contextmanager
 def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp32", threads: int = 0,
-                  need_backbone: bool = True) -> Iterator[Backends]:
+                  need_backbone: bool = True, triton_url: Optional[str] = None) -> Iterator[Backends]:
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     export_dir = Path(export_dir)
@@ -79,15 +79,25 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
     faces_path = export_dir / FACES_NAME
     faces = np.load(faces_path) if faces_path.is_file() else np.zeros((0, 3), np.int64)
     weights_note = "; ".join(n for n in manifest.notes if "weights" in n or "body model" in n)
-    engines, reason = (None, "--backend onnxruntime") if backend == "onnxruntime" else \
+    if backend == "triton" and not triton_url:
+        raise ConfigError("--backend triton needs --triton-url HOST:PORT")
+    engines, reason = (None, f"--backend {backend}") if backend in ("onnxruntime", "triton") else \
         _tensorrt_choice(manifest, export_dir, precision)
     if backend == "tensorrt" and engines is None:
         raise HmrTrtError(f"--backend tensorrt: {reason}")
     description = f"tensorrt ({reason})" if engines else f"onnxruntime CPU ({reason})"
+    if backend == "triton":
+        description = f"triton at {triton_url}"
     engines = engines or {}
 
     def make(name: str) -> Backend:
         """The graph's engine when there is one, else its ONNX (temporal at ``precision``) on ONNX Runtime."""
+        if backend == "triton":
+            from .triton_backend import TritonBackend
+
+            art = manifest.find(name, "onnx", "fp32")
+            expected = tuple(t.name for t in art.inputs) if art is not None else None
+            return TritonBackend(str(triton_url), f"{manifest.model}_{name}", expected_inputs=expected)
         if name in engines:
             from .trt_backend import TensorRTBackend
 

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -36,7 +36,8 @@ class RunOptions:
     export_dir: Path
     video: Optional[Path] = None
     features: Optional[Path] = None
-    backend: str = "auto"  # auto | tensorrt | onnxruntime
+    backend: str = "auto"  # auto | tensorrt | onnxruntime | triton
+    triton_url: Optional[str] = None  # --backend triton: the server's HOST:PORT
     precision: str = "fp32"
     emit: str = "center"
     detector: str = "hog"  # "hog" or a path to the user's ONNX detector
@@ -112,8 +113,10 @@ def _tracker() -> Any:
     return Tracker()
 
 
-def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """The whole path on a video; returns the summary (also written to ``out/summary.json``)."""
+def run_video(opts: RunOptions, progress: Optional[Progress] = None,
+              opened: Optional[Backends] = None) -> Dict[str, Any]:
+    """The whole path on a video; returns the summary (also written to ``out/summary.json``).
+    ``opened``: backends already open (a Ray actor runs many videos on one set)."""
     check_emit(opts.emit)
     if opts.video is None:
         raise ConfigError("run_video needs a video")
@@ -123,7 +126,8 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
     timer = StageTimer()
     log = TrackLog()
     start = time.perf_counter()
-    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads) as backends:
+    with (contextlib.nullcontext(opened) if opened is not None else
+          _open(opts)) as backends:
         if opts.render is not None and len(backends.faces) == 0:
             raise ConfigError(f"--render: {opts.export_dir} has no body-model faces ({FACES_NAME}); "
                               "re-export it with trt-export")
@@ -155,6 +159,10 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
     return summary
 
 
+def _open(opts: RunOptions) -> ContextManager[Backends]:
+    return open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, triton_url=opts.triton_url)
+
+
 def _timed_frames(video: Path, max_frames: Optional[int], timer: StageTimer) -> Iterator[tuple]:
     """frames_from_video, with the time spent decoding charged to the 'decode' stage."""
     frames = frames_from_video(video, max_frames)
@@ -172,7 +180,8 @@ def run_features(opts: RunOptions) -> Dict[str, Any]:
     tracks_features = features_from_npz(opts.features)
     timer = StageTimer()
     start = time.perf_counter()
-    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, need_backbone=False) as backends:
+    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, need_backbone=False,
+                       triton_url=opts.triton_url) as backends:
         width = backends.feature_dim
         for track_id, feats in tracks_features.items():
             if feats.shape[1] != width:
