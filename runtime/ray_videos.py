@@ -67,11 +67,31 @@ class VideoWorker:
                 "seconds": round(time.perf_counter() - start, 3)}
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a Ray address that does not answer (ray.init itself retries for minutes)."""
+    import socket
+
+    if address == "auto":
+        return
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = host_port.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: expected HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise HmrTrtError(f"no Ray cluster answers at {address} ({exc.strerror or type(exc).__name__}): start one "
+                          "(ray start --head) or fix --ray-address") from exc
+
+
 def _init_ray(address: Optional[str], actors: int) -> Any:
     try:
         import ray
     except ImportError as exc:
         raise HmrTrtError("--ray needs Ray: pip install 'hmr-trt[ray]'") from exc
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
