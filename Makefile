@@ -28,6 +28,15 @@ $(VENV39)/.installed: constraints.txt
 	  touch $@; \
 	else echo "no python3.9 on this machine: the Python 3.9 runtime test will skip"; fi
 
+# PyTriton's CPU tritonserver (python backend) for the Triton tests: nvidia-pytriton needs numpy < 2, so it
+# lives in its own venv with hmr-trt's runtime (no torch). See runtime/triton_serve.py.
+VENVT ?= .venv-triton
+$(VENVT)/.installed: constraints-triton.txt pyproject.toml
+	$(PYTHON) -m venv $(VENVT)
+	$(VENVT)/bin/pip install -q --disable-pip-version-check -c constraints-triton.txt nvidia-pytriton onnxruntime numpy
+	$(VENVT)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
 $(SAMPLE):
 	tools/fetch_sample_video.sh $@ $(BIN)/python
 
@@ -41,8 +50,9 @@ demo: $(STAMP) $(SAMPLE)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-pytest: $(STAMP) $(SAMPLE) $(VENV39)/.installed
-	HMR_TRT_PY39=$(abspath $(VENV39))/bin/python $(BIN)/python -m pytest -m "not slow"
+pytest: $(STAMP) $(SAMPLE) $(VENV39)/.installed $(VENVT)/.installed
+	HMR_TRT_PY39=$(abspath $(VENV39))/bin/python HMR_TRT_TRITON_PY=$(abspath $(VENVT))/bin/python \
+	  $(BIN)/python -m pytest -m "not slow"
 
 # The tests marked slow (the INT8 sensitivity sweep from scratch, about 5 minutes on 2 cores).
 test-slow: $(STAMP) $(SAMPLE)
@@ -69,7 +79,16 @@ STAGE := PYTHONPATH=$(abspath build/stage)
 # --accept-drift: its CPU stand-in misses the goal on the seeded weights, and the GPU tests must
 # measure (and fail on) what TensorRT really does.
 test-gpu:
-	@test -f $(SAMPLE) || { echo "missing $(SAMPLE): run 'make $(SAMPLE)' where apt works, or copy vtest.avi there"; exit 1; }
+	@test -f $(SAMPLE) || { echo "missing # PyTriton's CPU tritonserver (python backend) for the Triton tests: nvidia-pytriton needs numpy < 2, so it
+# lives in its own venv with hmr-trt's runtime (no torch). See runtime/triton_serve.py.
+VENVT ?= .venv-triton
+$(VENVT)/.installed: constraints-triton.txt pyproject.toml
+	$(PYTHON) -m venv $(VENVT)
+	$(VENVT)/bin/pip install -q --disable-pip-version-check -c constraints-triton.txt nvidia-pytriton onnxruntime numpy
+	$(VENVT)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(SAMPLE): run 'make $(SAMPLE)' where apt works, or copy vtest.avi there"; exit 1; }
 	python3 tools/stage_package.py build/stage >/dev/null
 	$(STAGE) $(TRT_PY) -m hmr_trt.engines.doctor
 	$(STAGE) $(EXPORT_PY) -m hmr_trt.export --precision fp32 --video $(SAMPLE) --out $(GPU_OUT)/export/fp32
@@ -88,4 +107,4 @@ bench: $(STAMP) $(SAMPLE)
 	$(BIN)/trt-bench --out out/bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV39) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV39) $(VENVT) out .pytest_cache .ruff_cache

@@ -61,3 +61,7 @@ def triton(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
