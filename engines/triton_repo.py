@@ -35,7 +35,7 @@ from hmr_trt.manifest import Artifact, Manifest, staged_output
 PLATFORMS = ("auto", "tensorrt_plan", "onnxruntime_onnx")
 KINDS = ("auto", "gpu", "cpu")
 MARKER = "hmr_trt_repository.txt"  # written at the top of a generated repository (safe to replace)
-STATE_INPUT, STATE_OUTPUT, START_INPUT = "state", "state_out", "start"
+START_INPUT = "start"  # a step graph's CONTROL_SEQUENCE_START input (export/step_graph.py)
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32",
           "uint8": "TYPE_UINT8"}
 FRAME_ROLES = ("body_model", "feature_extractor")  # their batch axis counts frames, not windows
@@ -93,35 +93,44 @@ def _instances(count: int, kind: str) -> str:
     return f"instance_group [ {{ count: {count} kind: KIND_{kind.upper()} }} ]\n"
 
 
+def state_pairs(graph: GraphSpec) -> List[Tuple[TensorSpec, str]]:
+    """A step graph's implicit state: (input spec, output name) pairs, named ``x``/``x_out`` (the window
+    ring buffer ``state``/``state_out``) or ``x``/``next_x`` (a recurrent hidden state, e.g. VIBE's)."""
+    outs = set(graph.output_names)
+    return [(spec, out) for spec in graph.inputs for out in (f"{spec.name}_out", f"next_{spec.name}") if out in outs]
+
+
 def graph_config(name: str, graph: GraphSpec, platform: str, max_batch: int, opt_batch: int, opts: RepoOptions,
-                 kind: str, cc_files: Optional[Dict[str, str]] = None, step_window: int = 0) -> str:
-    """config.pbtxt of one graph (``step_window`` > 0: the sequence-batched step graph)."""
+                 kind: str, cc_files: Optional[Dict[str, str]] = None) -> str:
+    """config.pbtxt of one graph; a ``step`` graph gets the sequence batcher with implicit state."""
     lines = [f"name: \"{name}\"\n", f"platform: \"{platform}\"\n", f"max_batch_size: {max_batch}\n"]
-    state = None
+    pairs = state_pairs(graph) if graph.role == "step" else []
+    if graph.role == "step" and not pairs:
+        raise HmrTrtError(f"step graph {graph.name} has no state input/output pair (x -> x_out or next_x): "
+                          f"{graph.input_names} -> {graph.output_names}")
+    control = pairs and START_INPUT in graph.input_names  # Triton feeds it: CONTROL_SEQUENCE_START
+    hidden = {spec.name for spec, _ in pairs} | {out for _, out in pairs} | ({START_INPUT} if control else set())
     for spec in graph.inputs:
-        if step_window and spec.name == STATE_INPUT:
-            state = spec
-            continue
-        lines.append(_io("input", spec.name, spec.dtype, _static(spec, graph)))
+        if spec.name not in hidden:
+            lines.append(_io("input", spec.name, spec.dtype, _static(spec, graph)))
     for spec in graph.outputs:
-        if step_window and spec.name == STATE_OUTPUT:
-            continue
-        lines.append(_io("output", spec.name, spec.dtype, _static(spec, graph)))
-    if step_window:
-        if state is None or STATE_OUTPUT not in graph.output_names or START_INPUT not in graph.input_names:
-            raise HmrTrtError(f"step graph {graph.name} needs inputs '{STATE_INPUT}', '{START_INPUT}' and output "
-                              f"'{STATE_OUTPUT}'; it has {graph.input_names} -> {graph.output_names}")
-        dims = _dims(_static(state, graph))
+        if spec.name not in hidden:
+            lines.append(_io("output", spec.name, spec.dtype, _static(spec, graph)))
+    if pairs:
+        states = []
+        for spec, out in pairs:
+            dims = _dims(_static(spec, graph))
+            states.append(f"{{ input_name: \"{spec.name}\" output_name: \"{out}\" data_type: {_TYPES[spec.dtype]} "
+                          f"dims: {dims} initial_state: [ {{ data_type: {_TYPES[spec.dtype]} dims: {dims} "
+                          "zero_data: true name: \"zeros\" } ] }")
+        start = (f"  control_input [ {{ name: \"{START_INPUT}\" control [ {{ kind: CONTROL_SEQUENCE_START "
+                 "fp32_false_true: [ 0, 1 ] } ] } ]\n") if control else ""
         lines.append(
             "sequence_batching {\n"
             f"  max_sequence_idle_microseconds: {opts.sequence_idle_us}\n"
             f"  oldest {{ max_candidate_sequences: {max_batch} preferred_batch_size: [ {opt_batch} ] "
             f"max_queue_delay_microseconds: {opts.max_queue_delay_us} }}\n"
-            f"  control_input [ {{ name: \"{START_INPUT}\" control [ {{ kind: CONTROL_SEQUENCE_START "
-            "fp32_false_true: [ 0, 1 ] } ] } ]\n"
-            f"  state [ {{ input_name: \"{STATE_INPUT}\" output_name: \"{STATE_OUTPUT}\" data_type: TYPE_FP32 "
-            f"dims: {dims} initial_state: [ {{ data_type: TYPE_FP32 dims: {dims} zero_data: true name: \"zeros\" }} ] }} ]\n"
-            "}\n")
+            + start + "  state [ " + ", ".join(states) + " ]\n}\n")
     else:
         lines.append(f"dynamic_batching {{ preferred_batch_size: [ {opt_batch} ] "
                      f"max_queue_delay_microseconds: {opts.max_queue_delay_us} }}\n")
@@ -248,9 +257,8 @@ def repository_from_export(export_dir: Path, out: Path, opts: RepoOptions = Repo
             max_batch = int(profile["max"]) * (frames if in_frames else 1)
             opt_batch = int(profile["opt"]) * (frames if in_frames else 1)
             plat, cc_files = place(graph, name)
-            step_window = contract.window if graph.role == "step" else 0
             (stage / name / "config.pbtxt").write_text(
-                graph_config(name, graph, plat, max_batch, opt_batch, opts, kind, cc_files, step_window))
+                graph_config(name, graph, plat, max_batch, opt_batch, opts, kind, cc_files))
             written[name] = plat
 
         backbone = contract.graph_for("feature_extractor")

@@ -98,8 +98,8 @@ def test_step_graph_gets_sequence_batching_with_implicit_state() -> None:
     step = GraphSpec("step", "step", (TensorSpec("features", ("batch", 64)), TensorSpec("state", ("batch", 16, 64)),
                                       TensorSpec("start", ("batch", 1))),
                      (TensorSpec("cam", ("batch", 3)), TensorSpec("state_out", ("batch", 16, 64))))
-    cfg = text_format.Parse(graph_config("toy_step", step, "onnxruntime_onnx", 64, 8, RepoOptions(), "gpu",
-                                         step_window=c.window), model_config_pb2.ModelConfig())
+    cfg = text_format.Parse(graph_config("toy_step", step, "onnxruntime_onnx", 64, 8, RepoOptions(), "gpu"),
+                            model_config_pb2.ModelConfig())
     assert [i.name for i in cfg.input] == ["features", "start"] and [o.name for o in cfg.output] == ["cam"]
     state = cfg.sequence_batching.state[0]
     assert (state.input_name, state.output_name, list(state.dims)) == ("state", "state_out", [16, 64])
@@ -107,6 +107,14 @@ def test_step_graph_gets_sequence_batching_with_implicit_state() -> None:
     control = cfg.sequence_batching.control_input[0]
     assert control.name == "start" and control.control[0].kind == \
         model_config_pb2.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START
+    # a recurrent step graph (VIBE: hidden -> next_hidden) keeps its hidden state in the server, no control input
+    gru = GraphSpec("step", "step", (TensorSpec("features", ("batch", 64)), TensorSpec("hidden", ("batch", 2, 32))),
+                    (TensorSpec("cam", ("batch", 3)), TensorSpec("next_hidden", ("batch", 2, 32))))
+    cfg = text_format.Parse(graph_config("vibe_step", gru, "onnxruntime_onnx", 64, 8, RepoOptions(), "gpu"),
+                            model_config_pb2.ModelConfig())
+    assert [i.name for i in cfg.input] == ["features"] and not cfg.sequence_batching.control_input
+    assert (cfg.sequence_batching.state[0].input_name, cfg.sequence_batching.state[0].output_name) == \
+        ("hidden", "next_hidden")
 
 
 def test_plans_refused_without_engines(full_export, tmp_path) -> None:
