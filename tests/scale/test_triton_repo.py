@@ -90,11 +90,9 @@ def test_plans_map_compute_capabilities(full_export, tmp_path) -> None:
 
 
 def test_step_graph_gets_sequence_batching_with_implicit_state() -> None:
-    from hmr_trt.contract import GraphSpec, ModelContract, TensorSpec, smpl_body_graph, window_outputs
+    from hmr_trt.contract import GraphSpec, TensorSpec
     from hmr_trt.engines.triton_repo import graph_config
 
-    model = GraphSpec("temporal", "model", (TensorSpec("features", ("batch", 16, 64)),), window_outputs("batch", 16))
-    c = ModelContract("toy", "window", "toy", (model, smpl_body_graph()), window=16, feature_dim=64)
     step = GraphSpec("step", "step", (TensorSpec("features", ("batch", 64)), TensorSpec("state", ("batch", 16, 64)),
                                       TensorSpec("start", ("batch", 1))),
                      (TensorSpec("cam", ("batch", 3)), TensorSpec("state_out", ("batch", 16, 64))))
