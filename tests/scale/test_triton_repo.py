@@ -98,7 +98,7 @@ def test_step_graph_gets_sequence_batching_with_implicit_state() -> None:
                      (TensorSpec("cam", ("batch", 3)), TensorSpec("state_out", ("batch", 16, 64))))
     cfg = text_format.Parse(graph_config("toy_step", step, "onnxruntime_onnx", 64, 8, RepoOptions(), "gpu"),
                             model_config_pb2.ModelConfig())
-    assert [i.name for i in cfg.input] == ["features", "start"] and [o.name for o in cfg.output] == ["cam"]
+    assert [i.name for i in cfg.input] == ["features"] and [o.name for o in cfg.output] == ["cam"]  # start: a control
     state = cfg.sequence_batching.state[0]
     assert (state.input_name, state.output_name, list(state.dims)) == ("state", "state_out", [16, 64])
     assert state.initial_state[0].zero_data
