@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[export,ort,video,dev]"
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[export,ort,video,dev,triton,ray]"
 	touch $@
 
 # Python 3.9 with numpy and OpenCV alone: the runtime's promise for bare GPU images (see tests/runtime/test_py39.py).
@@ -27,6 +27,15 @@ $(VENV39)/.installed: constraints.txt
 	  $(VENV39)/bin/pip install -q --disable-pip-version-check "numpy<2.1" "opencv-python-headless==4.14.0.94" "packaging" && \
 	  touch $@; \
 	else echo "no python3.9 on this machine: the Python 3.9 runtime test will skip"; fi
+
+# PyTriton's CPU tritonserver (python backend) for the Triton tests: nvidia-pytriton needs numpy < 2, so it
+# lives in its own venv with hmr-trt's runtime (no torch). See runtime/triton_serve.py.
+VENVT ?= .venv-triton
+$(VENVT)/.installed: constraints-triton.txt pyproject.toml
+	$(PYTHON) -m venv $(VENVT)
+	$(VENVT)/bin/pip install -q --disable-pip-version-check -c constraints-triton.txt nvidia-pytriton onnxruntime numpy
+	$(VENVT)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
 
 $(SAMPLE):
 	tools/fetch_sample_video.sh $@ $(BIN)/python
@@ -48,8 +57,9 @@ demo: $(STAMP) $(SAMPLE)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-pytest: $(STAMP) $(SAMPLE) $(VENV39)/.installed
-	HMR_TRT_PY39=$(abspath $(VENV39))/bin/python $(BIN)/python -m pytest -m "not slow"
+pytest: $(STAMP) $(SAMPLE) $(VENV39)/.installed $(VENVT)/.installed
+	HMR_TRT_PY39=$(abspath $(VENV39))/bin/python HMR_TRT_TRITON_PY=$(abspath $(VENVT))/bin/python \
+	  $(BIN)/python -m pytest -m "not slow"
 
 # The tests marked slow (the INT8 sensitivity sweep from scratch, about 5 minutes on 2 cores).
 test-slow: $(STAMP) $(SAMPLE)
@@ -77,7 +87,16 @@ STAGE := PYTHONPATH=$(abspath build/stage)
 # its CPU stand-in misses the goal on the seeded weights (trt-export writes it, warns and records
 # the MISS), and the GPU tests judge what TensorRT really does against the same goal, strictly.
 test-gpu:
-	@test -f $(SAMPLE) || { echo "missing $(SAMPLE): run 'make $(SAMPLE)' where apt works, or copy vtest.avi there"; exit 1; }
+	@test -f $(SAMPLE) || { echo "missing # PyTriton's CPU tritonserver (python backend) for the Triton tests: nvidia-pytriton needs numpy < 2, so it
+# lives in its own venv with hmr-trt's runtime (no torch). See runtime/triton_serve.py.
+VENVT ?= .venv-triton
+$(VENVT)/.installed: constraints-triton.txt pyproject.toml
+	$(PYTHON) -m venv $(VENVT)
+	$(VENVT)/bin/pip install -q --disable-pip-version-check -c constraints-triton.txt nvidia-pytriton onnxruntime numpy
+	$(VENVT)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(SAMPLE): run 'make $(SAMPLE)' where apt works, or copy vtest.avi there"; exit 1; }
 	python3 tools/stage_package.py build/stage >/dev/null
 	$(STAGE) $(TRT_PY) -m hmr_trt.engines.doctor
 	$(STAGE) $(EXPORT_PY) -m hmr_trt.export --precision fp32 --strict --video $(SAMPLE) --out $(GPU_OUT)/export/fp32
@@ -96,4 +115,4 @@ bench: $(STAMP) $(SAMPLE)
 	$(BIN)/trt-bench --out out/bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV39) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV39) $(VENVT) out .pytest_cache .ruff_cache

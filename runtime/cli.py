@@ -19,6 +19,7 @@ class BackendChoice(str, Enum):
     auto = "auto"
     tensorrt = "tensorrt"
     onnxruntime = "onnxruntime"
+    triton = "triton"
 
 
 class Device(str, Enum):
@@ -84,6 +85,16 @@ def run(
                                                          "providers in order, e.g. CUDAExecutionProvider,"
                                                          "CPUExecutionProvider (or tensorrt,cuda,cpu).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    triton_url: Annotated[Optional[str], typer.Option(help="--backend triton: the Triton server, HOST:PORT "
+                                                      "(HTTP).")] = None,
+    videos: Annotated[Optional[Path], typer.Option(file_okay=False, help="A folder of videos: each one's "
+                                                   "outputs under --out/<name>/, one summary.json for all.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="--videos across a Ray cluster (a local one unless "
+                                      "--ray-address).")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="An existing Ray cluster (e.g. 10.0.0.5:6379 or "
+                                                       "ray://host:10001).")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="--videos: Ray actors, each with its own backends "
+                                        "(one GPU each where the cluster has GPUs).")] = 2,
 ) -> None:
     """Detect, track and recover meshes for every person in a video (or for precomputed features)."""
 
@@ -92,14 +103,22 @@ def run(
 
         from .pipeline import RunOptions, run_features, run_video
 
-        if (video is None) == (features is None):
-            raise ConfigError("give exactly one of --video or --features")
+        if sum(x is not None for x in (video, features, videos)) != 1:
+            raise ConfigError("give exactly one of --video, --features or --videos")
+        if (ray or ray_address) and videos is None:
+            raise ConfigError("--ray runs a folder of videos: give --videos DIR")
         opts = RunOptions(out=out, export_dir=export_dir, video=video, features=features, backend=backend.value,
                           precision=precision.value, emit=emit.value, detector=detector, render=render,
                           format=output_format.value,
                           vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
-                          threads=threads, border=border.value, device=device.value, ort_providers=ort_providers)
+                          threads=threads, border=border.value, device=device.value, ort_providers=ort_providers,
+                          triton_url=triton_url)
         console = Console(stderr=True)
+        if videos is not None:
+            if not (ray or ray_address):
+                raise ConfigError("--videos runs on Ray: add --ray (a local Ray instance) or --ray-address")
+            _videos_on_ray(console, videos, opts, ray_address, actors, quiet)
+            return
         if video is not None:
             summary = _with_progress(console, opts, run_video, quiet)
         else:
@@ -107,6 +126,23 @@ def run(
         print_summary(console, summary)
 
     run_cli(job)
+
+
+def _videos_on_ray(console, folder: Path, opts, address: Optional[str], actors: int, quiet: bool) -> None:  # noqa: ANN001
+    from .ray_videos import run_videos, videos_in
+
+    total = len(videos_in(folder))
+
+    def show(name: str, row: dict) -> None:
+        if not quiet:
+            status = "[green]ok[/]" if row["status"] == "ok" else f"[red]failed[/]: {row['error']}"
+            console.print(f"video {name}: {status} ({row['seconds']:.1f} s)")
+
+    if not quiet:
+        console.print(f"{total} videos, {actors} Ray actors")
+    summary = run_videos(folder, opts, address, actors, progress=show)
+    console.print(f"{summary['ok']} of {total} videos done, {summary['failed']} failed; "
+                  f"{summary['frames_per_second']} frames/s over all; summary.json in {opts.out}")
 
 
 def _with_progress(console, opts, run_video, quiet: bool):  # noqa: ANN001 - rich types imported lazily

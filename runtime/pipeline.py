@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -43,7 +43,8 @@ class RunOptions:
     export_dir: Path
     video: Optional[Path] = None
     features: Optional[Path] = None
-    backend: str = "auto"  # auto | tensorrt | onnxruntime
+    backend: str = "auto"  # auto | tensorrt | onnxruntime | triton
+    triton_url: Optional[str] = None  # --backend triton: the server's HOST:PORT
     precision: str = "fp32"
     emit: str = "center"
     detector: str = "auto"  # auto (SSDLite when converted, else HOG) | ssdlite | hog | a path to the user's ONNX
@@ -174,8 +175,10 @@ def _tracker() -> Any:
     return Tracker()
 
 
-def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """The whole path on a video; returns the summary (also written to ``out/summary.json``)."""
+def run_video(opts: RunOptions, progress: Optional[Progress] = None,
+              opened: Optional[Backends] = None) -> Dict[str, Any]:
+    """The whole path on a video; returns the summary (also written to ``out/summary.json``).
+    ``opened``: backends already open (a Ray actor runs many videos on one set)."""
     _check_options(opts)
     if opts.format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {opts.format!r}")
@@ -187,8 +190,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
     timer = StageTimer()
     log = TrackLog()
     start = time.perf_counter()
-    with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads,
-                       device=opts.device, ort_providers=opts.ort_providers) as backends:
+    with (contextlib.nullcontext(opened) if opened is not None else _open(opts)) as backends:
         if opts.on_backends:
             opts.on_backends(backends)
         if opts.render is not None and len(backends.faces) == 0:
@@ -224,6 +226,11 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None) -> Dict[str
     return summary
 
 
+def _open(opts: RunOptions) -> ContextManager[Backends]:
+    return open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, device=opts.device,
+                         ort_providers=opts.ort_providers, triton_url=opts.triton_url)
+
+
 def _timed_frames(video: Path, max_frames: Optional[int], timer: StageTimer) -> Iterator[tuple]:
     """frames_from_video, with the time spent decoding charged to the 'decode' stage."""
     frames = frames_from_video(video, max_frames)
@@ -244,7 +251,7 @@ def run_features(opts: RunOptions) -> Dict[str, Any]:
     timer = StageTimer()
     start = time.perf_counter()
     with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, need_backbone=False,
-                       device=opts.device, ort_providers=opts.ort_providers) as backends:
+                       device=opts.device, ort_providers=opts.ort_providers, triton_url=opts.triton_url) as backends:
         width = backends.feature_dim
         for track_id, feats in tracks_features.items():
             if feats.shape[1] != width:

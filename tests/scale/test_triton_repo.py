@@ -1,0 +1,136 @@
+"""trt-triton: every generated config.pbtxt parses with Triton's own model-config protobuf and agrees with
+the exported graphs (names, shapes, batch sizes), the ensemble wires its members' real tensor names, and
+bad requests fail with one line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from hmr_trt.errors import HmrTrtError
+from hmr_trt.manifest import Artifact, Manifest
+
+pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (the triton extra) brings Triton's model-config protobuf")
+from google.protobuf import text_format  # noqa: E402
+from tritonclient.grpc import model_config_pb2  # noqa: E402
+
+from hmr_trt.engines.triton_repo import RepoOptions, repository_from_export  # noqa: E402
+
+
+def parse(path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def repo(full_export, tmp_path_factory):
+    export_dir, _ = full_export
+    out = tmp_path_factory.mktemp("triton") / "repo"
+    written = repository_from_export(export_dir, out)
+    return export_dir, out, written
+
+
+def test_every_config_parses_and_matches_its_graph(repo) -> None:
+    export_dir, out, written = repo
+    manifest = Manifest.read(export_dir)
+    contract = manifest.model_contract()
+    window, max_windows = contract.window, manifest.profile["max"]
+    assert set(written) >= {f"{contract.name}_{g.name}" for g in contract.graphs}
+    for graph in contract.graphs:
+        cfg = parse(out / f"{contract.name}_{graph.name}" / "config.pbtxt")
+        assert cfg.platform == "onnxruntime_onnx" and (out / cfg.name / "1" / "model.onnx").is_file()
+        frames = graph.role in ("body_model", "feature_extractor")
+        assert cfg.max_batch_size == max_windows * (window if frames else 1)
+        art = manifest.find(graph.name, "onnx", "fp32")
+        assert [i.name for i in cfg.input] == [t.name for t in art.inputs]
+        assert [list(i.dims) for i in cfg.input] == [t.shape[1:] for t in art.inputs]  # batch axis left out
+        assert [list(o.dims) for o in cfg.output] == [t.shape[1:] for t in art.outputs]
+        assert cfg.dynamic_batching.preferred_batch_size[0] == manifest.profile["opt"] * (window if frames else 1)
+        assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+
+def test_ensemble_wires_real_member_tensors(repo) -> None:
+    _, out, written = repo
+    ensembles = [name for name, plat in written.items() if plat == "ensemble"]
+    assert len(ensembles) == 1
+    cfg = parse(out / ensembles[0] / "config.pbtxt")
+    produced = {i.name for i in cfg.input}
+    for step in cfg.ensemble_scheduling.step:
+        member = parse(out / step.model_name / "config.pbtxt")
+        assert set(step.input_map) == {i.name for i in member.input}  # every member input fed
+        assert set(step.input_map.values()) <= produced  # from the request or an earlier step
+        assert set(step.output_map) <= {o.name for o in member.output}
+        produced |= set(step.output_map.values())
+    assert {o.name for o in cfg.output} <= produced
+    twin = parse(out / cfg.ensemble_scheduling.step[1].model_name / "config.pbtxt")
+    assert twin.max_batch_size == 0 and list(twin.input[0].reshape.shape)[0] == 1  # one window, reshaped (1, T, C)
+
+
+def test_plans_map_compute_capabilities(full_export, tmp_path) -> None:
+    export_dir, _ = full_export
+    fake = tmp_path / "export"
+    shutil.copytree(export_dir, fake)
+    manifest = Manifest.read(fake)
+    for art in list(manifest.artifacts):
+        for cc in ("sm_90", "sm_89"):
+            path = f"{art.name}_{cc}.engine"
+            (fake / path).write_bytes(b"plan bytes for " + cc.encode())
+            manifest.artifacts.append(Artifact(art.name, path, "engine", "fp32", "0", art.inputs, art.outputs,
+                                               extra={"engine": {"compute_capability": cc}}))
+    manifest.write(fake)
+    written = repository_from_export(fake, tmp_path / "repo")
+    contract = manifest.model_contract()
+    cfg = parse(tmp_path / "repo" / f"{contract.name}_{contract.model_graph.name}" / "config.pbtxt")
+    assert cfg.platform == "tensorrt_plan" and set(written.values()) <= {"tensorrt_plan", "ensemble"}
+    assert dict(cfg.cc_model_filenames) == {"9.0": "model_sm90.plan", "8.9": "model_sm89.plan"}
+    assert (tmp_path / "repo" / cfg.name / "1" / "model_sm90.plan").read_bytes() == b"plan bytes for sm_90"
+    assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+def test_step_graph_gets_sequence_batching_with_implicit_state() -> None:
+    from hmr_trt.contract import GraphSpec, TensorSpec
+    from hmr_trt.engines.triton_repo import graph_config
+
+    step = GraphSpec("step", "step", (TensorSpec("features", ("batch", 64)), TensorSpec("state", ("batch", 16, 64)),
+                                      TensorSpec("start", ("batch", 1))),
+                     (TensorSpec("cam", ("batch", 3)), TensorSpec("state_out", ("batch", 16, 64))))
+    cfg = text_format.Parse(graph_config("toy_step", step, "onnxruntime_onnx", 64, 8, RepoOptions(), "gpu"),
+                            model_config_pb2.ModelConfig())
+    assert [i.name for i in cfg.input] == ["features"] and [o.name for o in cfg.output] == ["cam"]  # start: a control
+    state = cfg.sequence_batching.state[0]
+    assert (state.input_name, state.output_name, list(state.dims)) == ("state", "state_out", [16, 64])
+    assert state.initial_state[0].zero_data
+    control = cfg.sequence_batching.control_input[0]
+    assert control.name == "start" and control.control[0].kind == \
+        model_config_pb2.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START
+    # a recurrent step graph (VIBE: hidden -> next_hidden) keeps its hidden state in the server, no control input
+    gru = GraphSpec("step", "step", (TensorSpec("features", ("batch", 64)), TensorSpec("hidden", ("batch", 2, 32))),
+                    (TensorSpec("cam", ("batch", 3)), TensorSpec("next_hidden", ("batch", 2, 32))))
+    cfg = text_format.Parse(graph_config("vibe_step", gru, "onnxruntime_onnx", 64, 8, RepoOptions(), "gpu"),
+                            model_config_pb2.ModelConfig())
+    assert [i.name for i in cfg.input] == ["features"] and not cfg.sequence_batching.control_input
+    assert (cfg.sequence_batching.state[0].input_name, cfg.sequence_batching.state[0].output_name) == \
+        ("hidden", "next_hidden")
+
+
+def test_plans_refused_without_engines(full_export, tmp_path) -> None:
+    export_dir, _ = full_export
+    with pytest.raises(HmrTrtError, match="holds no TensorRT engines: build them first"):
+        repository_from_export(export_dir, tmp_path / "repo", RepoOptions(platform="tensorrt_plan"))
+    assert not (tmp_path / "repo").exists()
+
+
+def test_cli_one_line_error_and_nothing_written(full_export, tmp_path) -> None:
+    export_dir, _ = full_export
+    (tmp_path / "mine.txt").write_text("a user's file")
+    result = subprocess.run([sys.executable, "-m", "hmr_trt.engines.triton_cli", str(export_dir), "--out",
+                             str(tmp_path), "--platform", "tensorrt_plan"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+    ok = subprocess.run([sys.executable, "-m", "hmr_trt.engines.triton_cli", str(export_dir), "--out",
+                         str(tmp_path / "repo")], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    contract = Manifest.read(export_dir).model_contract()
+    assert {p.name for p in (tmp_path / "repo").iterdir()} >= {f"{contract.name}_{g.name}" for g in contract.graphs}
