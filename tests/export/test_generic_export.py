@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,41 @@ def test_a_frame_model_exports_through_its_contract(toy_registered, tmp_path) ->
     assert [t.shape for t in manifest.find("regress").outputs] == [["batch", 24, 3, 3], ["batch", 10], ["batch", 3]]
     assert manifest.model_contract().family == "frame" and result.reports[0].passed
     assert manifest.verdict["fp32"]["verdict"] == "PASS" and manifest.verdict["fp16"]["recipe"] == "fp16"
+
+
+MIDDLE = ModelContract(
+    name="toymiddle", family="window", description="a window model that emits only frame T//2, for this test",
+    graphs=(GraphSpec("temporal", "model", (TensorSpec("features", ("batch", 4, 12)),),
+                      (TensorSpec("pose_rotmat", ("batch", 1, 24, 3, 3)), TensorSpec("betas", ("batch", 1, 10)),
+                       TensorSpec("cam", ("batch", 1, 3)))),
+            smpl_body_graph()),
+    window=4, feature_dim=12, emit="middle", feature_extractor="none")
+
+
+class ToyMiddle(ToyFrame):
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # (B, 4, 12)
+        pose, betas, cam = super().forward(features.mean(dim=1) + features[:, 2])  # reads the window, centre 2
+        return pose[:, None], betas[:, None], cam[:, None]  # (B, 1, ...): T_out = 1
+
+
+class ToyMiddleAdapter(ToyAdapter):
+    contract = MIDDLE
+
+    def reference(self, cfg, checkpoint=None):  # noqa: ANN001, ANN201
+        return ToyMiddle().eval()
+
+    def example_inputs(self, cfg, graph, batch, seed=0):  # noqa: ANN001, ANN201
+        return (torch.randn(batch, 4, 12, generator=torch.Generator().manual_seed(seed)),)
+
+
+def test_a_middle_window_model_has_one_frame_per_window(monkeypatch, tmp_path) -> None:
+    from hmr_trt.export.pipeline import PARITY_REFERENCE_NAME
+
+    monkeypatch.setattr(registry, "names", lambda: ("toymiddle",))
+    monkeypatch.setattr(registry, "adapter", lambda name: ToyMiddleAdapter())
+    result = run_export(ExportOptions(out=tmp_path / "out", model="toymiddle", profile=ShapeProfile(1, 4, 8),
+                                      with_backbone=False, build_engines=False))
+    assert result.reports[0].passed, result.reports[0].failures
+    ref = np.load(tmp_path / "out" / PARITY_REFERENCE_NAME)
+    assert ref["random/pose_rotmat"].shape == (7, 1, 24, 3, 3) and ref["random/vertices"].shape[:2] == (7, 1)
+    assert Manifest.read(tmp_path / "out").model_contract().emit == "middle"
