@@ -7,10 +7,11 @@ import torch
 
 @functools.lru_cache(maxsize=1)
 def _tiny():
-    from hmr_trt.export.config import TINY
-    from hmr_trt.export.model import build_model
+    from hmr_trt import registry
 
-    return build_model(TINY.with_(fde_mode="matrix")).eval(), TINY.feature_dim  # exportable FDE form
+    adapter = registry.adapter("coseg")
+    cfg = adapter.tiny_config()
+    return adapter.exportable(adapter.reference(cfg), "temporal").eval(), cfg.feature_dim  # exportable FDE form
 
 
 def tiny_window_model() -> tuple[torch.nn.Module, int]:
