@@ -37,7 +37,7 @@ def main() -> None:
     path = tmp / "temporal.onnx"
     start = time.time()
     onnx_export.onnx_from_module(ADAPTER.exportable(ref, "temporal"),
-                                 onnx_export.GraphSpec(g.name, g.input_names, g.output_names, g.batch_axis),
+                                 g,
                                  ADAPTER.example_inputs(cfg, "temporal", 2), path)
     print(f"export {time.time() - start:.2f} s, {path.stat().st_size / 1e6:.1f} MB")
     validate_onnx(path)

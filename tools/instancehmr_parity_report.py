@@ -18,7 +18,7 @@ import torch
 
 from hmr_trt.export.body_model import ExportableSMPL
 from hmr_trt.export.models.instancehmr import postprocess as post
-from hmr_trt.export.onnx_export import GraphSpec, onnx_from_module
+from hmr_trt.export.onnx_export import onnx_from_module
 from hmr_trt.export.synthetic_smpl import make_synthetic_smpl
 from hmr_trt.metrics import drift_mm, motion_spread_mm
 from hmr_trt.registry import adapter
@@ -42,7 +42,7 @@ def main() -> None:
     g = a.contract_for(cfg).model_graph
     path = opts.out / "maps.onnx"
     t = time.perf_counter()
-    onnx_from_module(a.exportable(model, "maps"), GraphSpec(g.name, g.input_names, g.output_names, g.batch_axis),
+    onnx_from_module(a.exportable(model, "maps"), g,
                      a.example_inputs(cfg, "maps", 2), path)
     report["export_s"] = time.perf_counter() - t
     from hmr_trt.engines.preflight import validate_onnx

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from hmr_trt import registry
     from hmr_trt.engines.preflight import validate_onnx
     from hmr_trt.export.body_model import ExportableSMPL
-    from hmr_trt.export.onnx_export import GraphSpec, onnx_from_module
+    from hmr_trt.export.onnx_export import onnx_from_module
     from hmr_trt.export.synthetic_smpl import make_synthetic_smpl
     from hmr_trt.metrics import drift_mm, motion_spread_mm
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         return v.numpy().reshape(*lead, -1, 3)
 
     def export(adapter, model, graph, cfg, path):
-        spec = GraphSpec(graph.name, graph.input_names, graph.output_names, graph.batch_axis)
+        spec = graph
         t0 = time.perf_counter()
         onnx_from_module(adapter.exportable(model, graph.name), spec, adapter.example_inputs(cfg, graph.name, 2), path)
         seconds = time.perf_counter() - t0

@@ -41,8 +41,7 @@ def export_step(model: torch.nn.Module, c: ModelContract, path) -> None:
     gen = torch.Generator().manual_seed(0)
     example = (torch.randn(3, c.feature_dim, generator=gen), torch.randn(3, T, c.feature_dim, generator=gen),
                torch.tensor([[1.0], [0.0], [1.0]]))
-    graph = onnx_export.GraphSpec("step", spec.input_names, spec.output_names, "batch")
-    onnx_export.onnx_from_module(WindowStep(model, T, c.emit), graph, example, path, max_batch=8)
+    onnx_export.onnx_from_module(WindowStep(model, T, c.emit), spec, example, path, max_batch=8)
 
 
 def expected(model: torch.nn.Module, feats: np.ndarray, emit: str) -> np.ndarray:

@@ -40,7 +40,7 @@ def tiny():
 def export_graph(module, example, path) -> None:
     """The one place the exporter's GraphSpec is used (easy to switch to hmr_trt.contract.GraphSpec)."""
     g = ADAPTER.contract.model_graph
-    spec = onnx_export.GraphSpec(g.name, g.input_names, g.output_names, g.batch_axis)
+    spec = g
     onnx_export.onnx_from_module(module, spec, example, path)
 
 

@@ -204,7 +204,7 @@ def export_graph(module: torch.nn.Module, example: tuple, path: Path, contract: 
     from hmr_trt.export import onnx_export
 
     g = contract.model_graph
-    onnx_export.onnx_from_module(module, onnx_export.GraphSpec(g.name, g.input_names, g.output_names, g.batch_axis),
+    onnx_export.onnx_from_module(module, g,
                                  example, path)
 
 

@@ -137,10 +137,10 @@ def test_bad_checkpoints_are_one_line_errors(model, tmp_path) -> None:
 
 def export_maps(module, cfg, path):
     """The one place that calls the exporter (its GraphSpec may become hmr_trt.contract.GraphSpec)."""
-    from hmr_trt.export.onnx_export import GraphSpec, onnx_from_module
+    from hmr_trt.export.onnx_export import onnx_from_module
 
     g = ADAPTER.contract_for(cfg).model_graph
-    spec = GraphSpec(g.name, g.input_names, g.output_names, g.batch_axis)
+    spec = g
     onnx_from_module(ADAPTER.exportable(module, "maps"), spec, ADAPTER.example_inputs(cfg, "maps", 2), path)
     return path
 

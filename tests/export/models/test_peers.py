@@ -30,9 +30,9 @@ OUTPUTS = ("pose_rotmat", "betas", "cam")
 
 def export_graph(module, graph_spec, example, path: Path) -> None:
     """The one place the tests call the project's exporter (its GraphSpec may change)."""
-    from hmr_trt.export.onnx_export import GraphSpec, onnx_from_module
+    from hmr_trt.export.onnx_export import onnx_from_module
 
-    spec = GraphSpec(graph_spec.name, graph_spec.input_names, graph_spec.output_names, graph_spec.batch_axis)
+    spec = graph_spec
     onnx_from_module(module, spec, example, path)
 
 

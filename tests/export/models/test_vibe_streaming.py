@@ -28,12 +28,12 @@ def vibe():
 @pytest.fixture(scope="module")
 def step_onnx(vibe, tmp_path_factory):
     from hmr_trt.engines.preflight import validate_onnx
-    from hmr_trt.export.onnx_export import GraphSpec, onnx_from_module
+    from hmr_trt.export.onnx_export import onnx_from_module
 
     adapter, cfg, model = vibe
     graph = adapter.contract_for(cfg).graph("step")
     path = tmp_path_factory.mktemp("vibe") / "step.onnx"
-    spec = GraphSpec(graph.name, graph.input_names, graph.output_names, graph.batch_axis)
+    spec = graph
     onnx_from_module(adapter.exportable(model, "step"), spec, adapter.example_inputs(cfg, "step", 2), path)
     validate_onnx(path)
     return path
