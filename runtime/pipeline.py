@@ -169,10 +169,11 @@ def _detector(spec: str, threads: int = 0) -> Any:
     return make_detector(spec, threads)
 
 
-def _tracker() -> Any:
+def _tracker(detector: Any = None) -> Any:
+    from .detect import tracker_params
     from .track import Tracker
 
-    return Tracker()
+    return Tracker(**tracker_params(detector))
 
 
 def run_video(opts: RunOptions, progress: Optional[Progress] = None,
@@ -186,7 +187,8 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
         raise ConfigError("run_video needs a video")
     cap, info = open_video(opts.video)  # missing / empty / non-video files fail here, before --out is touched
     cap.release()
-    detector, tracker = _detector(opts.detector, opts.threads), _tracker()
+    detector = _detector(opts.detector, opts.threads)
+    tracker = _tracker(detector)
     timer = StageTimer()
     log = TrackLog()
     start = time.perf_counter()

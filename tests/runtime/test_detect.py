@@ -254,3 +254,13 @@ def test_conversion_tool_trusts_only_a_cache_entry_matching_its_sidecar(tmp_path
     onnx_path.write_bytes(b"damaged")
     assert not tool.cached(onnx_path)
     assert cached_ssdlite() == onnx_path  # the runtime looks where the tool writes
+
+
+def test_tracker_settings_follow_the_detector(hog) -> None:
+    from hmr_trt.runtime.detect import tracker_params
+    from hmr_trt.runtime.track import Tracker
+
+    assert tracker_params(hog) == {}
+    params = tracker_params(SsdLiteDetector.__new__(SsdLiteDetector))
+    assert params == {"iou_threshold": 0.1, "kalman_update": 1.0}
+    assert Tracker(**params).params["iou"] == 0.1
