@@ -78,7 +78,7 @@ def main() -> None:
     if opts.fp16:
         path = fp16_stand_in(path, a.contract_for(cfg).recipe_for("fp16"), opts.out)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    video = np.stack([scene.letterbox(f, cfg.image_size)[0] for _, f in frames_from_video(opts.video, max_frames=7)])
+    video = np.stack([scene.letterbox(f, cfg.image_size, bgr=True)[0] for _, f in frames_from_video(opts.video, max_frames=7)])
     body = ExportableSMPL(make_synthetic_smpl()).eval()
 
     def body_np(feed):
