@@ -50,13 +50,16 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def letterbox(image: np.ndarray, input_size: int = 512) -> Tuple[np.ndarray, PadInfo]:
-    """(H, W, 3) uint8 -> ((input_size, input_size, 3) float32 0-255, PadInfo): centered white padding
-    to a square, then a cubic resize (the released demo's preprocessing)."""
+def letterbox(image: np.ndarray, input_size: int = 512, bgr: bool = False) -> Tuple[np.ndarray, PadInfo]:
+    """(H, W, 3) uint8 RGB (``bgr=True``: an OpenCV BGR frame, flipped to RGB first) ->
+    ((input_size, input_size, 3) float32 RGB 0-255, PadInfo): centered white padding to a square, then a
+    cubic resize (the released demo's preprocessing)."""
     if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
         raise InputSpecError(f"scene input: expected an (H, W, 3) image, got shape {image.shape}")
     import cv2  # optional dependency, needed only to resize
 
+    if bgr:
+        image = image[:, :, ::-1]
     h, w = image.shape[:2]
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2

@@ -3,7 +3,10 @@ export time, max |ORT - torch| per map at batch 1/2/7 on random images and lette
 frames, batch invariance, drift after post-processing in mm through the synthetic body model, and
 the seeded reference's motion spread.
 
-    .venv/bin/python tools/instancehmr_parity_report.py [--video data/vtest.avi] [--out /tmp/instancehmr]
+    .venv/bin/python tools/instancehmr_parity_report.py [--video data/vtest.avi] [--out /tmp/instancehmr] [--fp16]
+
+``--fp16`` measures the FP16 CPU stand-in instead: onnxconverter-common FP16 with the contract's ``fp16``
+recipe nodes kept FP32, then ``engines.precision.emulation_onnx_from_fp16`` (FP32 compute, FP16 storage).
 """
 
 from __future__ import annotations
@@ -26,10 +29,34 @@ from hmr_trt.runtime import scene
 from hmr_trt.runtime.video import frames_from_video
 
 
+def fp16_stand_in(path: Path, recipe, out: Path) -> Path:
+    import re
+    import warnings
+
+    import onnx
+    from onnxconverter_common import float16
+
+    from hmr_trt.engines.precision import FP16_MAX, _fp32_graph_outputs, emulation_onnx_from_fp16
+
+    model = onnx.load(str(path))
+    keep = sorted(n.name for n in model.graph.node
+                  if any(n.op_type in r.ops and re.search(r.scope, n.name) for r in recipe.keep))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fp16 = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=[], node_block_list=keep,
+                                                min_positive_val=0.0, max_finite_val=FP16_MAX)
+    _fp32_graph_outputs(fp16)
+    onnx.save(fp16, str(out / "maps_fp16.onnx"))
+    emulation_onnx_from_fp16(out / "maps_fp16.onnx", out / "maps_fp16_emulated.onnx")
+    print(f"FP16 stand-in: {len(keep)} nodes kept FP32")
+    return out / "maps_fp16_emulated.onnx"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, default=Path("data/vtest.avi"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/instancehmr"))
+    ap.add_argument("--fp16", action="store_true", help="measure the FP16 CPU stand-in")
     opts = ap.parse_args()
     opts.out.mkdir(parents=True, exist_ok=True)
     import onnxruntime as ort
@@ -48,8 +75,10 @@ def main() -> None:
     from hmr_trt.engines.preflight import validate_onnx
 
     validate_onnx(path)
+    if opts.fp16:
+        path = fp16_stand_in(path, a.contract_for(cfg).recipe_for("fp16"), opts.out)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    video = np.stack([scene.letterbox(f, cfg.image_size)[0] for _, f in frames_from_video(opts.video, max_frames=7)])
+    video = np.stack([scene.letterbox(f, cfg.image_size, bgr=True)[0] for _, f in frames_from_video(opts.video, max_frames=7)])
     body = ExportableSMPL(make_synthetic_smpl()).eval()
 
     def body_np(feed):
@@ -89,7 +118,7 @@ def main() -> None:
                                          for k in range(3))
     report["motion_spread_mm"] = motion_spread_mm(np.concatenate(all_verts)[:, None]) if all_verts else None
     print(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}))
-    (opts.out / "report.json").write_text(json.dumps(report, indent=1))
+    (opts.out / ("report_fp16.json" if opts.fp16 else "report.json")).write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

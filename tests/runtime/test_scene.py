@@ -102,3 +102,10 @@ def test_bad_maps_are_refused() -> None:
     with pytest.raises(InputSpecError, match="79 or 142 channels"):
         scene.people_from_maps({**maps, "params_map": maps["params_map"][:, :50],
                                 "center_map": maps["center_map"] + np.float32(0.5)}, 0.2)
+
+
+def test_letterbox_flips_bgr_frames_to_rgb() -> None:
+    frame = np.zeros((8, 8, 3), np.uint8)
+    frame[..., 0] = 200  # blue in an OpenCV frame
+    rgb, _ = scene.letterbox(frame, 64, bgr=True)
+    assert rgb[..., 2].min() == pytest.approx(200, abs=1) and rgb[..., 0].max() == pytest.approx(0, abs=1)

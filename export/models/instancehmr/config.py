@@ -27,6 +27,7 @@ class InstanceHMRConfig:
     conf_thresh: float = 0.2  # centermap_conf_thresh of the eval configs
     max_person: int = 64  # top-k of the center map
     seed: int = 0  # seeded default initialisation
+    residual_gain: float = 0.2  # seeded: scale of each residual branch's last BN (smaller: less round-off growth)
     output_std: float = 0.3  # seeded final 1x1 convs: std of each map's values, so the maps move with the image
 
     def __post_init__(self) -> None:

@@ -257,6 +257,10 @@ def seeded_init(model: InstanceHMR, cfg: InstanceHMRConfig) -> None:
                 mod.bias.zero_()
         elif isinstance(mod, nn.BatchNorm2d):
             mod.reset_parameters()
+    for block in model.modules():  # residual branches start small (as zero-init-gamma ResNets): less chaotic
+        last = block.bn3 if isinstance(block, Bottleneck) else block.bn2 if isinstance(block, BasicBlock) else None
+        if last is not None:
+            last.weight.fill_(cfg.residual_gain)
     images = _calibration_images(cfg, gen)
     heads = [model.final_layers[1][2], model.final_layers[2][2], model.final_layers[3][2], model.params_outconv]
     seen: Dict[nn.Module, torch.Tensor] = {}

@@ -153,7 +153,7 @@ def exported(model, tmp_path_factory):
 def _letterboxed_frames(video, n, size):
     from hmr_trt.runtime.video import frames_from_video
 
-    return np.stack([scene.letterbox(f, size)[0] for _, f in frames_from_video(video, max_frames=n)])
+    return np.stack([scene.letterbox(f, size, bgr=True)[0] for _, f in frames_from_video(video, max_frames=n)])
 
 
 def test_export_preflight_and_keep_rules(exported) -> None:
