@@ -163,9 +163,8 @@ def ensemble_config(contract: ModelContract, backbone: GraphSpec, temporal: Grap
              _io("input", "images", image.dtype, (t,) + _static(image, backbone))]
     frames_out = len(contract.emit_positions())
     outs = {spec.name: spec for spec in temporal.outputs}
-    for spec in temporal.outputs:
-        if spec.name not in body.input_names:
-            lines.append(_io("output", spec.name, spec.dtype, _static(spec, temporal)))
+    for spec in temporal.outputs:  # SMPL parameters out too (the body model also reads pose_rotmat, betas)
+        lines.append(_io("output", spec.name, spec.dtype, _static(spec, temporal)))
     for spec in body.outputs:
         lines.append(_io("output", spec.name, spec.dtype, (frames_out,) + _static(spec, body)))
 
@@ -178,8 +177,8 @@ def ensemble_config(contract: ModelContract, backbone: GraphSpec, temporal: Grap
     steps = [
         step(model_name(contract, backbone.name), {image.name: "images"}, {feat: "_features"}),
         step(model_name(contract, "temporal_window"), {temporal.inputs[0].name: "_features"},
-             {n: (f"_{n}" if n in body.input_names else n) for n in outs}),
-        step(model_name(contract, body.name), {n: f"_{n}" for n in body.input_names},
+             {n: n for n in outs}),
+        step(model_name(contract, body.name), {n: n for n in body.input_names},
              {n: n for n in body.output_names}),
     ]
     lines.append("ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n")
