@@ -36,7 +36,7 @@ def test_runtime_and_engines_on_python39() -> None:
         pytest.skip("no Python 3.9 interpreter (HMR_TRT_PY39 unset; `make pytest` sets it when python3.9 exists)")
     # The library, not its command-line entry points (those need typer and rich, which the offline
     # TensorRT bundle ships; a bare image runs the library).
-    mods = [m for m in ALL if m.startswith(("hmr_trt.runtime", "hmr_trt.engines")) and not m.endswith(".cli")]
+    mods = [m for m in ALL if m.startswith(("hmr_trt.runtime", "hmr_trt.engines")) and not m.endswith(("cli", "_cli"))]
     sys.path.insert(0, str(ROOT / "tools"))
     from stage_package import stage
 

@@ -20,6 +20,8 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from hmr_trt.contract import GraphSpec, ModelContract  # noqa: E402
+from hmr_trt.contract import TensorSpec as ContractTensor  # noqa: E402
 from hmr_trt.errors import ConfigError  # noqa: E402
 from hmr_trt.manifest import Artifact, Manifest, TensorSpec, sha256_of  # noqa: E402
 from hmr_trt.runtime.backends import OnnxRuntimeBackend  # noqa: E402
@@ -217,7 +219,12 @@ def tiny_export(tmp_path: Path) -> Path:
         path = relu_onnx(out / f"{graph}.onnx", name, f"{name}_out", shape)
         arts.append(Artifact(graph, path.name, "onnx", "fp32", sha256_of(path),
                              [TensorSpec(name, list(shape))], [TensorSpec(f"{name}_out", list(shape))]))
-    Manifest(model="tiny", config={"window": 16}, profile={"min": 1, "opt": 2, "max": 4}, artifacts=arts).write(out)
+    roles = {"temporal": "model", "body_model": "body_model", "backbone": "feature_extractor"}
+    contract = ModelContract("tiny", "window", "Relu graphs", tuple(
+        GraphSpec(g, roles[g], (ContractTensor(n, s),), (ContractTensor(f"{n}_out", s),)) for g, (n, s) in shapes.items()),
+        window=16, feature_dim=4)
+    Manifest(model="tiny", config={"window": 16}, profile={"min": 1, "opt": 2, "max": 4}, artifacts=arts,
+             contract=contract.to_dict()).write(out)
     return out
 
 
@@ -231,7 +238,7 @@ def test_open_backends_reports_the_providers_each_graph_ran_on(tiny_export: Path
     with pytest.raises(ProviderError, match="^--device cuda: "):
         with open_backends(tiny_export, "onnxruntime", device="cuda"):
             pass
-    with pytest.raises(ConfigError, match="--backend tensorrt runs on the GPU"):
+    with pytest.raises(ConfigError, match="--backend tensorrt does not use ONNX Runtime's providers"):
         with open_backends(tiny_export, "tensorrt", device="cpu"):
             pass
 

@@ -32,10 +32,10 @@ def isolated(args: list, timeout: float, env: dict | None = None) -> subprocess.
     out, every process it started (servers, Ray workers) is killed with it. Skips where that is impossible."""
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is missing: servers and clusters only run in their own network namespace")
-    probe = subprocess.run(["unshare", "-n", "-p", "-f", "--kill-child", "true"], capture_output=True)
+    probe = subprocess.run(["unshare", "-n", "-p", "-f", "-m", "--mount-proc", "--kill-child", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot create network/PID namespaces here (needs root): {probe.stderr.decode().strip()}")
-    cmd = ["unshare", "-n", "-p", "-f", "--kill-child", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *map(str, args)]
+    cmd = ["unshare", "-n", "-p", "-f", "-m", "--mount-proc", "--kill-child", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 

@@ -36,10 +36,11 @@ server = subprocess.Popen([str(server_python), "-m", "hmr_trt.runtime.triton_ser
                           stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
 try:
     deadline = time.time() + 240
-    while True:
+    waiting = [f"{contract.name}_{g.name}" for g in contract.graphs if g.role != "step"]
+    while waiting:  # the server loads its models one after another
         try:
-            with TritonBackend(url, model, timeout=5):
-                break
+            with TritonBackend(url, waiting[0], timeout=5):
+                waiting.pop(0)
         except HmrTrtError:
             if time.time() > deadline or server.poll() is not None:
                 raise SystemExit("the Triton server did not come up; see server.log") from None
