@@ -87,16 +87,7 @@ STAGE := PYTHONPATH=$(abspath build/stage)
 # its CPU stand-in misses the goal on the seeded weights (trt-export writes it, warns and records
 # the MISS), and the GPU tests judge what TensorRT really does against the same goal, strictly.
 test-gpu:
-	@test -f $(SAMPLE) || { echo "missing # PyTriton's CPU tritonserver (python backend) for the Triton tests: nvidia-pytriton needs numpy < 2, so it
-# lives in its own venv with hmr-trt's runtime (no torch). See runtime/triton_serve.py.
-VENVT ?= .venv-triton
-$(VENVT)/.installed: constraints-triton.txt pyproject.toml
-	$(PYTHON) -m venv $(VENVT)
-	$(VENVT)/bin/pip install -q --disable-pip-version-check -c constraints-triton.txt nvidia-pytriton onnxruntime numpy
-	$(VENVT)/bin/pip install -q --disable-pip-version-check --no-deps -e .
-	touch $@
-
-$(SAMPLE): run 'make $(SAMPLE)' where apt works, or copy vtest.avi there"; exit 1; }
+	@test -f $(SAMPLE) || { echo "missing $(SAMPLE): run 'make $(SAMPLE)' where apt works, or copy vtest.avi there"; exit 1; }
 	python3 tools/stage_package.py build/stage >/dev/null
 	$(STAGE) $(TRT_PY) -m hmr_trt.engines.doctor
 	$(STAGE) $(EXPORT_PY) -m hmr_trt.export --precision fp32 --strict --video $(SAMPLE) --out $(GPU_OUT)/export/fp32
