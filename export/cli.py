@@ -55,6 +55,10 @@ def export(
                                                           "result whose worst mean vertex drift exceeds this.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Like --max-drift-mm with the contract's goal for "
                                          "--precision.")] = False,
+    step_graph: Annotated[Optional[bool], typer.Option("--step/--no-step", help="Also export a one-frame step graph "
+                                                 "(Triton sequences; the model's own for VIBE). Default: the "
+                                                 "model's own, or the window-as-state one under 100 MB of "
+                                                 "weights.")] = None,
 ) -> None:
     """Export the model to ONNX, validate it and measure parity against PyTorch in millimetres."""
 
@@ -72,7 +76,8 @@ def export(
         opts = ExportOptions(out=out, model=model.value, precision=precision.value, window=window, profile=profile,
                              checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint, smpl_model=smpl_model,
                              mean_params=mean_params, video=sample, exporter=exporter.value, calib=calib,
-                             calib_cache=calib_cache, recipe=recipe, max_drift_mm=max_drift_mm, strict=strict)
+                             calib_cache=calib_cache, recipe=recipe, max_drift_mm=max_drift_mm, strict=strict,
+                             step=step_graph)
         try:
             result = run_export(opts, step=step)
         except ParityError as exc:
