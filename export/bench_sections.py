@@ -384,10 +384,12 @@ def bench_tracks(result: BenchResult, export_dir: Path, contract: ModelContract,
 
 
 def run_sections(result: BenchResult, models: List[str], export_dir: Optional[Path], video: Optional[Path],
-                 tiny: bool) -> List[int]:
-    """Every section for every model; returns the batch sizes used."""
+                 tiny: bool, budget_s: Optional[float] = None) -> List[int]:
+    """Every section for every model; returns the batch sizes used. ``budget_s``: round-robin seconds per
+    model and batch size (default 0.1 tiny, 4.0 otherwise)."""
     batches = [1, 4] if tiny else [1, 4, 16, 32]
-    plan = RoundRobin(warmup=1, min_reps=3, max_reps=5 if tiny else 50, budget_s=0.1 if tiny else 4.0)
+    budget = budget_s if budget_s is not None else (0.1 if tiny else 4.0)
+    plan = RoundRobin(warmup=1, min_reps=3, max_reps=5 if tiny else 50, budget_s=budget)
     bandwidth, gflops = (measured_bandwidth_gbs(32), measured_gflops(256)) if tiny else \
         (measured_bandwidth_gbs(), measured_gflops())
     with tempfile.TemporaryDirectory() as tmp:
