@@ -84,6 +84,7 @@ def export(
             print_parity(console, getattr(exc, "reports", []))
             raise
         print_parity(console, result.reports)
+        print_step_parity(console, result.manifest)
         console.print(f"wrote {out}/manifest.json; export took {result.seconds['total']:.1f} s "
                       f"(export {result.seconds['export']:.1f} s, parity {result.seconds['parity']:.1f} s)")
         for note in result.manifest.notes[:-1]:
@@ -118,6 +119,20 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
         console.print(f"{rep.precision}: {status} worst mean vertex drift {worst['mm']:.3g} mm ({worst['set']} "
                       f"windows, batch {worst['batch']}) vs goal {rep.goal_mean_vertex_mm} mm; "
                       f"batch invariance max abs: {inv}")
+
+
+def print_step_parity(console, manifest) -> None:  # noqa: ANN001 - rich types imported lazily
+    """One line per parity set for the step graph (export/step_graph.py: step_parity), when there is one."""
+    art = next((a for a in manifest.artifacts if a.parity and a.parity.get("kind") in ("window as state",
+                                                                                        "recurrent state")), None)
+    if art is None:
+        return
+    p = art.parity
+    sets = ", ".join(f"{name} {r['vertices_mean_mm']:.2g}/{r['vertices_max_mm']:.2g} mm over {r['frames_compared']} "
+                     f"frames" for name, r in p["sets"].items())
+    status = "[green]PASS[/]" if not p["failures"] else "[red]MISS[/]"
+    console.print(f"step graph ({p['kind']}, fed frame by frame): {status} mean/max vertex drift vs the torch "
+                  f"window model: {sets}")
 
 
 def main() -> None:
