@@ -50,6 +50,14 @@ def test_step_graph_exported_with_frame_by_frame_parity(tmp_path, model, kind, i
     # a recurrent step graph is compared at every step; a window-as-state one once the window is full
     assert rows["frames_compared"] == 3 * (window if kind == "recurrent state" else 1)
     assert rows["vertices_mean_mm"] < 1e-2 and max(rows["max_abs"].values()) < 1e-4
+    from rich.console import Console
+
+    from hmr_trt.export.cli import print_step_parity
+    from hmr_trt.manifest import Manifest
+
+    console = Console(record=True, width=200)
+    print_step_parity(console, Manifest.read(out))
+    assert f"step graph ({kind}, fed frame by frame): PASS" in console.export_text()
 
 
 def test_no_step_and_the_size_threshold(tmp_path, monkeypatch) -> None:
