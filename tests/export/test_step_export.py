@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from hmr_trt import registry  # noqa: E402
 from hmr_trt.export import step_graph  # noqa: E402
@@ -60,14 +60,24 @@ def test_step_graph_exported_with_frame_by_frame_parity(tmp_path, model, kind, i
     assert f"step graph ({kind}, fed frame by frame): PASS" in console.export_text()
 
 
-def test_no_step_and_the_size_threshold(tmp_path, monkeypatch) -> None:
-    _, manifest = export(tmp_path / "a", "vibe", step=False)
-    assert step_artifact(manifest) is None
-    assert not any(g["role"] == "step" for g in manifest["contract"]["graphs"])
-    monkeypatch.setattr(step_graph, "AUTO_STEP_MAX_BYTES", 0)
-    _, manifest = export(tmp_path / "b", "glot")
-    assert step_artifact(manifest) is None
-    assert any("pass --step to add it" in n for n in manifest["notes"])
+def test_no_step_and_the_size_threshold() -> None:
+    def graphs(model: str, step, limit=None):
+        adapter = registry.adapter(model)
+        cfg = adapter.tiny_config()
+        reference = adapter.reference(cfg)
+        if limit is not None:
+            reference = torch.nn.Linear(int(limit // 4) + 1, 1)  # just over the limit in FP32 bytes
+        contract, note = step_graph.with_step_graph(adapter.contract_for(cfg), reference, step)
+        step_spec = contract.graph_for("step")
+        return (None if step_spec is None else step_spec.input_names), note
+
+    assert graphs("vibe", None)[0] == ("features", "hidden")  # its own, whatever its size
+    assert graphs("vibe", False) == (None, "step graph: none (--no-step)")
+    assert graphs("glot", None)[0] == ("features", "state", "start")
+    inputs, note = graphs("glot", None, limit=step_graph.AUTO_STEP_MAX_BYTES)
+    assert inputs is None and "pass --step to add it" in note
+    assert graphs("glot", True, limit=step_graph.AUTO_STEP_MAX_BYTES)[0] == ("features", "state", "start")
+    assert graphs("decomr", True) == (None, "")  # frame models have no window to carry
 
 
 def test_step_parity_catches_a_wrong_step_graph(tmp_path) -> None:
