@@ -38,7 +38,7 @@ def peak_rss_mb() -> float:
 
 
 def run_bench(out: Path, models: List[str], export_dir: Optional[Path] = None, video: Optional[Path] = None,
-              tiny: bool = False, plots: bool = True) -> BenchResult:
+              tiny: bool = False, plots: bool = True, budget_s: Optional[float] = None) -> BenchResult:
     """Every section for ``models``, sized for a 2-core CPU in minutes (``tiny``: seconds, for tests)."""
     import torch
 
@@ -46,7 +46,7 @@ def run_bench(out: Path, models: List[str], export_dir: Optional[Path] = None, v
 
     torch.manual_seed(0)
     result = BenchResult(machine_info(), models=list(models))
-    batches = run_sections(result, list(models), export_dir, video, tiny)
+    batches = run_sections(result, list(models), export_dir, video, tiny, budget_s)
     result.memory["peak host RSS"] = peak_rss_mb()
     if torch.cuda.is_available():
         result.memory["peak GPU memory (torch)"] = torch.cuda.max_memory_allocated() / 2**20
@@ -70,6 +70,8 @@ def main() -> None:
         video: Optional[Path] = typer.Option(Path("data/vtest.avi"), help="Video for the end-to-end section."),
         tiny: bool = typer.Option(False, help="Tiny configurations that run in seconds (tests)."),
         gpu: bool = typer.Option(False, help="Require a GPU (fail if none) instead of CPU-only sections."),
+        budget_s: Optional[float] = typer.Option(None, "--budget-s", help="Round-robin seconds per model and "
+                                                 "batch size (default 4; smaller on a shared machine)."),
     ) -> None:
         def job() -> None:
             import torch
@@ -80,7 +82,9 @@ def main() -> None:
             exp = export if export is not None and (export / "manifest.json").is_file() else None
             vid = video if video is not None and video.is_file() else None
             t = time.perf_counter()
-            result = run_bench(out, chosen, exp, vid, tiny=tiny)
+            if budget_s is not None and not budget_s > 0:
+                raise ConfigError(f"--budget-s must be > 0, got {budget_s}")
+            result = run_bench(out, chosen, exp, vid, tiny=tiny, budget_s=budget_s)
             print(f"wrote {out}/report.md ({time.perf_counter() - t:.0f} s)")
             for g in result.goals:
                 print(f"  {g['goal']}: {g['value']} (target {g['target']}) -> {g['met']}")

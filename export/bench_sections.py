@@ -178,6 +178,44 @@ def bench_model(result: BenchResult, mut: ModelUnderTest, onnx_paths: Dict[str, 
             backend.deactivate()
 
 
+STEP_SECTION = "per new frame: window vs step"
+
+
+def bench_step(result: BenchResult, mut: ModelUnderTest, window_onnx: Path, tmp: Path, batches: Sequence[int],
+               plan: RoundRobin) -> None:
+    """Causal models with a recurrent step graph (VIBE): the cost of one new frame per track (batch = tracks),
+    as a T-frame window forward (``--emit last`` without a step graph; torch eager is the baseline) against
+    one step of the step graph, torch and ONNX Runtime, in one round robin per batch size."""
+    from hmr_trt.runtime.recurrent import recurrent_step_graph
+
+    from .onnx_export import onnx_from_module
+
+    graph = recurrent_step_graph(mut.contract)
+    if graph is None:
+        return
+    step = mut.adapter.exportable(mut.reference, graph.name).eval()
+    path = tmp / f"{mut.name}_{graph.name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_from_module(step, graph, mut.adapter.example_inputs(mut.cfg, graph.name, 2), path)
+    sessions = {"window": OnnxRuntimeBackend(window_onnx), "step": OnnxRuntimeBackend(path)}
+    for backend in sessions.values():
+        backend.activate()
+    try:
+        for batch in batches:
+            step_in = mut.adapter.example_inputs(mut.cfg, graph.name, batch)
+            step_feed = {n: t.numpy() for n, t in zip(graph.input_names, step_in)}
+            feed = mut.feed(batch)
+            systems = [System(BASELINE, _no_grad(mut.reference, mut.inputs(batch))),
+                       System("torch eager fp32 step", _no_grad(step, step_in)),
+                       System("onnxruntime fp32 window", lambda feed=feed: sessions["window"].infer(feed)),
+                       System("onnxruntime fp32 step", lambda f=step_feed: sessions["step"].infer(f))]
+            result.timings += time_systems(mut.name, STEP_SECTION, batch, systems, plan)
+    finally:
+        for backend in sessions.values():
+            backend.deactivate()
+
+
 def _no_grad(module: torch.nn.Module, inputs: tuple) -> Callable[[], Any]:
     def run() -> Any:
         with torch.no_grad():
@@ -346,16 +384,20 @@ def bench_tracks(result: BenchResult, export_dir: Path, contract: ModelContract,
 
 
 def run_sections(result: BenchResult, models: List[str], export_dir: Optional[Path], video: Optional[Path],
-                 tiny: bool) -> List[int]:
-    """Every section for every model; returns the batch sizes used."""
+                 tiny: bool, budget_s: Optional[float] = None) -> List[int]:
+    """Every section for every model; returns the batch sizes used. ``budget_s``: round-robin seconds per
+    model and batch size (default 0.1 tiny, 4.0 otherwise)."""
     batches = [1, 4] if tiny else [1, 4, 16, 32]
-    plan = RoundRobin(warmup=1, min_reps=3, max_reps=5 if tiny else 50, budget_s=0.1 if tiny else 4.0)
+    budget = budget_s if budget_s is not None else (0.1 if tiny else 4.0)
+    plan = RoundRobin(warmup=1, min_reps=3, max_reps=5 if tiny else 50, budget_s=budget)
     bandwidth, gflops = (measured_bandwidth_gbs(32), measured_gflops(256)) if tiny else \
         (measured_bandwidth_gbs(), measured_gflops())
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             mut = load_model(name, tiny)
-            bench_model(result, mut, onnx_by_precision(mut, export_dir, Path(tmp), result), batches, plan)
+            onnx_paths = onnx_by_precision(mut, export_dir, Path(tmp), result)
+            bench_model(result, mut, onnx_paths, batches, plan)
+            bench_step(result, mut, onnx_paths["fp32"], Path(tmp), batches, plan)
             floor_figures(result, mut, bandwidth, gflops)
             if torch.cuda.is_available():
                 bench_model_gpu(result, mut, batches, plan, engines_of(export_dir, mut))

@@ -55,6 +55,10 @@ def export(
                                                           "result whose worst mean vertex drift exceeds this.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Like --max-drift-mm with the contract's goal for "
                                          "--precision.")] = False,
+    step_graph: Annotated[Optional[bool], typer.Option("--step/--no-step", help="Also export a one-frame step graph "
+                                                 "(Triton sequences; the model's own for VIBE). Default: the "
+                                                 "model's own, or the window-as-state one under 100 MB of "
+                                                 "weights.")] = None,
 ) -> None:
     """Export the model to ONNX, validate it and measure parity against PyTorch in millimetres."""
 
@@ -72,13 +76,15 @@ def export(
         opts = ExportOptions(out=out, model=model.value, precision=precision.value, window=window, profile=profile,
                              checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint, smpl_model=smpl_model,
                              mean_params=mean_params, video=sample, exporter=exporter.value, calib=calib,
-                             calib_cache=calib_cache, recipe=recipe, max_drift_mm=max_drift_mm, strict=strict)
+                             calib_cache=calib_cache, recipe=recipe, max_drift_mm=max_drift_mm, strict=strict,
+                             step=step_graph)
         try:
             result = run_export(opts, step=step)
         except ParityError as exc:
             print_parity(console, getattr(exc, "reports", []))
             raise
         print_parity(console, result.reports)
+        print_step_parity(console, result.manifest)
         console.print(f"wrote {out}/manifest.json; export took {result.seconds['total']:.1f} s "
                       f"(export {result.seconds['export']:.1f} s, parity {result.seconds['parity']:.1f} s)")
         for note in result.manifest.notes[:-1]:
@@ -113,6 +119,20 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
         console.print(f"{rep.precision}: {status} worst mean vertex drift {worst['mm']:.3g} mm ({worst['set']} "
                       f"windows, batch {worst['batch']}) vs goal {rep.goal_mean_vertex_mm} mm; "
                       f"batch invariance max abs: {inv}")
+
+
+def print_step_parity(console, manifest) -> None:  # noqa: ANN001 - rich types imported lazily
+    """One line per parity set for the step graph (export/step_graph.py: step_parity), when there is one."""
+    art = next((a for a in manifest.artifacts if a.parity and a.parity.get("kind") in ("window as state",
+                                                                                        "recurrent state")), None)
+    if art is None:
+        return
+    p = art.parity
+    sets = ", ".join(f"{name} {r['vertices_mean_mm']:.2g}/{r['vertices_max_mm']:.2g} mm over {r['frames_compared']} "
+                     f"frames" for name, r in p["sets"].items())
+    status = "[green]PASS[/]" if not p["failures"] else "[red]MISS[/]"
+    console.print(f"step graph ({p['kind']}, fed frame by frame): {status} mean/max vertex drift vs the torch "
+                  f"window model: {sets}")
 
 
 def main() -> None:

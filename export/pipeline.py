@@ -28,7 +28,7 @@ from hmr_trt.manifest import Artifact, Manifest, sha256_of, staged_output, tool_
 from hmr_trt.profile import ShapeProfile
 from hmr_trt.runtime.backends import OnnxRuntimeBackend
 
-from . import onnx_export, parity
+from . import onnx_export, parity, step_graph
 from .backbone import ResNet50Backbone, backbone_from_checkpoint
 from .body_model import ExportableSMPL, SMPLReference
 from .smpl_io import load_body_model_data
@@ -63,6 +63,7 @@ class ExportOptions:
     max_drift_mm: float | None = None  # a reduced-precision miss over this exits 1 with nothing written
     strict: bool = False  # the same with the contract's goal as the limit
     build_engines: bool = True  # when TensorRT and a GPU are present
+    step: bool | None = None  # step graph: None = the model's own, or the generic one under 100 MB (step_graph.py)
 
 
 Step = Callable[[str], Any]  # a context-manager factory that shows one step of progress
@@ -161,6 +162,7 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
                         else ResNet50Backbone.from_seed(0))
     seconds["reference"] = time.perf_counter() - t0
     contract = exported_contract(job.contract, body, opts.with_backbone and backbone is not None)
+    contract, step_note = step_graph.with_step_graph(contract, reference, opts.step)
     model_graph = contract.model_graph
     frames = len(contract.emit_positions()) if contract.family == "window" else 1
 
@@ -169,6 +171,8 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
                             tools=tool_versions("torch", "onnx", "onnxruntime", "onnxscript", "smplx"),
                             contract=contract.to_dict())
         manifest.notes.append(body_info)
+        if step_note:
+            manifest.notes.append(step_note)
         if opts.checkpoint is None:
             manifest.notes.append(f"{opts.model} weights: seeded defaults (untrained); meshes are not poses")
         meta = {"model": opts.model, "exporter": opts.exporter}
@@ -186,6 +190,12 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
                 elif graph.role == "feature_extractor":
                     specs[graph.name] = onnx_export.export_backbone(
                         backbone, path, opts.profile.max * (contract.window or 1), opts.exporter, meta, spec=graph)
+                elif graph.role == "step":
+                    module, example = step_graph.step_module(adapter, reference, contract, cfg,
+                                                             max(2, min(opts.profile.opt, 4)))
+                    specs[graph.name] = onnx_export.onnx_from_module(
+                        module, graph, example, path, exporter=opts.exporter, max_batch=opts.profile.max,
+                        metadata={**meta, "config": cfg.to_dict(), "profile": opts.profile.to_dict()})
                 else:
                     example = adapter.example_inputs(cfg, graph.name, max(2, min(opts.profile.opt, 4)))
                     specs[graph.name] = onnx_export.onnx_from_module(
@@ -209,6 +219,13 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
                           for k, w in windows.items()}
             report = fp32_parity(paths, references, windows, reference, contract)
         seconds["parity"] = time.perf_counter() - t
+        step_report = None
+        if contract.graph_for("step") is not None:
+            t = time.perf_counter()
+            with step("step graph parity: parity windows fed frame by frame (ONNX Runtime, CPU)"):
+                step_report = fp32_step_parity(paths, references, windows, contract)
+            report.failures.extend(step_report["failures"])
+            seconds["step_parity"] = time.perf_counter() - t
 
         if body is not None:
             np.save(stage / FACES_NAME, np.asarray(body.faces, dtype=np.int64))  # for rendering meshes
@@ -216,9 +233,9 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
         for graph in contract.graphs:
             g_ins, g_outs = specs[graph.name]
             extra = {"faces": FACES_NAME} if graph.role == "body_model" else {}
+            graph_parity = {"model": report.to_dict(), "step": step_report}.get(graph.role)
             manifest.add(Artifact(graph.name, paths[graph.name].name, "onnx", "fp32", sha256_of(paths[graph.name]),
-                                  g_ins, g_outs, parity=report.to_dict() if graph.role == "model" else None,
-                                  extra=extra))
+                                  g_ins, g_outs, parity=graph_parity, extra=extra))
         manifest.parity = {"fp32": report.to_dict()}
         manifest.verdict = {"fp32": report.verdict()}
         reports = [report]
@@ -407,7 +424,8 @@ def ort_runner(paths: dict[str, Path]) -> tuple[ExitStack, parity.Runner]:
 
 def fp32_parity(paths: dict[str, Path], references: dict[str, parity.Reference], windows: dict[str, np.ndarray],
                 model: torch.nn.Module, contract: ModelContract) -> parity.ParityReport:
-    stack, run = ort_runner({n: p for n, p in paths.items() if contract.graph(n).role != "feature_extractor"})
+    stack, run = ort_runner({n: p for n, p in paths.items()
+                             if contract.graph(n).role not in ("feature_extractor", "step")})
     with stack:
         report = parity.compare(run, references, windows, precision="fp32", batch_sizes=BATCH_SIZES, contract=contract)
     report.batch_invariance["torch"] = parity.torch_batch_invariance(model, windows[next(iter(windows))],
@@ -417,6 +435,19 @@ def fp32_parity(paths: dict[str, Path], references: dict[str, parity.Reference],
             report.failures.append(f"{backend}: outputs change with batch composition by {value:.3g}")
     parity.check_spread(report)
     return report
+
+
+def fp32_step_parity(paths: dict[str, Path], references: dict[str, parity.Reference], windows: dict[str, np.ndarray],
+                     contract: ModelContract) -> dict[str, Any]:
+    """The exported step graph fed the parity windows frame by frame vs the torch window model (step_graph.py)."""
+    step_name = contract.graph_for("step").name
+    body = contract.graph_for("body_model")
+    graphs = {step_name: paths[step_name], **({body.name: paths[body.name]} if body is not None else {})}
+    stack, run = ort_runner(graphs)
+    with stack:
+        return step_graph.step_parity(lambda feed: dict(run(step_name, feed)),
+                                      (lambda f: run(body.name, f)) if body is not None else None,
+                                      windows, references, contract, contract.goal_mm("fp32"))
 
 
 def body_models(smpl_model: Path | None) -> tuple[ExportableSMPL, SMPLReference, str]:

@@ -46,6 +46,7 @@ class Backends:
     weights_note: str
     contract: Optional[ModelContract] = None
     providers: Dict[str, List[str]] = field(default_factory=dict)  # graph -> what really ran it
+    step: Optional[Backend] = None  # role "step" of a causal recurrent model, opened with need_step (--emit last)
 
     @property
     def feature_dim(self) -> int:
@@ -91,7 +92,7 @@ def _tensorrt_choice(manifest: Manifest, export_dir: Path, precision: str,
 @contextlib.contextmanager
 def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp32", threads: int = 0,
                   need_backbone: bool = True, device: str = "auto", ort_providers: Optional[str] = None,
-                  triton_url: Optional[str] = None) -> Iterator[Backends]:
+                  triton_url: Optional[str] = None, need_step: bool = False) -> Iterator[Backends]:
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     export_dir = Path(export_dir)
@@ -147,7 +148,11 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
         temporal = stack.enter_context(make(model_graph))
         body = stack.enter_context(make(body_graph.name)) if body_graph is not None else None
         backbone = stack.enter_context(make(extractor.name)) if need_backbone and extractor is not None else None
-        opened = {model_graph: temporal, "body_model": body, "backbone": backbone}
+        from .recurrent import recurrent_step_graph
+
+        step_graph = recurrent_step_graph(contract) if need_step else None
+        step = stack.enter_context(make(step_graph.name)) if step_graph is not None else None
+        opened = {model_graph: temporal, "body_model": body, "backbone": backbone, "step": step}
         opened = {g: b for g, b in opened.items() if b is not None}
         providers = {g: list(getattr(b, "ran_on", [])) or [b.name] for g, b in opened.items()}
         if backend == "triton":
@@ -159,7 +164,7 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
         if any(isinstance(b, OnnxRuntimeBackend) for b in opened.values()):
             description += "; graphs ran on " + ", ".join(
                 f"{g}: {'+'.join(short(p) for p in ps)}" for g, ps in providers.items())
-        yield Backends(temporal, body, backbone, description, faces, weights_note, contract, providers)
+        yield Backends(temporal, body, backbone, description, faces, weights_note, contract, providers, step)
 
 
 @dataclass

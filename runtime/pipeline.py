@@ -152,7 +152,14 @@ def _window_stage(backends: Backends, timer: StageTimer, opts: RunOptions) -> _F
 FAMILY_STAGES: Dict[str, Callable[[Backends, StageTimer, RunOptions], Any]] = {"window": _window_stage}
 
 
-def _streamer(backends: Backends, opts: RunOptions) -> WindowStreamer:
+def _streamer(backends: Backends, opts: RunOptions) -> Any:
+    """--emit last on a causal model with a recurrent step graph: one step per frame (runtime/recurrent.py);
+    otherwise windows."""
+    if opts.emit == "last" and backends.step is not None:
+        from .recurrent import RecurrentStreamer, RecurrentTracks
+
+        return RecurrentStreamer(RecurrentTracks.from_contract(backends.step, backends.contract,
+                                                               max_batch=backends.step.max_batch))
     spec = StreamSpec.from_contract(backends.contract) if backends.contract is not None else StreamSpec()
     return WindowStreamer(backends.temporal, emit=opts.emit, spec=spec, border=opts.border)
 
@@ -230,7 +237,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
 
 def _open(opts: RunOptions) -> ContextManager[Backends]:
     return open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, device=opts.device,
-                         ort_providers=opts.ort_providers, triton_url=opts.triton_url)
+                         ort_providers=opts.ort_providers, triton_url=opts.triton_url, need_step=opts.emit == "last")
 
 
 def _timed_frames(video: Path, max_frames: Optional[int], timer: StageTimer) -> Iterator[tuple]:
@@ -253,7 +260,8 @@ def run_features(opts: RunOptions) -> Dict[str, Any]:
     timer = StageTimer()
     start = time.perf_counter()
     with open_backends(opts.export_dir, opts.backend, opts.precision, opts.threads, need_backbone=False,
-                       device=opts.device, ort_providers=opts.ort_providers, triton_url=opts.triton_url) as backends:
+                       device=opts.device, ort_providers=opts.ort_providers, triton_url=opts.triton_url,
+                       need_step=opts.emit == "last") as backends:
         width = backends.feature_dim
         for track_id, feats in tracks_features.items():
             if feats.shape[1] != width:

@@ -98,3 +98,74 @@ class RecurrentTracks:
                 self.frames[track] = self.frames.get(track, 0) + 1
                 results[track] = {k: v[i] for k, v in out.items() if k != next_name}
         return results
+
+
+def recurrent_step_graph(contract: Any) -> Optional[Any]:
+    """The contract's step graph when it carries a recurrent state (features, hidden -> ..., next hidden)
+    and the model is causal; None otherwise (no step graph, or the window-as-state one of export/step_graph.py,
+    which costs a whole window per step and serves Triton sequences, not ``--emit last``)."""
+    graph = contract.graph_for("step") if contract is not None and contract.family == "window" else None
+    if graph is None or not contract.causal or len(graph.inputs) != 2:
+        return None
+    hidden = graph.inputs[1]
+    if not any(tuple(t.shape[1:]) == tuple(hidden.shape[1:]) for t in graph.outputs):
+        return None
+    return graph
+
+
+class RecurrentStreamer:
+    """``--emit last`` for causal recurrent models: the WindowStreamer interface (push / end_track / drain /
+    flush returning ``FrameResult``s) over ``RecurrentTracks``. Each frame's result is the model's output
+    after every earlier frame of its track (the whole-sequence forward, not a 16-frame window).
+
+    A pushed frame waits until its track has a newer one (or ``drain``/``end_track``/``flush``); then the
+    oldest waiting frame of every track steps together: one step-graph call per round, batched across
+    tracks (a video delivering each track's frames in turn gives one call per video frame)."""
+
+    def __init__(self, tracks: RecurrentTracks) -> None:
+        self.tracks = tracks
+        self._pending: Dict[Hashable, List[Tuple[int, np.ndarray]]] = {}
+        self._last: Dict[Hashable, int] = {}
+        self._ending: List[Hashable] = []
+        self.calls = 0
+
+    def push(self, track_id: Hashable, frame_index: int, feature: Any) -> List[Any]:
+        last = self._last.get(track_id)
+        if last is not None and frame_index <= last:
+            raise InputSpecError(f"track {track_id!r} frame {frame_index}: frame indices must increase within a "
+                                 f"track, got {frame_index} after {last}")
+        self._last[track_id] = int(frame_index)
+        queue = self._pending.setdefault(track_id, [])
+        queue.append((int(frame_index), np.asarray(feature, dtype=np.float32).reshape(-1)))
+        return self._round() if len(queue) > 1 else []  # one step for every waiting track: they stay in step
+
+    def end_track(self, track_id: Hashable) -> List[Any]:
+        if track_id not in self._last:
+            raise ConfigError(f"end_track({track_id!r}): no open track with that id")
+        ready = self.drain()
+        self._last.pop(track_id)
+        self._pending.pop(track_id, None)
+        self.tracks.end(track_id)
+        return ready
+
+    def drain(self) -> List[Any]:
+        """Step until no frame waits."""
+        ready: List[Any] = []
+        while any(self._pending.values()):
+            ready += self._round()
+        return ready
+
+    def _round(self) -> List[Any]:
+        """The oldest waiting frame of every track, in one batched step."""
+        from .streaming import FrameResult
+
+        heads = {t: q.pop(0) for t, q in self._pending.items() if q}
+        out = self.tracks.step({t: f for t, (_, f) in heads.items()})
+        self.calls += -(-len(heads) // (self.tracks.max_batch or len(heads)))
+        return [FrameResult(t, frame, {k: np.asarray(v) for k, v in out[t].items()}) for t, (frame, _) in heads.items()]
+
+    def flush(self) -> List[Any]:
+        ready = self.drain()
+        for track_id in list(self._last):
+            ready += self.end_track(track_id)
+        return ready

@@ -209,3 +209,24 @@ def test_a_shared_feature_extractor_is_timed_once(monkeypatch) -> None:
     assert [(t.model, t.section, t.system, t.batch) for t in result.timings] == [
         ("toy_fx", "backbone", "torch eager fp32", 1), ("toy_fx", "backbone", "torch eager fp32", 2)]
     assert len(built) == 1 and "no ONNX Runtime row" in result.notes[0]
+
+
+WINDOW_MODELS = [m for m in registry.names() if registry.contract(m).family == "window"]
+
+
+# ~9 s each: the causal one (the step section) in the quick suite, the others with -m slow
+@pytest.mark.parametrize("model", [m if registry.contract(m).causal else pytest.param(m, marks=pytest.mark.slow)
+                                   for m in WINDOW_MODELS])
+def test_tiny_bench_rows_for_each_registered_window_model(tmp_path, model) -> None:
+    """Each window model runs through the sections (its tiny config): torch eager and ONNX Runtime rows at
+    each batch, its floor; a causal model with a recurrent step graph also the per-frame window vs step rows."""
+    from hmr_trt.export.bench_sections import STEP_SECTION
+
+    result = run_bench(tmp_path / "bench", [model], tiny=True, plots=False)
+    systems = {(t.system, t.batch) for t in result.timings if t.model == model and t.section != STEP_SECTION}
+    assert systems == {(s, b) for s in ("torch eager fp32", "onnxruntime fp32") for b in (1, 4)}
+    assert result.floors[model]["params"] > 0 and result.floors[model]["flops_per_item"] > 0
+    step_rows = {t.system for t in result.timings if t.section == STEP_SECTION}
+    causal_step = registry.contract(model).causal and registry.contract(model).graph_for("step") is not None
+    assert step_rows == ({"torch eager fp32", "torch eager fp32 step", "onnxruntime fp32 window",
+                          "onnxruntime fp32 step"} if causal_step else set())

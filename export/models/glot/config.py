@@ -35,9 +35,11 @@ class GlotConfig:
     spin_iters: int = 3
     # seeded default weights (no checkpoint): a torch.Generator seeded with this, never the global RNG
     seed: int = 0
-    # xavier gain of every Linear of the seeded default: 0.4 moves the mesh ~100 mm across random windows
-    # (1.0 moves it ~300 mm but chaotically: any rounding is amplified, FP16 drift 1.1 mm vs 0.28 mm)
-    init_gain: float = 0.4
+    # xavier gain of every Linear of the seeded default. Vertex spread across the 7 parity windows
+    # (random / sample-video features), mm: 0.4 -> 186 / 17.9 (video under the 50 mm floor: trt-export
+    # --video refused it), 0.7 -> 452 / 125, 1.0 -> 353 / 113. Larger gains amplify rounding (FP16
+    # drift 1.1 mm at 1.0 vs 0.28 mm at 0.4), so the smallest that moves on video.
+    init_gain: float = 0.7
 
     def __post_init__(self) -> None:
         for f in fields(self):
