@@ -125,6 +125,7 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
                 model, keep_io_types=True, op_block_list=[], node_block_list=sorted(names),
                 min_positive_val=0.0, max_finite_val=FP16_MAX)  # IEEE rounding; clamp to the FP16 range
         _fp32_graph_outputs(fp16)
+    dropped = drop_fp32_round_trips(fp16)
     types = tensor_types(fp16)
     problems = fp16_problems(fp16, names, types)
     if problems:
@@ -135,7 +136,7 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
     save_onnx_atomic(fp16, dst)
     fp16_nodes = sum(any(types.get(o) == onnx.TensorProto.FLOAT16 for o in n.output) for n in fp16.graph.node)
     return {"method": used, "nodes": len(fp16.graph.node), "converted_nodes": fp16_nodes,
-            "blocked_nodes": len(names), "blocked": by_rule,
+            "blocked_nodes": len(names), "blocked": by_rule, "round_trips_dropped": dropped,
             "casts_added": sum(n.op_type == "Cast" for n in fp16.graph.node)
             - sum(n.op_type == "Cast" for n in model.graph.node)}
 
@@ -154,7 +155,8 @@ def fp16_problems(model: onnx.ModelProto, fp32_nodes: Set[str], types: Dict[str,
             bad = [t for t in list(node.input) + list(node.output) if types.get(t) == f16]
             if bad:
                 problems.append(f"{node.op_type} '{node.name}' should stay FP32 but has FP16 tensors {bad}")
-    if not any(t == f16 for t in types.values()):
+    everything_kept = all(n.name in fp32_nodes or n.op_type == "Cast" for n in model.graph.node)
+    if not everything_kept and not any(t == f16 for t in types.values()):  # all kept: the FP32 floor, on purpose
         problems.append("no tensor is FP16")
     return problems
 
@@ -257,6 +259,48 @@ def _fp32_graph_outputs(model: onnx.ModelProto) -> None:
         kept = [v for v in g.value_info if v.name != out.name]
         del g.value_info[:]
         g.value_info.extend(kept)
+
+
+def drop_fp32_round_trips(model: onnx.ModelProto) -> int:
+    """Remove every FP32 -> FP16 -> FP32 Cast pair: the tensor reaches its reader in FP32, unrounded.
+
+    onnxconverter-common casts each blocked node's FP32 output to FP16 and back to FP32 in front of
+    the next blocked node, so a tensor between two FP32 nodes would be rounded anyway; a TensorRT
+    strongly-typed build honours those Casts. After this pass a tensor is FP16 only where an FP16
+    node reads it. The FP16 Cast itself goes when nothing else reads its output. Returns the number of
+    FP32 Casts removed.
+    """
+    import onnx
+
+    f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    producers = {o: n for n in g.node for o in n.output}
+    fp32 = {name for name, t in tensor_types(model).items() if t == f32}
+    replace: Dict[str, str] = {}
+    dead: List[onnx.NodeProto] = []
+    for node in g.node:
+        if node.op_type != "Cast" or _attr(node, "to") != f32 or node.output[0] in outputs:
+            continue
+        up = producers.get(node.input[0])
+        if up is None or up.op_type != "Cast" or _attr(up, "to") != f16 or up.input[0] not in fp32:
+            continue
+        replace[node.output[0]] = up.input[0]
+        dead.append(node)
+    if not replace:
+        return 0
+    for node in dead:
+        g.node.remove(node)
+    for node in g.node:
+        node.input[:] = [replace.get(i, i) for i in node.input]
+    read = {i for n in g.node for i in n.input} | outputs
+    for node in [n for n in g.node if n.op_type == "Cast" and _attr(n, "to") == f16 and n.output[0] not in read]:
+        g.node.remove(node)
+    live = {t for n in g.node for t in list(n.input) + list(n.output)}
+    kept = [v for v in g.value_info if v.name in live]  # stale FP16 types of the removed Casts' outputs go
+    del g.value_info[:]
+    g.value_info.extend(kept)
+    return len(dead)
 
 
 def _constants_feeding_only(model: onnx.ModelProto, names: Set[str]) -> Set[str]:
