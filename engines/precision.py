@@ -36,6 +36,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
+import numpy as np
+
 from hmr_trt.contract import KeepRule
 from hmr_trt.errors import ConfigError, ExportError
 from hmr_trt.fileio import save_onnx_atomic
@@ -330,3 +332,84 @@ def _autocast(src: PathLike, names: Set[str]) -> onnx.ModelProto:
                                       nodes_to_exclude=[f"^{re.escape(n)}$" for n in sorted(names)])
 
 
+
+
+# --- how much of the graph runs in reduced precision ----------------------------------------------------
+
+COMPUTE_OPS = ("MatMul", "Gemm", "Conv", "GRU", "LSTM", "RNN")
+
+
+def reduced_precision_share(path: PathLike, batch: int = 1) -> Dict[str, Any]:
+    """Share of weights and of FLOPs in FP16 / INT8 in a mixed-precision ONNX (FP16 pass or Q/DQ INT8).
+
+    Weights: elements of the float initializers (FP32 bytes), FP16 where stored FP16, INT8 where an
+    INT8 initializer feeds a DequantizeLinear (its scale and zero point are not counted). FLOPs:
+    multiply-adds x 2 of MatMul/Gemm/Conv/GRU/LSTM/RNN at batch ``batch`` (symbolic dims set to it), a
+    node FP16 when its data input is FP16, INT8 when every data input comes from a DequantizeLinear.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    for v in model.graph.input:  # concrete dims so that shape inference gives every matmul's shape
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") or not d.HasField("dim_value"):
+                d.dim_value = batch
+    g = onnx.shape_inference.infer_shapes(model).graph
+    shapes: Dict[str, List[int]] = {t.name: list(t.dims) for t in g.initializer}
+    types = {t.name: t.data_type for t in g.initializer}
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+        types[v.name] = v.type.tensor_type.elem_type
+    f16, f32, i8 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.INT8
+    dq_data = {n.input[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    dq_side = {i for n in g.node if n.op_type == "DequantizeLinear" for i in n.input[1:]}
+    dq_out = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+
+    weights = {"fp32": 0, "fp16": 0, "int8": 0}
+    for t in g.initializer:
+        n = int(np.prod(t.dims)) if t.dims else 1
+        if t.name in dq_side:
+            continue
+        if t.data_type == f16:
+            weights["fp16"] += n
+        elif t.data_type == i8 and t.name in dq_data:
+            weights["int8"] += n
+        elif t.data_type == f32:
+            weights["fp32"] += n
+    flops = {"fp32": 0, "fp16": 0, "int8": 0}
+    for node in g.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        count = _flops(node, shapes)
+        data = node.input[:1] if node.op_type in ("GRU", "LSTM", "RNN") else node.input[:2]
+        if types.get(node.input[0]) == f16:
+            flops["fp16"] += count
+        elif all(i in dq_out for i in data):
+            flops["int8"] += count
+        else:
+            flops["fp32"] += count
+    total_w, total_f = sum(weights.values()), sum(flops.values())
+    return {"weights": total_w, "flops": total_f, "batch": batch,
+            "weights_fp16": weights["fp16"] / max(total_w, 1), "weights_int8": weights["int8"] / max(total_w, 1),
+            "flops_fp16": flops["fp16"] / max(total_f, 1), "flops_int8": flops["int8"] / max(total_f, 1)}
+
+
+def _flops(node: onnx.NodeProto, shapes: Dict[str, List[int]]) -> int:
+    """2 x multiply-adds of one compute node from the inferred shapes (0 where a shape is unknown)."""
+    def prod(dims: Sequence[int]) -> int:
+        return int(np.prod(dims)) if dims else 1
+
+    out = shapes.get(node.output[0], []) if node.output else []
+    if node.op_type == "MatMul":
+        a = shapes.get(node.input[0], [])
+        return 2 * prod(out) * a[-1] if a and out else 0
+    if node.op_type == "Gemm":
+        a = shapes.get(node.input[0], [])
+        return 2 * prod(out) * (a[0] if _attr(node, "transA") else a[-1]) if len(a) == 2 and out else 0
+    if node.op_type == "Conv":
+        w = shapes.get(node.input[1], [])
+        return 2 * prod(out) * prod(w[1:]) if w and out else 0
+    x, w, r = (shapes.get(node.input[i], []) for i in range(3))  # GRU/LSTM/RNN: X (T, B, I) or (B, T, I)
+    if len(x) != 3 or not w or not r:
+        return 0
+    return 2 * x[0] * x[1] * (prod(w) + prod(r))

@@ -260,3 +260,29 @@ def test_the_coseg_recipe_rounds_no_tensor_between_kept_nodes(tiny) -> None:
     rounded = {n.input[0].removesuffix("__fp32") for n in onnx.load(str(emu)).graph.node
                if n.op_type == "Cast" and n.name.endswith("__round")}
     assert rounded and all(types.get(t) == F16 for t in rounded)
+
+
+def test_share_of_weights_and_flops_in_fp16(tmp_path: Path) -> None:
+    """x (B, 4, 8) @ W1 (8, 16) -> @ W2 (16, 2) with the second MatMul kept FP32: FLOPs 2*4*16*8 = 1024 FP16 and
+    2*4*2*16 = 256 FP32 per window; weights 128 FP16 and 32 FP32 elements."""
+    from onnx import numpy_helper
+
+    from hmr_trt.contract import KeepRule
+    from hmr_trt.engines.precision import reduced_precision_share
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "W1"),
+             numpy_helper.from_array(rng.standard_normal((16, 2)).astype(np.float32), "W2")]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="/a/MatMul"),
+             helper.make_node("MatMul", ["h", "W2"], ["y"], name="/b/MatMul")]
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", F32, ["batch", 4, 8])],
+                              [helper.make_tensor_value_info("y", F32, ["batch", 4, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "mm.onnx"))
+    fp32 = reduced_precision_share(tmp_path / "mm.onnx", batch=3)
+    assert fp32["flops"] == 3 * (1024 + 256) and fp32["weights"] == 160 and fp32["flops_fp16"] == 0
+    fp16_onnx_from_fp32(tmp_path / "mm.onnx", tmp_path / "mm16.onnx", (KeepRule("b", ("MatMul",), "^/b/", "t"),))
+    share = reduced_precision_share(tmp_path / "mm16.onnx")
+    assert share["flops"] == 1024 + 256 and share["flops_fp16"] == pytest.approx(1024 / 1280)
+    assert share["weights_fp16"] == pytest.approx(128 / 160) and share["weights_int8"] == 0
