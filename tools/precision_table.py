@@ -14,7 +14,8 @@ Models run one after another (CPU-heavy: minutes each on 2 cores).
 
 Usage:
   .venv/bin/python tools/precision_table.py [--models coseg,glot] [--precisions fp16,int8]
-      [--json results.json] [--readme README.md]
+      [--from-export OUT_OF_TRT_EXPORT ...] [--json results.json] [--readme README.md]
+(``--models ""`` with ``--json``/``--from-export``: only rewrite the table from rows measured before).
 ``--readme`` replaces the text between ``<!-- precision-table:begin -->`` and ``<!-- precision-table:end -->``.
 """
 
@@ -108,6 +109,15 @@ def measure_model(name: str, video: Path | None, work: Path, precisions: tuple[s
     return rows
 
 
+def rows_from_export(out: Path) -> list[dict[str, Any]]:
+    """The reduced-precision verdicts a ``trt-export --precision fp16|int8`` run recorded in its manifest."""
+    manifest = Manifest.read(out)
+    contract = manifest.model_contract()
+    return [{"model": manifest.model, "precision": precision, "description": contract.recipe(v["recipe"]).description,
+             "default": contract.default_recipe.get(precision) == v["recipe"], **v}
+            for precision, v in manifest.verdict.items() if precision != "fp32"]
+
+
 def _short(row: dict[str, Any]) -> dict[str, Any]:
     return {"by_set": row.get("drift_by_set"), "share": {k: round(v, 3) for k, v in row.get("share", {}).items()
                                                          if isinstance(v, float)}, "verdict": row.get("verdict")}
@@ -131,11 +141,15 @@ def markdown(rows: list[dict[str, Any]], speed: str) -> str:
         share, cond = r["share"], r["conditioning"]
         lines.append(" | ".join([
             f"| {r['model']}", recipe, _drift(r, "video"), _drift(r, "random"),
-            f"{100 * share['weights_fp16']:.1f}% / {100 * share['weights_int8']:.1f}%",
-            f"{100 * share['flops_fp16']:.1f}% / {100 * share['flops_int8']:.1f}%",
+            f"{_pct(share['weights_fp16'])} / {_pct(share['weights_int8'])}",
+            f"{_pct(share['flops_fp16'])} / {_pct(share['flops_int8'])}",
             f"{cond['perturbation_mean_vertex_mm']:.3g}", f"{cond['input_fp16_mean_vertex_mm']:.3g}",
             f"{r['verdict']} (goal {r['goal_mm']:g})", speed]) + " |")
     return "\n".join(lines)
+
+
+def _pct(share: float) -> str:
+    return ">99.9%" if 0.999 < share < 1 else f"{100 * share:.1f}%"
 
 
 def _drift(row: dict[str, Any], window_set: str) -> str:
@@ -158,6 +172,8 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp16,int8")
     ap.add_argument("--video", type=Path, default=None, help="default: the sample video")
     ap.add_argument("--json", type=Path, default=None, help="append the rows to this JSON file (kept across runs)")
+    ap.add_argument("--from-export", type=Path, action="append", default=[],
+                    help="also take the rows of a trt-export output folder's manifest (its verdicts)")
     ap.add_argument("--readme", type=Path, default=None, help="write the table (all rows of --json) here")
     args = ap.parse_args()
     video = args.video or default_sample_video()
@@ -165,12 +181,18 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     if args.json is not None and args.json.exists():
         rows = json.loads(args.json.read_text())
+    for out in args.from_export:
+        new = rows_from_export(out)
+        rows = [r for r in rows if (r["model"], r["recipe"]) not in {(n["model"], n["recipe"]) for n in new}] + new
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
+        for name in filter(None, args.models.split(",")):
             new = measure_model(name, video, Path(tmp), precisions)
-            rows = [r for r in rows if r["model"] != name] + new
+            done = {r["recipe"] for r in new}
+            rows = [r for r in rows if r["model"] != name or r["recipe"] not in done] + new
             if args.json is not None:
                 args.json.write_text(json.dumps(rows, indent=1, default=str))
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1, default=str))
     order = {n: i for i, n in enumerate(registry.names())}
     rows.sort(key=lambda r: (order.get(r["model"], 99), r["precision"] != "fp16", r["recipe"]))
     table = markdown(rows, gpu_speed())
