@@ -310,13 +310,16 @@ def drop_fp32_round_trips(model: onnx.ModelProto) -> int:
 
 
 def _constants_feeding_only(model: onnx.ModelProto, names: Set[str]) -> Set[str]:
-    """Constant nodes whose every consumer is in ``names``."""
+    """Constant nodes, and Identity copies of an initializer (the exporter's de-duplicated LayerNorm
+    weights), whose every consumer is in ``names``: they stay FP32 with their readers."""
     consumers: Dict[str, Set[str]] = {}
     for node in model.graph.node:
         for t in node.input:
             consumers.setdefault(t, set()).add(node.name)
+    inits = {t.name for t in model.graph.initializer}
     return {n.name for n in model.graph.node
-            if n.op_type == "Constant" and consumers.get(n.output[0]) and consumers[n.output[0]] <= names}
+            if (n.op_type == "Constant" or (n.op_type == "Identity" and n.input[0] in inits))
+            and consumers.get(n.output[0]) and consumers[n.output[0]] <= names}
 
 
 def _modelopt_available() -> bool:

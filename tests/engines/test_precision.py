@@ -286,3 +286,28 @@ def test_share_of_weights_and_flops_in_fp16(tmp_path: Path) -> None:
     share = reduced_precision_share(tmp_path / "mm16.onnx")
     assert share["flops"] == 1024 + 256 and share["flops_fp16"] == pytest.approx(1024 / 1280)
     assert share["weights_fp16"] == pytest.approx(128 / 160) and share["weights_int8"] == 0
+
+
+def test_glot_fp16_recipe_with_layer_norms_kept_validates(tmp_path: Path) -> None:
+    """GLoT's exporter copies shared LayerNorm weights with Identity nodes; kept with their FP32 readers, the
+    FP16 graph passes onnx.checker (they were typed FP16 around an FP32 initializer before)."""
+    pytest.importorskip("torch")
+    from hmr_trt.engines.preflight import validate_onnx
+    from hmr_trt.export.onnx_export import onnx_from_module
+
+    adapter = registry.adapter("glot")
+    cfg = adapter.tiny_config()
+    contract = adapter.contract_for(cfg)
+    graph = contract.model_graph
+    src = tmp_path / "glot.onnx"
+    onnx_from_module(adapter.exportable(adapter.reference(cfg), graph.name), graph,
+                     adapter.example_inputs(cfg, graph.name, 2), src, metadata={"model": "glot"})
+    assert any(n.op_type == "Identity" for n in onnx.load(str(src)).graph.node)
+    fp16_onnx_from_fp32(src, tmp_path / "glot16.onnx", contract.recipe_for("fp16").keep)
+    validate_onnx(tmp_path / "glot16.onnx")
+    emulation_onnx_from_fp16(tmp_path / "glot16.onnx", tmp_path / "emu.onnx")
+    (x,) = adapter.example_inputs(cfg, graph.name, 2, seed=3)
+    ref = _run(src, {"features": x.numpy()})
+    out = _run(tmp_path / "emu.onnx", {"features": x.numpy()})
+    for name, value in ref.items():
+        np.testing.assert_allclose(out[name], value, atol=0.05, err_msg=name)
