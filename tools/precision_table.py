@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from hmr_trt import registry
-from hmr_trt.errors import HmrTrtError
 from hmr_trt.export import parity
 from hmr_trt.export.pipeline import (
     PARITY_REFERENCE_NAME,
@@ -77,9 +76,10 @@ def measure_model(name: str, video: Path | None, work: Path, precisions: tuple[s
     opts = ExportOptions(out=out, model=name, precision="fp32", video=video, build_engines=False)
     try:
         result = run_export(opts)
-    except HmrTrtError as exc:  # the FP32 export itself fails: one row saying why, then the next model
-        print(f"{name}: FP32 export FAILED: {exc}", flush=True)
-        return [{"model": name, "recipe": "(fp32 export)", "precision": "fp32", "error": str(exc)}]
+    except Exception as exc:  # noqa: BLE001 - the FP32 export itself fails: a row saying why, then the next model
+        print(f"{name}: FP32 export FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return [{"model": name, "recipe": "(fp32 export)", "precision": "fp32",
+                 "error": f"{type(exc).__name__}: {exc}"}]
     fp32 = result.reports[0]
     print(f"{name}: FP32 export and parity {time.perf_counter() - t:.0f} s; conditioning {fp32.conditioning}",
           flush=True)
