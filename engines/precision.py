@@ -23,10 +23,14 @@ is a no-op: data movement, Relu). That is TensorRT's FP16 storage with FP32 accu
 Known gaps, both small: TensorRT fuses some ops (fewer roundings: the stand-in is pessimistic) and
 keeps a GRU's hidden state in FP16 between time steps, which the stand-in's GRU kernel keeps in FP32.
 
-Measured on the seeded model (sample-video windows, ORT CPU, against the FP32 ONNX): the stand-in
-drifts 0.82-0.86 mm mean / ~20 mm max vertex, over the 0.1 mm goal, and no block list reaches it:
-rounding only the input features to FP16 already costs 0.34 mm (the GRUs read them), every
-node but the GRUs in FP32 still 0.62 mm. ORT running the FP16 ONNX directly reports 0.66 mm.
+Between two FP32-kept nodes the tensor stays FP32: onnxconverter-common casts each kept node's
+output to FP16 and back in front of the next kept node, a rounding a strongly-typed TensorRT build
+would honour; ``drop_fp32_round_trips`` removes those pairs, so a recipe keeping every node gives the
+FP32 outputs bit for bit (the stand-in's floor is 0 mm; before, 0.2 mm on GLoT).
+
+``reduced_precision_share`` counts what a recipe leaves in reduced precision: the share of weights
+and of MatMul/Gemm/Conv/GRU FLOPs in FP16 (or INT8 in a Q/DQ graph). The measured recipes of every
+model are in the README (``tools/precision_table.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
 
 from hmr_trt.contract import KeepRule
 from hmr_trt.errors import ConfigError, ExportError
@@ -125,6 +131,7 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
                 model, keep_io_types=True, op_block_list=[], node_block_list=sorted(names),
                 min_positive_val=0.0, max_finite_val=FP16_MAX)  # IEEE rounding; clamp to the FP16 range
         _fp32_graph_outputs(fp16)
+    dropped = drop_fp32_round_trips(fp16)  # either method: no FP16 round trip between two FP32 nodes
     types = tensor_types(fp16)
     problems = fp16_problems(fp16, names, types)
     if problems:
@@ -135,7 +142,7 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
     save_onnx_atomic(fp16, dst)
     fp16_nodes = sum(any(types.get(o) == onnx.TensorProto.FLOAT16 for o in n.output) for n in fp16.graph.node)
     return {"method": used, "nodes": len(fp16.graph.node), "converted_nodes": fp16_nodes,
-            "blocked_nodes": len(names), "blocked": by_rule,
+            "blocked_nodes": len(names), "blocked": by_rule, "round_trips_dropped": dropped,
             "casts_added": sum(n.op_type == "Cast" for n in fp16.graph.node)
             - sum(n.op_type == "Cast" for n in model.graph.node)}
 
@@ -154,7 +161,8 @@ def fp16_problems(model: onnx.ModelProto, fp32_nodes: Set[str], types: Dict[str,
             bad = [t for t in list(node.input) + list(node.output) if types.get(t) == f16]
             if bad:
                 problems.append(f"{node.op_type} '{node.name}' should stay FP32 but has FP16 tensors {bad}")
-    if not any(t == f16 for t in types.values()):
+    everything_kept = all(n.name in fp32_nodes or n.op_type == "Cast" for n in model.graph.node)
+    if not everything_kept and not any(t == f16 for t in types.values()):  # all kept: the FP32 floor, on purpose
         problems.append("no tensor is FP16")
     return problems
 
@@ -259,14 +267,59 @@ def _fp32_graph_outputs(model: onnx.ModelProto) -> None:
         g.value_info.extend(kept)
 
 
+def drop_fp32_round_trips(model: onnx.ModelProto) -> int:
+    """Remove every FP32 -> FP16 -> FP32 Cast pair: the tensor reaches its reader in FP32, unrounded.
+
+    onnxconverter-common casts each blocked node's FP32 output to FP16 and back to FP32 in front of
+    the next blocked node, so a tensor between two FP32 nodes would be rounded anyway; a TensorRT
+    strongly-typed build honours those Casts. After this pass a tensor is FP16 only where an FP16
+    node reads it. The FP16 Cast itself goes when nothing else reads its output. Returns the number of
+    FP32 Casts removed.
+    """
+    import onnx
+
+    f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    producers = {o: n for n in g.node for o in n.output}
+    fp32 = {name for name, t in tensor_types(model).items() if t == f32}
+    replace: Dict[str, str] = {}
+    dead: List[onnx.NodeProto] = []
+    for node in g.node:
+        if node.op_type != "Cast" or _attr(node, "to") != f32 or node.output[0] in outputs:
+            continue
+        up = producers.get(node.input[0])
+        if up is None or up.op_type != "Cast" or _attr(up, "to") != f16 or up.input[0] not in fp32:
+            continue
+        replace[node.output[0]] = up.input[0]
+        dead.append(node)
+    if not replace:
+        return 0
+    for node in dead:
+        g.node.remove(node)
+    for node in g.node:
+        node.input[:] = [replace.get(i, i) for i in node.input]
+    read = {i for n in g.node for i in n.input} | outputs
+    for node in [n for n in g.node if n.op_type == "Cast" and _attr(n, "to") == f16 and n.output[0] not in read]:
+        g.node.remove(node)
+    live = {t for n in g.node for t in list(n.input) + list(n.output)}
+    kept = [v for v in g.value_info if v.name in live]  # stale FP16 types of the removed Casts' outputs go
+    del g.value_info[:]
+    g.value_info.extend(kept)
+    return len(dead)
+
+
 def _constants_feeding_only(model: onnx.ModelProto, names: Set[str]) -> Set[str]:
-    """Constant nodes whose every consumer is in ``names``."""
+    """Constant nodes, and Identity copies of an initializer (the exporter's de-duplicated LayerNorm
+    weights), whose every consumer is in ``names``: they stay FP32 with their readers."""
     consumers: Dict[str, Set[str]] = {}
     for node in model.graph.node:
         for t in node.input:
             consumers.setdefault(t, set()).add(node.name)
+    inits = {t.name for t in model.graph.initializer}
     return {n.name for n in model.graph.node
-            if n.op_type == "Constant" and consumers.get(n.output[0]) and consumers[n.output[0]] <= names}
+            if (n.op_type == "Constant" or (n.op_type == "Identity" and n.input[0] in inits))
+            and consumers.get(n.output[0]) and consumers[n.output[0]] <= names}
 
 
 def _modelopt_available() -> bool:
@@ -286,3 +339,84 @@ def _autocast(src: PathLike, names: Set[str]) -> onnx.ModelProto:
                                       nodes_to_exclude=[f"^{re.escape(n)}$" for n in sorted(names)])
 
 
+
+
+# --- how much of the graph runs in reduced precision ----------------------------------------------------
+
+COMPUTE_OPS = ("MatMul", "Gemm", "Conv", "GRU", "LSTM", "RNN")
+
+
+def reduced_precision_share(path: PathLike, batch: int = 1) -> Dict[str, Any]:
+    """Share of weights and of FLOPs in FP16 / INT8 in a mixed-precision ONNX (FP16 pass or Q/DQ INT8).
+
+    Weights: elements of the float initializers (FP32 bytes), FP16 where stored FP16, INT8 where an
+    INT8 initializer feeds a DequantizeLinear (its scale and zero point are not counted). FLOPs:
+    multiply-adds x 2 of MatMul/Gemm/Conv/GRU/LSTM/RNN at batch ``batch`` (symbolic dims set to it), a
+    node FP16 when its data input is FP16, INT8 when every data input comes from a DequantizeLinear.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    for v in model.graph.input:  # concrete dims so that shape inference gives every matmul's shape
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") or not d.HasField("dim_value"):
+                d.dim_value = batch
+    g = onnx.shape_inference.infer_shapes(model).graph
+    shapes: Dict[str, List[int]] = {t.name: list(t.dims) for t in g.initializer}
+    types = {t.name: t.data_type for t in g.initializer}
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+        types[v.name] = v.type.tensor_type.elem_type
+    f16, f32, i8 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.INT8
+    dq_data = {n.input[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    dq_side = {i for n in g.node if n.op_type == "DequantizeLinear" for i in n.input[1:]}
+    dq_out = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+
+    weights = {"fp32": 0, "fp16": 0, "int8": 0}
+    for t in g.initializer:
+        n = int(np.prod(t.dims)) if t.dims else 1
+        if t.name in dq_side:
+            continue
+        if t.data_type == f16:
+            weights["fp16"] += n
+        elif t.data_type == i8 and t.name in dq_data:
+            weights["int8"] += n
+        elif t.data_type == f32:
+            weights["fp32"] += n
+    flops = {"fp32": 0, "fp16": 0, "int8": 0}
+    for node in g.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        count = _flops(node, shapes)
+        data = node.input[:1] if node.op_type in ("GRU", "LSTM", "RNN") else node.input[:2]
+        if types.get(node.input[0]) == f16:
+            flops["fp16"] += count
+        elif all(i in dq_out for i in data):
+            flops["int8"] += count
+        else:
+            flops["fp32"] += count
+    total_w, total_f = sum(weights.values()), sum(flops.values())
+    return {"weights": total_w, "flops": total_f, "batch": batch,
+            "weights_fp16": weights["fp16"] / max(total_w, 1), "weights_int8": weights["int8"] / max(total_w, 1),
+            "flops_fp16": flops["fp16"] / max(total_f, 1), "flops_int8": flops["int8"] / max(total_f, 1)}
+
+
+def _flops(node: onnx.NodeProto, shapes: Dict[str, List[int]]) -> int:
+    """2 x multiply-adds of one compute node from the inferred shapes (0 where a shape is unknown)."""
+    def prod(dims: Sequence[int]) -> int:
+        return int(np.prod(dims)) if dims else 1
+
+    out = shapes.get(node.output[0], []) if node.output else []
+    if node.op_type == "MatMul":
+        a = shapes.get(node.input[0], [])
+        return 2 * prod(out) * a[-1] if a and out else 0
+    if node.op_type == "Gemm":
+        a = shapes.get(node.input[0], [])
+        return 2 * prod(out) * (a[0] if _attr(node, "transA") else a[-1]) if len(a) == 2 and out else 0
+    if node.op_type == "Conv":
+        w = shapes.get(node.input[1], [])
+        return 2 * prod(out) * prod(w[1:]) if w and out else 0
+    x, w, r = (shapes.get(node.input[i], []) for i in range(3))  # GRU/LSTM/RNN: X (T, B, I) or (B, T, I)
+    if len(x) != 3 or not w or not r:
+        return 0
+    return 2 * x[0] * x[1] * (prod(w) + prod(r))

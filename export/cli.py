@@ -119,6 +119,16 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
         console.print(f"{rep.precision}: {status} worst mean vertex drift {worst['mm']:.3g} mm ({worst['set']} "
                       f"windows, batch {worst['batch']}) vs goal {rep.goal_mean_vertex_mm} mm; "
                       f"batch invariance max abs: {inv}")
+        if rep.share:
+            console.print(f"  {rep.precision}: weights {100 * rep.share['weights_fp16']:.0f}% FP16 / "
+                          f"{100 * rep.share['weights_int8']:.0f}% INT8, FLOPs {100 * rep.share['flops_fp16']:.0f}% "
+                          f"FP16 / {100 * rep.share['flops_int8']:.0f}% INT8")
+        if rep.conditioning and rep.precision == "fp32":
+            c = rep.conditioning
+            console.print(f"  conditioning (FP32, {c['set']} windows): inputs x (1 +- {c['relative_perturbation']:g}) "
+                          f"move vertices {c['perturbation_mean_vertex_mm']:.3g} mm mean; inputs rounded to FP16 "
+                          f"alone {c['input_fp16_mean_vertex_mm']:.3g} mm mean (a reduced-precision drift near "
+                          "these is the network's own conditioning)")
 
 
 def print_step_parity(console, manifest) -> None:  # noqa: ANN001 - rich types imported lazily

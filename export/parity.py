@@ -76,6 +76,8 @@ class ParityReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     batch_invariance: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    conditioning: dict[str, Any] = field(default_factory=dict)  # the FP32 network's own (``conditioning``)
+    share: dict[str, Any] = field(default_factory=dict)  # weights/FLOPs in reduced precision (engines/precision.py)
 
     @property
     def passed(self) -> bool:
@@ -100,7 +102,17 @@ class ParityReport:
                 "worst_mean_vertex_mm": worst["mm"], "worst_max_vertex_mm": worst.get("max_mm", float("nan")),
                 "worst_case": f"{worst['set']} windows, batch {worst['batch']}",
                 "verdict": "PASS" if self.passed else "MISS", "failures": list(self.failures),
-                "limit_mm": limit_mm}
+                "limit_mm": limit_mm, "drift_by_set": self.drift_by_set(),
+                "conditioning": dict(self.conditioning), "share": dict(self.share)}
+
+    def drift_by_set(self) -> dict[str, dict[str, float]]:
+        """Per window set: mean vertex drift averaged over the batch sizes, and the max over them (mm)."""
+        out: dict[str, dict[str, float]] = {}
+        for name in dict.fromkeys(r["set"] for r in self.rows):
+            rows = [r for r in self.rows if r["set"] == name]
+            out[name] = {"mean_vertex_mm": float(np.mean([r["vertices_mean_mm"] for r in rows])),
+                         "max_vertex_mm": float(max(r["vertices_max_mm"] for r in rows))}
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +123,8 @@ class ParityReport:
             "batch_invariance_max_abs": self.batch_invariance,
             "passed": self.passed,
             "failures": self.failures,
+            "conditioning": self.conditioning,
+            "share": self.share,
         }
 
 
@@ -219,6 +233,38 @@ def compare(
             float(np.abs(o[k] - base[k]).max()) for o in per_batch_outputs.values() for k in base
         )
     return report
+
+
+REL_PERTURBATION = 1e-4
+
+
+def conditioning(run: Runner, windows: dict[str, Windows], graph: GraphSpec | None = None,
+                 contract: ModelContract | None = None, *, rel: float = REL_PERTURBATION, batch: int = 7,
+                 seed: int = 0) -> dict[str, Any]:
+    """The FP32 network's own sensitivity, to tell it from what a precision pass adds.
+
+    On the real-video windows (else the first set), the FP32 pipeline ``run`` is fed (a) every float
+    input multiplied by 1 +- ``rel`` (random signs) and (b) every float input rounded to FP16; each
+    gives the mean/max vertex drift in mm against the unperturbed run. (a) is the drift per relative
+    input perturbation ``rel``; (b) is what an FP16 graph drifts from storing its inputs alone.
+    """
+    graph = graph or (contract.model_graph if contract else default_graph())
+    set_name = "video" if "video" in windows else next(iter(windows))
+    feed = _feed(graph, windows[set_name])
+    rng = np.random.default_rng(seed)
+    floats = {k for k, v in feed.items() if v.dtype == np.float32}
+    _, base, _ = run_pipeline(run, feed, batch, graph, contract)
+    perturbed = {k: (v * (1 + rel * rng.choice(np.array([-1.0, 1.0], np.float32), v.shape))).astype(np.float32)
+                 if k in floats else v for k, v in feed.items()}
+    rounded = {k: v.astype(np.float16).astype(np.float32) if k in floats else v for k, v in feed.items()}
+    out: dict[str, Any] = {"set": set_name, "windows": _count(feed), "relative_perturbation": rel}
+    for label, variant in (("perturbation", perturbed), ("input_fp16", rounded)):
+        _, verts, _ = run_pipeline(run, variant, batch, graph, contract)
+        mean, worst = drift_mm(verts, base)
+        out[f"{label}_mean_vertex_mm"], out[f"{label}_max_vertex_mm"] = mean, worst
+    rel_err = [np.abs(rounded[k] - feed[k])[feed[k] != 0] / np.abs(feed[k][feed[k] != 0]) for k in floats]
+    out["input_fp16_mean_relative_error"] = float(np.mean(np.concatenate(rel_err))) if rel_err else 0.0
+    return out
 
 
 def check_spread(report: ParityReport, minimum: float = MIN_SPREAD_MM) -> None:

@@ -244,6 +244,7 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
         if opts.precision != "fp32":
             t = time.perf_counter()
             reduced = reduced_precision(opts, job, contract, stage, paths, references, windows, manifest, step)
+            reduced.conditioning = dict(report.conditioning)  # the network's own share of the drift
             reports.append(reduced)
             seconds[opts.precision] = time.perf_counter() - t
             verdict = reduced.verdict(job.recipe, job.limit_mm)
@@ -307,7 +308,11 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
     (ONNX Runtime, CPU). Graphs with ``precision_passes`` False (body model, backbone) stay FP32."""
     import tempfile
 
-    from hmr_trt.engines.precision import emulation_onnx_from_fp16, fp16_onnx_from_fp32
+    from hmr_trt.engines.precision import (
+        emulation_onnx_from_fp16,
+        fp16_onnx_from_fp32,
+        reduced_precision_share,
+    )
     from hmr_trt.engines.preflight import MAX_OPSET_TRT86 as _max_opset
 
     graph = contract.model_graph
@@ -347,6 +352,7 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
                                         judged={"video"} if "video" in windows else None, contract=contract)
     from .onnx_export import tensor_specs
 
+    report.share = reduced_precision_share(path)
     model = onnx_load(path)
     manifest.add(Artifact(graph.name, path.name, "onnx", opts.precision, sha256_of(path),
                           tensor_specs(model.graph.input), tensor_specs(model.graph.output),
@@ -428,6 +434,7 @@ def fp32_parity(paths: dict[str, Path], references: dict[str, parity.Reference],
                              if contract.graph(n).role not in ("feature_extractor", "step")})
     with stack:
         report = parity.compare(run, references, windows, precision="fp32", batch_sizes=BATCH_SIZES, contract=contract)
+        report.conditioning = parity.conditioning(run, windows, contract.model_graph, contract)
     report.batch_invariance["torch"] = parity.torch_batch_invariance(model, windows[next(iter(windows))],
                                                                      contract.model_graph)
     for backend, value in report.batch_invariance.items():

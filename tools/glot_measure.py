@@ -16,7 +16,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from hmr_trt.engines.precision import KeepFp32, emulation_onnx_from_fp16, fp16_onnx_from_fp32
+from hmr_trt.contract import KeepRule
+from hmr_trt.engines.precision import emulation_onnx_from_fp16, fp16_onnx_from_fp32
 from hmr_trt.engines.preflight import validate_onnx
 from hmr_trt.export import onnx_export
 from hmr_trt.export.body_model import ExportableSMPL
@@ -63,14 +64,14 @@ def main() -> None:
         print(f"ORT batch {b}: max abs rotmat {errs[0]:.2e} betas {errs[1]:.2e} cam {errs[2]:.2e}; "
               f"vertex drift mean {mean:.2e} max {worst:.2e} mm")
     print(f"seeded spread over 7 windows: {motion_spread_mm(ref_vertices[:, None]):.1f} mm")
-    # The stand-in's floor: every node (but Constants) blocked. onnxconverter-common still casts each
-    # blocked node's output to FP16 and back, so tensors between FP32 nodes are rounded all the same.
+    # The stand-in's floor: every node (but Constants) blocked; tensors between FP32 nodes stay FP32
+    # (engines/precision.py drop_fp32_round_trips), so this row should read 0 mm.
     every_op = tuple(sorted({n.op_type for n in onnx.load(str(path)).graph.node} - {"Constant"}))
-    keep_lists = [(r.name, tuple(KeepFp32(k.name, k.ops, k.scope, k.why) for k in r.keep))
+    keep_lists = [(r.name, r.keep)
                   for r in contract.recipes if r.precision == "fp16"]
-    keep_lists.append(("every node blocked (stand-in floor)", (KeepFp32("all", every_op, "", "floor"),)))
+    keep_lists.append(("every node blocked (stand-in floor)", (KeepRule("all", every_op, "", "floor"),)))
     for name, block in keep_lists:
-        info = fp16_onnx_from_fp32(path, tmp / "fp16.onnx", block_list=block)
+        info = fp16_onnx_from_fp32(path, tmp / "fp16.onnx", block)
         emulation_onnx_from_fp16(tmp / "fp16.onnx", tmp / "fp16.emu.onnx")
         got = ort.InferenceSession(str(tmp / "fp16.emu.onnx"),
                                    providers=["CPUExecutionProvider"]).run(OUTPUTS, {"features": x7.numpy()})

@@ -77,11 +77,11 @@ def main(argv=None) -> int:
             print(f"  ORT vs torch @ batch {batch}: rotmat {errs[0]:.1e}, betas {errs[1]:.1e}, cam {errs[2]:.1e}; "
                   f"vertices mean {mean:.2e} mm, max {worst:.2e} mm")
         for recipe in (r for r in adapter.contract_for(cfg).recipes if r.precision == "fp16"):
-            from hmr_trt.engines.precision import KeepFp32, fp16_onnx_from_fp32
+            from hmr_trt.engines.precision import fp16_onnx_from_fp32
 
-            rules = tuple(KeepFp32(r.name, r.ops, r.scope, r.why) for r in recipe.keep)
+            rules = recipe.keep
             dst = tmp / f"{name}_{recipe.name}.onnx"
-            fp16_onnx_from_fp32(tmp / f"{name}.onnx", dst, block_list=rules)
+            fp16_onnx_from_fp32(tmp / f"{name}.onnx", dst, rules)
             got = ort.InferenceSession(str(dst), opts, providers=["CPUExecutionProvider"]).run(
                 list(graph.output_names), {"features": x.numpy()})
             mean, worst = drift_mm(vertices(got[0], got[1]), ref_v)
@@ -91,10 +91,10 @@ def main(argv=None) -> int:
             import onnx
 
             from hmr_trt.calibration.quantize import int8_onnx_from_fp32
-            from hmr_trt.engines.precision import KeepFp32
+            from hmr_trt.engines.precision import rule_matches
 
-            rules = tuple(KeepFp32(r.name, r.ops, r.scope, r.why) for r in recipe.int8_exclude)
-            excluded = [n.name for n in onnx.load(str(tmp / f"{name}.onnx")).graph.node if any(r.matches(n) for r in rules)]
+            rules = recipe.int8_exclude
+            excluded = [n.name for n in onnx.load(str(tmp / f"{name}.onnx")).graph.node if any(rule_matches(r, n) for r in rules)]
             calib = adapter.example_inputs(cfg, graph.name, 32, seed=9)[0].numpy()
             dst = tmp / f"{name}_{recipe.name}.onnx"
             int8_onnx_from_fp32(tmp / f"{name}.onnx", dst, calib, tmp / f"{name}_cache.json", excluded)

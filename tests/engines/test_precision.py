@@ -178,3 +178,136 @@ def eval_windows(full_export, sample_video) -> np.ndarray:
         np.save(cached, windows_from_videos(sample_video, out / "backbone_fp32.onnx", window=16, max_windows=6,
                                             start_frame=400))
     return np.load(cached)
+
+
+# --- the FP32 floor: tensors between two kept nodes stay FP32 ------------------------------------------
+
+def _fp32_chain(tmp_path: Path) -> Path:
+    """y = (x*x + x)^2 - x in FP32: a = x*x, b = a + x, c = b*b, y = c - x (exact ops in numpy and ORT)."""
+    nodes = [helper.make_node("Mul", ["x", "x"], ["a"], name="/kept/Mul"),
+             helper.make_node("Add", ["a", "x"], ["b"], name="/kept/Add"),
+             helper.make_node("Mul", ["b", "b"], ["c"], name="/half/Mul"),
+             helper.make_node("Sub", ["c", "x"], ["y"], name="/kept/Sub")]
+    graph = helper.make_graph(nodes, "chain32", [helper.make_tensor_value_info("x", F32, [4096])],
+                              [helper.make_tensor_value_info("y", F32, [4096])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "chain32.onnx"))
+    return tmp_path / "chain32.onnx"
+
+
+def _round_trips(model: onnx.ModelProto) -> list[str]:
+    """FP32 Casts reading an FP16 Cast of an FP32 tensor: a rounding no FP16 node asked for."""
+    types = tensor_types(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    to = {n.name: next(a.i for a in n.attribute if a.name == "to") for n in model.graph.node if n.op_type == "Cast"}
+    return [n.name for n in model.graph.node
+            if n.op_type == "Cast" and to[n.name] == F32 and n.input[0] in producers
+            and producers[n.input[0]].op_type == "Cast" and to[producers[n.input[0]].name] == F16
+            and types.get(producers[n.input[0]].input[0]) == F32]
+
+
+def test_only_tensors_an_fp16_node_reads_or_writes_are_rounded(tmp_path: Path) -> None:
+    """Kept Mul -> kept Add -> FP16 Mul -> kept Sub: the stand-in rounds b (read by the FP16 Mul) and c (its
+    output), nothing else; no Cast pair between the two kept nodes, as a strongly-typed TensorRT build would
+    then store a = x*x in FP16 for nothing."""
+    from hmr_trt.contract import KeepRule
+
+    src = _fp32_chain(tmp_path)
+    keep = (KeepRule("kept", ("Mul", "Add", "Sub"), r"^/kept/", "test"),)
+    info = fp16_onnx_from_fp32(src, tmp_path / "fp16.onnx", keep)
+    fp16 = onnx.load(str(tmp_path / "fp16.onnx"))
+    assert not _round_trips(fp16) and info["round_trips_dropped"] >= 1
+    types = tensor_types(fp16)
+    half = next(n for n in fp16.graph.node if n.name == "/half/Mul")
+    assert types[half.input[0]] == F16 and types[half.output[0]] == F16
+    add = next(n for n in fp16.graph.node if n.name == "/kept/Add")
+    assert types[add.input[0]] == F32  # a = x*x goes from one kept node to the next in FP32
+    emulation_onnx_from_fp16(tmp_path / "fp16.onnx", tmp_path / "emu.onnx")
+    x = np.random.default_rng(1).uniform(-2, 2, 4096).astype(np.float32)
+    b = x * x + x
+    b16 = b.astype(np.float16).astype(np.float32)
+    c16 = (b16 * b16).astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(_run(tmp_path / "emu.onnx", {"x": x})["y"], c16 - x)
+    assert np.abs(c16 - x - (b * b - x)).max() > 0  # the rounding is visible: the test can fail
+
+
+def test_every_node_kept_gives_exactly_the_fp32_outputs(tmp_path: Path, tiny) -> None:
+    """The stand-in's floor: with every node kept FP32 the coseg graph's outputs equal the FP32 ones bit for bit
+    (the converter alone casts each kept node's output to FP16 and back: 0.2 mm on GLoT before)."""
+    from hmr_trt.contract import KeepRule
+
+    fp32 = tiny[0]
+    model = onnx.load(str(fp32))
+    keep = (KeepRule("all", tuple(sorted({n.op_type for n in model.graph.node})), r".*", "the FP32 floor"),)
+    fp16_onnx_from_fp32(fp32, tmp_path / "all.onnx", keep)
+    assert not any(n.op_type == "Cast" and n.name not in {m.name for m in model.graph.node}
+                   for n in onnx.load(str(tmp_path / "all.onnx")).graph.node)
+    emulation_onnx_from_fp16(tmp_path / "all.onnx", tmp_path / "all_emu.onnx")
+    x = np.random.default_rng(2).standard_normal((2, 16, 64)).astype(np.float32)
+    ref = _run(fp32, {"features": x})
+    for path in (tmp_path / "all.onnx", tmp_path / "all_emu.onnx"):
+        out = _run(path, {"features": x})
+        for name, value in ref.items():
+            np.testing.assert_array_equal(out[name], value, err_msg=f"{path.name} {name}")
+
+
+def test_the_coseg_recipe_rounds_no_tensor_between_kept_nodes(tiny) -> None:
+    _, fp16, emu, info = tiny
+    model = onnx.load(str(fp16))
+    assert not _round_trips(model) and info["round_trips_dropped"] > 0
+    types = tensor_types(model)
+    rounded = {n.input[0].removesuffix("__fp32") for n in onnx.load(str(emu)).graph.node
+               if n.op_type == "Cast" and n.name.endswith("__round")}
+    assert rounded and all(types.get(t) == F16 for t in rounded)
+
+
+def test_share_of_weights_and_flops_in_fp16(tmp_path: Path) -> None:
+    """x (B, 4, 8) @ W1 (8, 16) -> @ W2 (16, 2) with the second MatMul kept FP32: FLOPs 2*4*16*8 = 1024 FP16 and
+    2*4*2*16 = 256 FP32 per window; weights 128 FP16 and 32 FP32 elements."""
+    from onnx import numpy_helper
+
+    from hmr_trt.contract import KeepRule
+    from hmr_trt.engines.precision import reduced_precision_share
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "W1"),
+             numpy_helper.from_array(rng.standard_normal((16, 2)).astype(np.float32), "W2")]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="/a/MatMul"),
+             helper.make_node("MatMul", ["h", "W2"], ["y"], name="/b/MatMul")]
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("x", F32, ["batch", 4, 8])],
+                              [helper.make_tensor_value_info("y", F32, ["batch", 4, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "mm.onnx"))
+    fp32 = reduced_precision_share(tmp_path / "mm.onnx", batch=3)
+    assert fp32["flops"] == 3 * (1024 + 256) and fp32["weights"] == 160 and fp32["flops_fp16"] == 0
+    fp16_onnx_from_fp32(tmp_path / "mm.onnx", tmp_path / "mm16.onnx", (KeepRule("b", ("MatMul",), "^/b/", "t"),))
+    share = reduced_precision_share(tmp_path / "mm16.onnx")
+    assert share["flops"] == 1024 + 256 and share["flops_fp16"] == pytest.approx(1024 / 1280)
+    assert share["weights_fp16"] == pytest.approx(128 / 160) and share["weights_int8"] == 0
+
+
+def test_glot_fp16_recipe_with_layer_norms_kept_validates(tmp_path: Path) -> None:
+    """GLoT's exporter copies shared LayerNorm weights with Identity nodes; kept with their FP32 readers, the
+    FP16 graph passes onnx.checker (they were typed FP16 around an FP32 initializer before)."""
+    pytest.importorskip("torch")
+    from hmr_trt.engines.preflight import validate_onnx
+    from hmr_trt.export.onnx_export import onnx_from_module
+
+    adapter = registry.adapter("glot")
+    cfg = adapter.tiny_config()
+    contract = adapter.contract_for(cfg)
+    graph = contract.model_graph
+    src = tmp_path / "glot.onnx"
+    onnx_from_module(adapter.exportable(adapter.reference(cfg), graph.name), graph,
+                     adapter.example_inputs(cfg, graph.name, 2), src, metadata={"model": "glot"})
+    assert any(n.op_type == "Identity" for n in onnx.load(str(src)).graph.node)
+    fp16_onnx_from_fp32(src, tmp_path / "glot16.onnx", contract.recipe_for("fp16").keep)
+    validate_onnx(tmp_path / "glot16.onnx")
+    emulation_onnx_from_fp16(tmp_path / "glot16.onnx", tmp_path / "emu.onnx")
+    (x,) = adapter.example_inputs(cfg, graph.name, 2, seed=3)
+    ref = _run(src, {"features": x.numpy()})
+    out = _run(tmp_path / "emu.onnx", {"features": x.numpy()})
+    for name, value in ref.items():
+        np.testing.assert_allclose(out[name], value, atol=0.05, err_msg=name)

@@ -90,7 +90,7 @@ def test_exit_code_from_a_real_process(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["--precision", "fp16", "--recipe", "nope"], "coseg has no precision recipe 'nope'; it has fp16, int8"),
+        (["--precision", "fp16", "--recipe", "nope"], "coseg has no precision recipe 'nope'; it has fp16, fp16-rnn32, int8"),
         (["--precision", "fp16", "--recipe", "int8"], "recipe 'int8' is int8, not fp16"),
         (["--recipe", "fp16"], "--recipe fp16 applies to --precision fp16 or int8, not fp32"),
         (["--precision", "fp16", "--strict", "--max-drift-mm", "1"], "not both"),

@@ -35,3 +35,37 @@ def test_a_miss_over_the_limit_writes_nothing(tmp_path) -> None:
         run_export(_opts(out, max_drift_mm=1e-9))
     assert not out.exists()
     assert not list(tmp_path.glob(".out.staging-*"))
+
+
+def test_verdict_records_the_reduced_share_and_the_networks_own_conditioning(tmp_path) -> None:
+    run_export(_opts(tmp_path / "out"))
+    verdict = Manifest.read(tmp_path / "out").verdict
+    share = verdict["fp16"]["share"]
+    assert 0.5 < share["weights_fp16"] <= 1 and 0.5 < share["flops_fp16"] <= 1 and share["flops"] > 0
+    cond = verdict["fp32"]["conditioning"]
+    assert cond == verdict["fp16"]["conditioning"] and cond["relative_perturbation"] == 1e-4
+    assert cond["perturbation_mean_vertex_mm"] > 0 and cond["input_fp16_mean_vertex_mm"] > 0
+    assert 1e-4 < cond["input_fp16_mean_relative_error"] < 5e-4  # FP16 keeps 11 significant bits
+    assert set(verdict["fp16"]["drift_by_set"]) == {"random"}
+    # tools/precision_table.py renders the README row from the same verdict
+    tool = _precision_table_tool()
+    (row,) = tool.rows_from_export(tmp_path / "out")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{tool.BEGIN}\nold\n{tool.END}\nrest\n")
+    tool.replace_section(readme, tool.markdown([row], "not measured: no GPU"))
+    text = readme.read_text()
+    mean = verdict["fp16"]["drift_by_set"]["random"]["mean_vertex_mm"]
+    assert "old" not in text and text.startswith("intro") and text.endswith("rest\n")
+    assert f"| coseg | `fp16` (default) | n/a | {mean:.3g} / " in text
+    assert f"| {verdict['fp16']['verdict']} (goal 0.1) |" in text
+
+
+def _precision_table_tool():  # noqa: ANN202 - a module loaded from tools/
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "precision_table.py"
+    spec = importlib.util.spec_from_file_location("precision_table", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool

@@ -41,6 +41,10 @@ FP16_KEEP = (
              "projections, losing orthonormality; data movement too, so rotations leave unrounded"),
 )
 
+GRUS = KeepRule("grus", ("GRU",), r"/gru/GRU(_\d+)?$",
+                "the bidirectional GRUs of the temporal encoders (DEM, TE_f, TE_h): their hidden state runs over "
+                "the 16 frames, and they read the input features directly")
+
 
 def temporal_graph(window: int = WINDOW, feature_dim: int = FEATURE_DIM, joints: int = 24,
                    betas: int = 10) -> GraphSpec:
@@ -64,6 +68,8 @@ def make_contract(window: int = WINDOW, feature_dim: int = FEATURE_DIM, joints: 
         recipes=(
             Recipe("fp16", "fp16", keep=FP16_KEEP,
                    description="FP16 storage; attention/DIS logits, softmaxes, time means and rot6d stay FP32"),
+            Recipe("fp16-rnn32", "fp16", keep=FP16_KEEP + (GRUS,),
+                   description="also the GRUs and their inputs in FP32 (most of the weights)"),
             Recipe("int8", "int8", description="symmetric INT8 Q/DQ on MatMul/Gemm, calibrated on real feature "
                    "windows; the sensitivity sweep leaves the layer groups that drift most in float"),
         ),

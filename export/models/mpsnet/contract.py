@@ -48,6 +48,8 @@ CONTRACT = ModelContract(
     recipes=(
         Recipe("fp16", "fp16", keep=(ROT6D, MOCA, ATTENTION),
                description="FP16 with MoCA's maps, the attention and the 6D normalisation in FP32"),
+        Recipe("fp16-heads32", "fp16", keep=(ROT6D, MOCA, ATTENTION, HEADS),
+               description="also the regressor's pose/shape/camera heads in FP32"),
         Recipe("int8", "int8", keep=(ROT6D, MOCA, ATTENTION), int8_exclude=(MOCA, ATTENTION, HEADS),
                description="INT8 on the 1x1 convs and linear layers; MoCA maps, attention, heads not quantized"),
     ),

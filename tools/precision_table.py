@@ -1,0 +1,230 @@
+"""The precision-recipe table of the README: every recipe of every registered model, measured on a CPU.
+
+For each model (full default config, seeded weights, the sample video): one FP32 export through
+``trt-export``'s own job (``export/pipeline.py``: FP32 parity, the network's conditioning), then,
+for each recipe of its contract, the pipeline's reduced-precision step on the same FP32 graphs,
+windows and torch references (FP16: the CPU stand-in of ``engines/precision.py``; INT8: ONNX
+Runtime's Q/DQ graph after the sensitivity sweep). A row: mean/max vertex drift on the video and
+random windows (mean over batch sizes 1/2/7, max over them), share of weights and FLOPs in
+FP16/INT8 (``engines.precision.reduced_precision_share``), the FP32 sensitivity (vertex drift for
+inputs x (1 +- 1e-4)) and the drift from rounding only the inputs to FP16. The GPU speed column
+says "not measured: no GPU" unless TensorRT and a GPU are present (the tool does not time engines).
+
+Models run one after another (CPU-heavy: minutes each on 2 cores).
+
+Usage:
+  .venv/bin/python tools/precision_table.py [--models coseg,glot] [--precisions fp16,int8]
+      [--from-export OUT_OF_TRT_EXPORT ...] [--json results.json] [--readme README.md]
+(``--models ""`` with ``--json``/``--from-export``: only rewrite the table from rows measured before).
+``--readme`` replaces the text between ``<!-- precision-table:begin -->`` and ``<!-- precision-table:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hmr_trt import registry
+from hmr_trt.export import parity
+from hmr_trt.export.pipeline import (
+    PARITY_REFERENCE_NAME,
+    ExportOptions,
+    Job,
+    artifact_file,
+    reduced_precision,
+    run_export,
+)
+from hmr_trt.export.sample import default_sample_video
+from hmr_trt.manifest import Manifest
+
+BEGIN, END = "<!-- precision-table:begin -->", "<!-- precision-table:end -->"
+HEADER = ["model", "recipe", "video mean / max mm", "random mean / max mm", "weights FP16/INT8",
+          "FLOPs FP16/INT8", "FP32 sensitivity mm", "input FP16 mm", "verdict", "GPU speed"]
+
+
+def load_references(out: Path, contract: Any) -> tuple[dict[str, Any], dict[str, parity.Reference]]:
+    """The parity windows and torch references trt-export stored in ``parity_reference.npz``."""
+    graph = contract.model_graph
+    arrays = np.load(out / PARITY_REFERENCE_NAME)
+    sets = sorted({k.split("/", 1)[0] for k in arrays.files})
+    windows: dict[str, Any] = {}
+    refs: dict[str, parity.Reference] = {}
+    for s in sets:
+        if f"{s}/features" in arrays.files and len(graph.input_names) == 1:
+            windows[s] = arrays[f"{s}/features"]
+        else:
+            windows[s] = {n: arrays[f"{s}/{n}"] for n in graph.input_names}
+        refs[s] = parity.Reference({k: arrays[f"{s}/{k}"] for k in graph.output_names},
+                                   arrays[f"{s}/vertices"], arrays[f"{s}/joints3d"])
+    return windows, refs
+
+
+def measure_model(name: str, video: Path | None, work: Path, precisions: tuple[str, ...]) -> list[dict[str, Any]]:
+    adapter = registry.adapter(name)
+    LOW_SPREAD.clear()
+    out = work / name
+    t = time.perf_counter()
+    opts = ExportOptions(out=out, model=name, precision="fp32", video=video, build_engines=False)
+    try:
+        result = run_export(opts)
+    except Exception as exc:  # noqa: BLE001 - the FP32 export itself fails: a row saying why, then the next model
+        print(f"{name}: FP32 export FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return [{"model": name, "recipe": "(fp32 export)", "precision": "fp32",
+                 "error": f"{type(exc).__name__}: {exc}"}]
+    fp32 = result.reports[0]
+    print(f"{name}: FP32 export and parity {time.perf_counter() - t:.0f} s; conditioning {fp32.conditioning}",
+          flush=True)
+    contract = Manifest.read(out).model_contract()
+    paths = {g.name: out / artifact_file(name, g, "fp32") for g in contract.graphs}
+    windows, refs = load_references(out, contract)
+    cfg = adapter.default_config()
+    rows = []
+    for recipe in contract.recipes:
+        if recipe.precision not in precisions or (recipe.precision == "int8" and contract.family != "window"):
+            continue
+        t = time.perf_counter()
+        stage = work / f"{name}-{recipe.name}"
+        stage.mkdir(parents=True, exist_ok=True)
+        r_opts = dataclasses.replace(opts, precision=recipe.precision, recipe=recipe.name, out=stage)
+        job = Job(adapter, cfg, contract, recipe=recipe.name)
+        scratch = Manifest(model=name, config={}, profile={})
+        try:
+            report = reduced_precision(r_opts, job, contract, stage, paths, refs, windows, scratch,
+                                       lambda _label: ExitStack())
+        except Exception as exc:  # noqa: BLE001 - a recipe that cannot run is a row saying why
+            print(f"{name} {recipe.name}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            rows.append({"model": name, "recipe": recipe.name, "precision": recipe.precision,
+                         "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        report.conditioning = dict(fp32.conditioning)
+        verdict = report.verdict(recipe.name)
+        if LOW_SPREAD:
+            verdict["low_spread_mm"] = dict(LOW_SPREAD)
+        row = {"model": name, "recipe": recipe.name, "precision": recipe.precision,
+               "default": contract.default_recipe.get(recipe.precision) == recipe.name,
+               "description": recipe.description, "seconds": time.perf_counter() - t, **verdict}
+        rows.append(row)
+        print(f"{name} {recipe.name}: {json.dumps(_short(row))}", flush=True)
+    return rows
+
+
+LOW_SPREAD: dict[str, float] = {}
+
+
+def _note_low_spread(report: parity.ParityReport, minimum: float = parity.MIN_SPREAD_MM) -> None:
+    """--allow-low-spread: record the spread instead of failing the FP32 parity on it."""
+    for set_name, spread in report.spread_mm.items():
+        if spread < minimum:
+            LOW_SPREAD[set_name] = spread
+
+
+def rows_from_export(out: Path) -> list[dict[str, Any]]:
+    """The reduced-precision verdicts a ``trt-export --precision fp16|int8`` run recorded in its manifest."""
+    manifest = Manifest.read(out)
+    contract = manifest.model_contract()
+    return [{"model": manifest.model, "precision": precision, "description": contract.recipe(v["recipe"]).description,
+             "default": contract.default_recipe.get(precision) == v["recipe"], **v}
+            for precision, v in manifest.verdict.items() if precision != "fp32"]
+
+
+def _short(row: dict[str, Any]) -> dict[str, Any]:
+    return {"by_set": row.get("drift_by_set"), "share": {k: round(v, 3) for k, v in row.get("share", {}).items()
+                                                         if isinstance(v, float)}, "verdict": row.get("verdict")}
+
+
+def gpu_speed() -> str:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "not measured: no GPU"
+    return "not measured: run trt-bench on the engines"
+
+
+def markdown(rows: list[dict[str, Any]], speed: str) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for r in rows:
+        recipe = f"`{r['recipe']}`" + (" (default)" if r.get("default") else "")
+        if r.get("low_spread_mm"):
+            recipe += " (spread " + ", ".join(f"{k} {v:.0f} mm" for k, v in r["low_spread_mm"].items()) + "!)"
+        if "error" in r:
+            lines.append(f"| {r['model']} | {recipe} | failed: {r['error'][:80]} |" + " |" * (len(HEADER) - 3))
+            continue
+        share, cond = r["share"], r["conditioning"]
+        lines.append(" | ".join([
+            f"| {r['model']}", recipe, _drift(r, "video"), _drift(r, "random"),
+            f"{_pct(share['weights_fp16'])} / {_pct(share['weights_int8'])}",
+            f"{_pct(share['flops_fp16'])} / {_pct(share['flops_int8'])}",
+            f"{cond['perturbation_mean_vertex_mm']:.3g}", f"{cond['input_fp16_mean_vertex_mm']:.3g}",
+            f"{r['verdict']} (goal {r['goal_mm']:g})", speed]) + " |")
+    return "\n".join(lines)
+
+
+def _pct(share: float) -> str:
+    return ">99.9%" if 0.999 < share < 1 else f"{100 * share:.1f}%"
+
+
+def _drift(row: dict[str, Any], window_set: str) -> str:
+    d = row["drift_by_set"].get(window_set)
+    return f"{d['mean_vertex_mm']:.3g} / {d['max_vertex_mm']:.3g}" if d else "n/a"
+
+
+def replace_section(readme: Path, table: str) -> None:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        sys.exit(f"{readme}: no {BEGIN} ... {END} markers; add them where the table goes")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default=",".join(registry.names()))
+    ap.add_argument("--precisions", default="fp16,int8")
+    ap.add_argument("--video", type=Path, default=None, help="default: the sample video")
+    ap.add_argument("--json", type=Path, default=None, help="append the rows to this JSON file (kept across runs)")
+    ap.add_argument("--from-export", type=Path, action="append", default=[],
+                    help="also take the rows of a trt-export output folder's manifest (its verdicts)")
+    ap.add_argument("--allow-low-spread", action="store_true",
+                    help="measure models whose seeded outputs move less than 50 mm across the windows (their "
+                         "FP32 export refuses them); the table marks those rows")
+    ap.add_argument("--readme", type=Path, default=None, help="write the table (all rows of --json) here")
+    args = ap.parse_args()
+    video = args.video or default_sample_video()
+    if args.allow_low_spread:
+        parity.check_spread = _note_low_spread
+    precisions = tuple(args.precisions.split(","))
+    rows: list[dict[str, Any]] = []
+    if args.json is not None and args.json.exists():
+        rows = json.loads(args.json.read_text())
+    for out in args.from_export:
+        new = rows_from_export(out)
+        rows = [r for r in rows if (r["model"], r["recipe"]) not in {(n["model"], n["recipe"]) for n in new}] + new
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in filter(None, args.models.split(",")):
+            new = measure_model(name, video, Path(tmp), precisions)
+            done = {r["recipe"] for r in new}
+            rows = [r for r in rows if r["model"] != name or r["recipe"] not in done] + new
+            if args.json is not None:
+                args.json.write_text(json.dumps(rows, indent=1, default=str))
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1, default=str))
+    order = {n: i for i, n in enumerate(registry.names())}
+    rows.sort(key=lambda r: (order.get(r["model"], 99), r["precision"] != "fp16", r["recipe"]))
+    table = markdown(rows, gpu_speed())
+    print(table)
+    if args.readme is not None:
+        replace_section(args.readme, table)
+
+
+if __name__ == "__main__":
+    main()
