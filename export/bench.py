@@ -38,7 +38,7 @@ def peak_rss_mb() -> float:
 
 
 def run_bench(out: Path, models: List[str], export_dir: Optional[Path] = None, video: Optional[Path] = None,
-              tiny: bool = False, plots: bool = True) -> BenchResult:
+              tiny: bool = False, plots: bool = True, scene_export: Optional[Path] = None) -> BenchResult:
     """Every section for ``models``, sized for a 2-core CPU in minutes (``tiny``: seconds, for tests)."""
     import torch
 
@@ -47,6 +47,10 @@ def run_bench(out: Path, models: List[str], export_dir: Optional[Path] = None, v
     torch.manual_seed(0)
     result = BenchResult(machine_info(), models=list(models))
     batches = run_sections(result, list(models), export_dir, video, tiny)
+    if scene_export is not None and export_dir is not None:  # both exports: the scene-vs-window section
+        from .bench_sections import bench_scene_vs_window
+
+        bench_scene_vs_window(result, export_dir, scene_export, video)
     result.memory["peak host RSS"] = peak_rss_mb()
     if torch.cuda.is_available():
         result.memory["peak GPU memory (torch)"] = torch.cuda.max_memory_allocated() / 2**20
@@ -70,6 +74,8 @@ def main() -> None:
         video: Optional[Path] = typer.Option(Path("data/vtest.avi"), help="Video for the end-to-end section."),
         tiny: bool = typer.Option(False, help="Tiny configurations that run in seconds (tests)."),
         gpu: bool = typer.Option(False, help="Require a GPU (fail if none) instead of CPU-only sections."),
+        scene_export: Optional[Path] = typer.Option(None, help="A scene-model export (e.g. instancehmr): with a "
+                                                    "window-model --export, the scene-vs-window section."),
     ) -> None:
         def job() -> None:
             import torch
@@ -80,7 +86,9 @@ def main() -> None:
             exp = export if export is not None and (export / "manifest.json").is_file() else None
             vid = video if video is not None and video.is_file() else None
             t = time.perf_counter()
-            result = run_bench(out, chosen, exp, vid, tiny=tiny)
+            if scene_export is not None and not (scene_export / "manifest.json").is_file():
+                raise ConfigError(f"--scene-export {scene_export}: no manifest.json (make one with trt-export)")
+            result = run_bench(out, chosen, exp, vid, tiny=tiny, scene_export=scene_export)
             print(f"wrote {out}/report.md ({time.perf_counter() - t:.0f} s)")
             for g in result.goals:
                 print(f"  {g['goal']}: {g['value']} (target {g['target']}) -> {g['met']}")

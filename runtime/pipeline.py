@@ -179,6 +179,14 @@ def _check_family_options(opts: RunOptions, family: str, mode: str) -> None:
     if mode == "features" and family != "window":
         raise ConfigError(f"--features: {opts.export_dir} is a {family} model, which takes images, not backbone "
                           "features; give --video or --image")
+    if opts.format == "vibe" and family == "frame":
+        from hmr_trt.manifest import Manifest
+
+        from .backends_select import contract_of
+
+        if contract_of(Manifest.read(Path(opts.export_dir))).body_model == "none":
+            raise ConfigError(f"--format vibe holds SMPL poses and shapes; {opts.export_dir} is a model that "
+                              "outputs vertices only: use --format npz")
     if opts.threshold is not None and family != "scene":
         raise ConfigError(f"--threshold applies to scene models; {opts.export_dir} is a {family} model")
     if family == "scene":
