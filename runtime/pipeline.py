@@ -143,7 +143,8 @@ def family_stage(backends: Backends, timer: StageTimer, opts: RunOptions) -> Any
     family = contract.family if contract is not None else "window"
     if family not in FAMILY_STAGES:
         raise ConfigError(f"model {contract.name if contract else '?'} is a {family} model: not supported by this "
-                          "runtime yet (window models only)")
+                          f"runtime yet as a per-track stage ({', '.join(FAMILY_STAGES)}; scene models run whole "
+                          "frames through run_video)")
     return FAMILY_STAGES[family](backends, timer, opts)
 
 
