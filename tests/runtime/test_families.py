@@ -181,3 +181,15 @@ def test_an_empty_image_list_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="no images given"):
         read_images([])
+
+
+def test_image_mode_is_refused_for_a_window_export(still_images, tmp_path) -> None:
+    from hmr_trt import registry
+    from hmr_trt.manifest import Manifest
+
+    export = tmp_path / "window-export"
+    export.mkdir()
+    Manifest(model="coseg", config={}, profile={}, contract=registry.contract("coseg").to_dict()).write(export)
+    result = _run(["--image", str(still_images[0]), "--export", str(export), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "--image runs frame and scene models" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
