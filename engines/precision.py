@@ -61,6 +61,18 @@ def rule_matches(rule: KeepRule, node: onnx.NodeProto) -> bool:
     return node.op_type in rule.ops and re.search(rule.scope, node.name) is not None
 
 
+def _precision_passes(model: Optional[str], graph: str) -> bool:
+    """Whether the exporting model's contract lets precision passes convert ``graph`` (its
+    ``precision_passes``); graphs of unknown models: every graph but the body model and the backbone."""
+    from hmr_trt import registry
+
+    if model in registry.names():
+        spec = next((g for g in registry.contract(model).graphs if g.name == graph), None)
+        if spec is not None:
+            return spec.precision_passes
+    return graph not in ("body_model", "backbone")
+
+
 def contract_keep_rules(model: onnx.ModelProto, recipe: str = "") -> Tuple[KeepRule, ...]:
     """The FP16 keep-list of the model that exported ``model`` (its ``hmr_trt.model`` metadata), from its
     registered contract: the named recipe or the contract's default FP16 recipe."""
@@ -107,7 +119,7 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
     model = onnx.load(str(src))
     meta = {p.key: p.value for p in model.metadata_props}
     graph = meta.get(GRAPH_KEY, "temporal")
-    if graph in ("body_model", "backbone"):
+    if not _precision_passes(meta.get(MODEL_KEY), graph):
         raise ConfigError(f"{src} is the {graph} graph; precision passes apply to the model graph only "
                           "(the body model and the backbone stay FP32)")
     keep = tuple(keep) if keep is not None else contract_keep_rules(model, recipe)

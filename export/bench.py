@@ -38,7 +38,8 @@ def peak_rss_mb() -> float:
 
 
 def run_bench(out: Path, models: List[str], export_dir: Optional[Path] = None, video: Optional[Path] = None,
-              tiny: bool = False, plots: bool = True, budget_s: Optional[float] = None) -> BenchResult:
+              tiny: bool = False, plots: bool = True, budget_s: Optional[float] = None,
+              scene_export: Optional[Path] = None) -> BenchResult:
     """Every section for ``models``, sized for a 2-core CPU in minutes (``tiny``: seconds, for tests)."""
     import torch
 
@@ -47,6 +48,10 @@ def run_bench(out: Path, models: List[str], export_dir: Optional[Path] = None, v
     torch.manual_seed(0)
     result = BenchResult(machine_info(), models=list(models))
     batches = run_sections(result, list(models), export_dir, video, tiny, budget_s)
+    if scene_export is not None and export_dir is not None:  # both exports: the scene-vs-window section
+        from .bench_sections import bench_scene_vs_window
+
+        bench_scene_vs_window(result, export_dir, scene_export, video)
     result.memory["peak host RSS"] = peak_rss_mb()
     if torch.cuda.is_available():
         result.memory["peak GPU memory (torch)"] = torch.cuda.max_memory_allocated() / 2**20
@@ -72,6 +77,8 @@ def main() -> None:
         gpu: bool = typer.Option(False, help="Require a GPU (fail if none) instead of CPU-only sections."),
         budget_s: Optional[float] = typer.Option(None, "--budget-s", help="Round-robin seconds per model and "
                                                  "batch size (default 4; smaller on a shared machine)."),
+        scene_export: Optional[Path] = typer.Option(None, help="A scene-model export (e.g. instancehmr): with a "
+                                                    "window-model --export, the scene-vs-window section."),
     ) -> None:
         def job() -> None:
             import torch
@@ -84,7 +91,9 @@ def main() -> None:
             t = time.perf_counter()
             if budget_s is not None and not budget_s > 0:
                 raise ConfigError(f"--budget-s must be > 0, got {budget_s}")
-            result = run_bench(out, chosen, exp, vid, tiny=tiny, budget_s=budget_s)
+            if scene_export is not None and not (scene_export / "manifest.json").is_file():
+                raise ConfigError(f"--scene-export {scene_export}: no manifest.json (make one with trt-export)")
+            result = run_bench(out, chosen, exp, vid, tiny=tiny, budget_s=budget_s, scene_export=scene_export)
             print(f"wrote {out}/report.md ({time.perf_counter() - t:.0f} s)")
             for g in result.goals:
                 print(f"  {g['goal']}: {g['value']} (target {g['target']}) -> {g['met']}")

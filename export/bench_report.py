@@ -29,6 +29,7 @@ class BenchResult:
     memory: Dict[str, float] = field(default_factory=dict)
     goals: List[Dict[str, Any]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    scene_vs_window: Dict[str, Any] = field(default_factory=dict)  # bench_sections.bench_scene_vs_window
 
     def find(self, model: str, system: str, batch: int, section: Optional[str] = None) -> Optional[Timing]:
         return next((t for t in self.timings if (t.model, t.system, t.batch) == (model, system, batch)
@@ -37,7 +38,8 @@ class BenchResult:
     def to_dict(self) -> Dict[str, Any]:
         return {"machine": self.machine, "models": self.models, "timings": [t.to_dict() for t in self.timings],
                 "floors": self.floors, "e2e": self.e2e, "tracks_scaling": self.tracks_scaling,
-                "memory": self.memory, "goals": self.goals, "notes": self.notes}
+                "memory": self.memory, "goals": self.goals, "notes": self.notes,
+                "scene_vs_window": self.scene_vs_window}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,6 +157,8 @@ def write_report(result: BenchResult, out: Path, plots: bool = True) -> Path:
         for r in result.tracks_scaling:
             lines.append(f"| {r['tracks']} | {r['frames_per_track']} | " +
                          " | ".join(f"{r['timings_s'][s]:.2f}" for s in stages) + f" | {r['total_s']:.2f} |")
+    if result.scene_vs_window:
+        lines += scene_vs_window_lines(result.scene_vs_window)
     lines += ["", "## Memory", "", *[f"- {k}: {v:.0f} MB" for k, v in result.memory.items()]]
     lines += ["", "## Goals (ratios of minimum times from this run)", "",
               "| goal | measured | target | met | why not / noise |", "|---|---|---|---|---|"]
@@ -164,6 +168,26 @@ def write_report(result: BenchResult, out: Path, plots: bool = True) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def scene_vs_window_lines(s: Dict[str, Any]) -> List[str]:
+    """The scene-vs-window section: end to end with stage shares, then per-frame cost vs people per frame."""
+    lines = ["", f"## Scene model vs window model ({s['frames']} frames of the video, end to end)", "",
+             "| family | model | frames/s | people per frame | stage shares |", "|---|---|---|---|---|"]
+    for family, e in s["e2e"].items():
+        shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(e["shares"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {family} | {e['model']} | {e['fps']} | {e['people_per_frame']} | {shares} |")
+    lines += ["", "Per-frame cost vs people per frame (ms, best of 3; window: one detector call plus crop, backbone, "
+              "temporal and body model per person; scene: letterbox and maps graph once, then post-processing "
+              "and body model per person):", "",
+              "| people | window detect | window per-person path | window total | scene network | scene people path "
+              "| scene total |", "|---|---|---|---|---|---|---|"]
+    for r in s["people"]:
+        w, sc = r["window_ms"], r["scene_ms"]
+        lines.append(f"| {r['people']} | {w['detect']:.1f} | {w['per_person_path']:.1f} | "
+                     f"{w['detect'] + w['per_person_path']:.1f} | {sc['network']:.1f} | {sc['people_path']:.1f} | "
+                     f"{sc['network'] + sc['people_path']:.1f} |")
+    return lines
 
 
 def write_plots(result: BenchResult, out: Path) -> None:

@@ -412,3 +412,89 @@ def run_sections(result: BenchResult, models: List[str], export_dir: Optional[Pa
                 bench_tracks(result, Path(export_dir), mut.contract, [1, 4, 16], 64)
             bench_e2e(result, Path(export_dir), video, [50, 200])
     return batches
+
+
+# ---------------------------------------------------------------------------------------------
+# scene model vs window model (issue 12 part 5): runs when both exports are given
+
+
+def bench_scene_vs_window(result: BenchResult, window_export: Path, scene_export: Path, video: Optional[Path],
+                          frames: int = 60, people: Sequence[int] = (1, 4, 16), reps: int = 3) -> None:
+    """Frames per second end to end on ``frames`` frames of the video for both exports, with per-stage shares;
+    then the per-frame cost of each family's people-dependent path for ``people`` people per frame, timed
+    stage by stage on the exports' graphs (window: crop + backbone + temporal + body model per person,
+    after one detector call; scene: letterbox + maps graph once, then post-processing and the body model
+    per person). Seeded weights find arbitrary people, so people counts are set, not detected."""
+    from hmr_trt.runtime.pipeline import RunOptions, run_video
+
+    if video is None:
+        result.notes.append("scene vs window: skipped (no video)")
+        return
+    section: Dict[str, Any] = {"frames": frames, "e2e": {}, "people": []}
+    for label, export in (("window", window_export), ("scene", scene_export)):
+        with tempfile.TemporaryDirectory() as tmp:
+            s = run_video(RunOptions(out=Path(tmp) / "run", export_dir=export, video=video, max_frames=frames,
+                                     min_track_frames=1, vertices=False))
+            rows = sum(r["frames"] for r in s["track_files"])
+        total = sum(s["timings_s"].values()) or 1.0
+        section["e2e"][label] = {"model": s["model"], "fps": s["frames_per_second"], "total_s": s["total_s"],
+                                 "people_per_frame": round(rows / max(s["frames_decoded"], 1), 2),
+                                 "shares": {k: round(v / total, 3) for k, v in s["timings_s"].items() if v > 0},
+                                 "backend": s["backend"], "detector": s.get("detector", "")}
+    frame = next(iter(_video_frames(video, 1)))
+    section["people"] = [{"people": k, "window_ms": _window_ms(window_export, frame, k, reps),
+                          "scene_ms": _scene_ms(scene_export, frame, k, reps)} for k in people]
+    result.scene_vs_window = section
+
+
+def _video_frames(video: Path, n: int) -> List[np.ndarray]:
+    from hmr_trt.runtime.video import frames_from_video
+
+    return [f for _, f in frames_from_video(video, n)]
+
+
+def _window_ms(export: Path, frame: np.ndarray, k: int, reps: int) -> Dict[str, float]:
+    from hmr_trt.runtime.backends_select import open_backends
+    from hmr_trt.runtime.crops import crop_from_frame, normalise_crops, tile_boxes
+    from hmr_trt.runtime.pipeline import _detector
+
+    detector = _detector("auto")
+    with open_backends(export, "auto") as b:
+        c = b.contract
+        windows = np.random.default_rng(0).standard_normal((k, c.window, c.feature_dim)).astype(np.float32)
+        inputs = b.temporal.inputs[0].name
+
+        def detect() -> Any:
+            return detector.detect(frame)
+
+        def per_person() -> Any:
+            crops = np.stack([crop_from_frame(frame, box) for box in tile_boxes(*frame.shape[:2], k)])
+            b.infer_backbone(normalise_crops(crops))
+            out = b.temporal.infer({inputs: windows})
+            pose, betas = out["pose_rotmat"], out["betas"]
+            return b.infer_body(pose.reshape(-1, *pose.shape[-3:])[:k], betas.reshape(-1, betas.shape[-1])[:k])
+
+        return {"detect": 1000 * _best_seconds(detect, reps), "per_person_path": 1000 * _best_seconds(per_person, reps)}
+
+
+def _scene_ms(export: Path, frame: np.ndarray, k: int, reps: int) -> Dict[str, float]:
+    from hmr_trt.runtime.backends_select import open_backends
+    from hmr_trt.runtime.scene import letterbox, people_from_maps
+
+    with open_backends(export, "auto") as b:
+        graph = b.contract.model_graph
+        image, pad = letterbox(frame, int(b.contract.image_size), bgr=True)
+        maps = b.temporal.infer({graph.input_names[0]: image[None]})
+
+        def network() -> Any:
+            return b.temporal.infer({graph.input_names[0]: letterbox(frame, int(b.contract.image_size), bgr=True)[0][None]})
+
+        def body(smpl: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+            return {"joints3d": b.infer_body(smpl["pose_rotmat"], smpl["betas"])[1]}
+
+        def post() -> Any:  # threshold near 0 and max_person k: k people (seeded maps peak everywhere)
+            return people_from_maps(maps, 1e-6, pad, body_model=body, max_person=k)
+
+        found = len(post())
+        return {"network": 1000 * _best_seconds(network, reps), "people_path": 1000 * _best_seconds(post, reps),
+                "people_found": found}

@@ -53,6 +53,9 @@ def export(
                                                   "the contract's default for --precision).")] = None,
     max_drift_mm: Annotated[Optional[float], typer.Option(help="Refuse (exit 1, nothing written) an FP16/INT8 "
                                                           "result whose worst mean vertex drift exceeds this.")] = None,
+    decomr_data: Annotated[Optional[Path], typer.Option(file_okay=False, help="DecoMR's data folder (UV "
+                                                        "template, sampler, reference map) for --model decomr; "
+                                                        "default: hmr-trt's synthetic UV layout.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Like --max-drift-mm with the contract's goal for "
                                          "--precision.")] = False,
     step_graph: Annotated[Optional[bool], typer.Option("--step/--no-step", help="Also export a one-frame step graph "
@@ -77,7 +80,7 @@ def export(
                              checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint, smpl_model=smpl_model,
                              mean_params=mean_params, video=sample, exporter=exporter.value, calib=calib,
                              calib_cache=calib_cache, recipe=recipe, max_drift_mm=max_drift_mm, strict=strict,
-                             step=step_graph)
+                             step=step_graph, decomr_data=decomr_data)
         try:
             result = run_export(opts, step=step)
         except ParityError as exc:

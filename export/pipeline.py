@@ -64,6 +64,7 @@ class ExportOptions:
     strict: bool = False  # the same with the contract's goal as the limit
     build_engines: bool = True  # when TensorRT and a GPU are present
     step: bool | None = None  # step graph: None = the model's own, or the generic one under 100 MB (step_graph.py)
+    decomr_data: Path | None = None  # DecoMR's UV data folder (default: hmr-trt's synthetic layout)
 
 
 Step = Callable[[str], Any]  # a context-manager factory that shows one step of progress
@@ -101,6 +102,9 @@ def _validate_options(opts: ExportOptions) -> Job:
     if opts.model not in registry.names():
         raise ConfigError(f"unknown --model {opts.model!r}; available: {', '.join(registry.names())}")
     adapter = registry.adapter(opts.model)
+    if opts.decomr_data is not None and not Path(opts.decomr_data).is_dir():
+        raise ConfigError(f"--decomr-data {opts.decomr_data}: not a folder (DecoMR's data/ with the UV files)")
+    adapter.use_data_dir(opts.decomr_data)  # models without data files refuse a folder
     cfg = opts.config if opts.config is not None else adapter.default_config()
     if opts.window is not None and opts.config is None:
         cfg = adapter.with_window(cfg, opts.window)
@@ -264,7 +268,8 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
 
 def parity_sets(opts: ExportOptions, job: Job, contract: ModelContract, backbone: Any) -> dict[str, Any]:
     """Window models: random windows and backbone features of real video frames (when a video is given).
-    Other families: the adapter's seeded example inputs ({input name: array})."""
+    Other families: the adapter's seeded example inputs ({input name: array}) and, with a video, the
+    adapter's ``video_inputs`` (crops of people, whole frames) as the "video" set."""
     if contract.family == "window":
         windows = parity.parity_windows(contract, str(opts.video) if opts.video else None, opts.parity_windows,
                                         backbone=backbone)
@@ -273,7 +278,12 @@ def parity_sets(opts: ExportOptions, job: Job, contract: ModelContract, backbone
         return windows
     graph = contract.model_graph
     example = job.adapter.example_inputs(job.cfg, graph.name, opts.parity_windows, seed=0)
-    return {"random": {n: t.detach().numpy() for n, t in zip(graph.input_names, example)}}
+    sets = {"random": {n: t.detach().numpy() for n, t in zip(graph.input_names, example)}}
+    if opts.video is not None:
+        real = job.adapter.video_inputs(job.cfg, graph.name, Path(opts.video), opts.parity_windows)
+        if real is not None:
+            sets["video"] = {n: np.ascontiguousarray(real[n], dtype=np.float32) for n in graph.input_names}
+    return sets
 
 
 def exported_contract(contract: ModelContract, body: Any, with_backbone: bool) -> ModelContract:

@@ -7,7 +7,9 @@ an ONNX Runtime or TensorRT backend's ``infer``, or a torch body model wrapped b
 
 Model outputs carry any leading axes: (W, T_out, ...) for window models (T_out = T for emit "all",
 1 for emit "middle"), (N, ...) for frame models. Models whose contract says ``body_model: "none"``
-output ``vertices``/``joints3d`` themselves.
+output ``vertices`` (and ``joints3d``; without it the mesh centroid is the one "joint") themselves.
+Scene models output maps: ``runtime/scene.grid_people`` samples their SMPL parameters at a fixed grid
+of cells (lead axes (B, K)), so parity compares the same people whatever the center scores.
 
 For the GPU tests (torch-free)::
 
@@ -31,8 +33,14 @@ BodyModel = Callable[[Feed], Feed]
 
 def meshes(body: Optional[BodyModel], outputs: Feed, contract: Optional[ModelContract] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Model outputs (lead..., ...) -> vertices (lead..., V, 3) and joints (lead..., J, 3), in metres."""
+    if contract is not None and contract.family == "scene" and "pose_rotmat" not in outputs:
+        from hmr_trt.runtime.scene import grid_people  # maps -> SMPL parameters at fixed cells (torch-free)
+
+        outputs = grid_people(outputs)
     if contract is not None and contract.body_model == "none":
-        return outputs["vertices"], outputs["joints3d"]
+        verts = outputs["vertices"]
+        # models without joints (DecoMR): the mesh centroid stands in, so joint drift is still defined
+        return verts, outputs.get("joints3d", verts.mean(axis=-2, keepdims=True))
     if body is None:
         raise InputSpecError("these outputs need the body-model graph (pose_rotmat, betas -> vertices), none was given")
     betas, pose = outputs["betas"], outputs["pose_rotmat"]

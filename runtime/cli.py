@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -51,6 +51,11 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def run(
     out: Annotated[Path, typer.Option("--out", help="Output directory: track_<id>.npz files and summary.json.")],
     video: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Input video.")] = None,
+    image: Annotated[Optional[List[Path]], typer.Option("--image", dir_okay=False, help="Still image(s) for frame "
+                                                        "and scene models (repeat --image): one result file "
+                                                        "each.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Scene models: center-map score threshold in "
+                                                       "(0, 1) (default 0.2, the released value).")] = None,
     features: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Precomputed per-frame features (.npz) "
                                                      "instead of a video.")] = None,
     export_dir: Annotated[Path, typer.Option("--export", help="Directory written by trt-export / trt-build.")]
@@ -103,8 +108,8 @@ def run(
 
         from .pipeline import RunOptions, run_features, run_video
 
-        if sum(x is not None for x in (video, features, videos)) != 1:
-            raise ConfigError("give exactly one of --video, --features or --videos")
+        if sum(x is not None for x in (video, features, videos, image)) != 1:
+            raise ConfigError("give exactly one of --video, --image, --features or --videos")
         if (ray or ray_address) and videos is None:
             raise ConfigError("--ray runs a folder of videos: give --videos DIR")
         opts = RunOptions(out=out, export_dir=export_dir, video=video, features=features, backend=backend.value,
@@ -112,14 +117,21 @@ def run(
                           format=output_format.value,
                           vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
                           threads=threads, border=border.value, device=device.value, ort_providers=ort_providers,
-                          triton_url=triton_url)
+                          triton_url=triton_url, images=list(image) if image is not None else None,
+                          threshold=threshold)
         console = Console(stderr=True)
         if videos is not None:
             if not (ray or ray_address):
                 raise ConfigError("--videos runs on Ray: add --ray (a local Ray instance) or --ray-address")
             _videos_on_ray(console, videos, opts, ray_address, actors, quiet)
             return
-        if video is not None:
+        if image is not None:
+            from .images import run_images
+
+            summary = run_images(opts)
+            console.print(f"{summary['images']} images, people per image: "
+                          f"{[r['people'] for r in summary['image_files']]}")
+        elif video is not None:
             summary = _with_progress(console, opts, run_video, quiet)
         else:
             summary = run_features(opts)
@@ -186,7 +198,10 @@ def print_summary(console, summary: dict) -> None:  # noqa: ANN001
     console.print(table)
     if summary.get("frames_lost"):
         console.print(f"[yellow]{summary['frames_lost']} frames could not be decoded (damaged video)[/]")
-    console.print(f"wrote {summary['tracks']} track files and summary.json")
+    if "image_files" in summary:
+        console.print(f"wrote {len(summary['image_files'])} image files and summary.json")
+    else:
+        console.print(f"wrote {summary['tracks']} track files and summary.json")
 
 
 def main() -> None:

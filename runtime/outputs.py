@@ -82,10 +82,13 @@ def _rows(name: str, value: Any, n: int, tail: tuple, dtype: type = np.float32) 
     return np.ascontiguousarray(arr)
 
 
-def write_track_npz(path: PathLike, track_id: Any, frames: np.ndarray, boxes: np.ndarray, pose_rotmat: np.ndarray,
-                    betas: np.ndarray, cam: np.ndarray, joints3d: np.ndarray,
-                    vertices: Optional[np.ndarray] = None, extra: Optional[Dict[str, np.ndarray]] = None) -> Path:
-    """Write one track's results (keys in the module docstring) to ``path`` atomically."""
+def write_track_npz(path: PathLike, track_id: Any, frames: np.ndarray, boxes: np.ndarray,
+                    pose_rotmat: Optional[np.ndarray], betas: Optional[np.ndarray], cam: np.ndarray,
+                    joints3d: Optional[np.ndarray], vertices: Optional[np.ndarray] = None,
+                    extra: Optional[Dict[str, np.ndarray]] = None) -> Path:
+    """Write one track's results (keys in the module docstring) to ``path`` atomically. Models that
+    regress vertices directly (the frame family's DecoMR) have no ``pose_rotmat``/``betas``/``joints3d``:
+    pass None and those keys are left out."""
     frames = np.asarray(frames)
     if frames.ndim != 1 or len(frames) == 0:
         raise InputSpecError(f"track file: 'frames' must be a non-empty (N,) array, got shape {frames.shape}")
@@ -94,16 +97,35 @@ def write_track_npz(path: PathLike, track_id: Any, frames: np.ndarray, boxes: np
         "track_id": np.asarray(str(track_id)),
         "frame_indices": _rows("frames", frames, n, (), np.int64),
         "boxes": _rows("boxes", np.asarray(boxes)[:, :4] if np.ndim(boxes) == 2 else boxes, n, (4,)),
-        "pose_rotmat": _rows("pose_rotmat", pose_rotmat, n, (24, 3, 3)),
     }
-    arrays["pose_axis_angle"] = rotmat_to_axis_angle(arrays["pose_rotmat"]).reshape(n, 72).astype(np.float32)
-    arrays["betas"] = _rows("betas", betas, n, (-1,))
+    if pose_rotmat is not None:
+        arrays["pose_rotmat"] = _rows("pose_rotmat", pose_rotmat, n, (24, 3, 3))
+        arrays["pose_axis_angle"] = rotmat_to_axis_angle(arrays["pose_rotmat"]).reshape(n, 72).astype(np.float32)
+    if betas is not None:
+        arrays["betas"] = _rows("betas", betas, n, (-1,))
     arrays["cam"] = _rows("cam", cam, n, (3,))
-    arrays["joints3d"] = _rows("joints3d", joints3d, n, (-1, 3))
+    if joints3d is not None:
+        arrays["joints3d"] = _rows("joints3d", joints3d, n, (-1, 3))
     if vertices is not None:
         arrays["vertices"] = _rows("vertices", vertices, n, (-1, 3))
     for key, value in (extra or {}).items():  # image-space results (runtime/cameras.py), N rows each
         arrays[key] = _rows(key, value, n, tuple(-1 for _ in np.shape(value)[1:]))
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def write_people_npz(path: PathLike, image: str, people: Dict[str, np.ndarray]) -> Path:
+    """``--image``: one image's people (P rows each, P >= 0, best first): ``image`` (the path), ``boxes``
+    (P, 4), ``cam`` (P, 3), ``vertices`` (P, V, 3) and, where the model has them, ``scores``, ``pose_rotmat``,
+    ``pose_axis_angle``, ``betas``, ``joints3d``, ``crop_boxes``, ``orig_cam``, ``joints2d``."""
+    arrays = {"image": np.asarray(str(image))}
+    n = len(people["boxes"])
+    for key, value in people.items():
+        arr = np.asarray(value)
+        if arr.ndim == 0 or len(arr) != n:
+            raise InputSpecError(f"image file: '{key}' must have {n} rows (one per person), got shape {arr.shape}")
+        arrays[key] = np.ascontiguousarray(arr)
+    if "pose_rotmat" in arrays:
+        arrays["pose_axis_angle"] = rotmat_to_axis_angle(arrays["pose_rotmat"].astype(np.float32)).reshape(n, 72)
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 

@@ -59,6 +59,8 @@ class RunOptions:
     device: str = "auto"  # ort: auto | cpu | cuda (ONNX Runtime's providers; cpu also skips the TensorRT API)
     ort_providers: Optional[str] = None  # ort: "TensorrtExecutionProvider,CUDAExecutionProvider,..." in order
     on_backends: Optional[Callable[[Backends], None]] = None  # ort: told which backends/providers opened
+    images: Optional[List[Path]] = None  # --image: still images (frame and scene families), one result file each
+    threshold: Optional[float] = None  # scene family: center-map score threshold in (0, 1) (default 0.2)
 
 
 @dataclass
@@ -71,7 +73,7 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - start
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 Progress = Callable[[int], None]  # called with the number of frames just done
@@ -141,7 +143,8 @@ def family_stage(backends: Backends, timer: StageTimer, opts: RunOptions) -> Any
     family = contract.family if contract is not None else "window"
     if family not in FAMILY_STAGES:
         raise ConfigError(f"model {contract.name if contract else '?'} is a {family} model: not supported by this "
-                          "runtime yet (window models only)")
+                          f"runtime yet as a per-track stage ({', '.join(FAMILY_STAGES)}; scene models run whole "
+                          "frames through run_video)")
     return FAMILY_STAGES[family](backends, timer, opts)
 
 
@@ -149,7 +152,48 @@ def _window_stage(backends: Backends, timer: StageTimer, opts: RunOptions) -> _F
     return _FeatureStage(backends, _streamer(backends, opts), timer, opts.backbone_batch)
 
 
-FAMILY_STAGES: Dict[str, Callable[[Backends, StageTimer, RunOptions], Any]] = {"window": _window_stage}
+def _frame_stage(backends: Backends, timer: StageTimer, opts: RunOptions) -> Any:
+    from .frame_stage import FrameStage
+
+    return FrameStage(backends, timer, opts.backbone_batch)
+
+
+FAMILY_STAGES: Dict[str, Callable[[Backends, StageTimer, RunOptions], Any]] = {"window": _window_stage,
+                                                                               "frame": _frame_stage}
+IMAGE_FAMILIES = ("frame", "scene")  # families that run on still images (--image)
+
+
+def export_family(export_dir: Path) -> str:
+    """The family of the export's contract (manifest.json), before any backend opens."""
+    from hmr_trt.manifest import Manifest
+
+    from .backends_select import contract_of
+
+    return contract_of(Manifest.read(Path(export_dir))).family
+
+
+def _check_family_options(opts: RunOptions, family: str, mode: str) -> None:
+    """Refuse, before anything runs or is written, a mode or option the export's family does not have."""
+    if mode == "image" and family not in IMAGE_FAMILIES:
+        raise ConfigError(f"--image: {opts.export_dir} is a {family} model (it needs a video's tracks); "
+                          f"--image runs {' and '.join(IMAGE_FAMILIES)} models")
+    if mode == "features" and family != "window":
+        raise ConfigError(f"--features: {opts.export_dir} is a {family} model, which takes images, not backbone "
+                          "features; give --video or --image")
+    if opts.format == "vibe" and family == "frame":
+        from hmr_trt.manifest import Manifest
+
+        from .backends_select import contract_of
+
+        if contract_of(Manifest.read(Path(opts.export_dir))).body_model == "none":
+            raise ConfigError(f"--format vibe holds SMPL poses and shapes; {opts.export_dir} is a model that "
+                              "outputs vertices only: use --format npz")
+    if opts.threshold is not None and family != "scene":
+        raise ConfigError(f"--threshold applies to scene models; {opts.export_dir} is a {family} model")
+    if family == "scene":
+        from .scene_stage import optional_threshold
+
+        optional_threshold(opts.threshold)
 
 
 def _streamer(backends: Backends, opts: RunOptions) -> Any:
@@ -194,6 +238,10 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
         raise ConfigError("run_video needs a video")
     cap, info = open_video(opts.video)  # missing / empty / non-video files fail here, before --out is touched
     cap.release()
+    family = export_family(opts.export_dir)
+    _check_family_options(opts, family, "video")
+    if family == "scene":
+        return _run_scene_video(opts, info, progress, opened)
     detector = _detector(opts.detector, opts.threads)
     tracker = _tracker(detector)
     timer = StageTimer()
@@ -207,6 +255,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
                               "re-export it with trt-export")
         stage = family_stage(backends, timer, opts)
         features = _TrackGate(stage, opts.min_track_frames)
+        crop_size, crop_scale = _crop_geometry(backends)
         decoded = 0
         for frame_index, frame in _timed_frames(opts.video, opts.max_frames, timer):
             decoded += 1
@@ -217,7 +266,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
                 log.add(frame_index, active)
             for track_id, box in active:
                 with timer("crop"):
-                    crop = crop_from_frame(frame, square_box(np.asarray(box)))
+                    crop = crop_from_frame(frame, square_box(np.asarray(box), crop_scale), crop_size)
                 features.add(track_id, frame_index, crop)
             if progress:
                 progress(1)
@@ -231,6 +280,63 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
             "tracks_detected": len(log), "tracks_dropped_short": len(log) - len(kept),
             "frames_dropped_short": features.dropped_frames,
             "detector": describe_detector(detector),
+        })
+    return summary
+
+
+def _crop_geometry(backends: Backends) -> tuple:
+    """(crop side, box scale) of the export's contract (224 and 1.2 for exports without them)."""
+    c = backends.contract
+    return (int(c.crop_size) if c is not None and c.crop_size else 224,
+            float(c.bbox_scale) if c is not None and c.bbox_scale else 1.2)
+
+
+def _run_scene_video(opts: RunOptions, info: Any, progress: Optional[Progress],
+                     opened: Optional[Backends]) -> Dict[str, Any]:
+    """Scene family: batches of whole frames through the maps graph, people from the center map, tracked."""
+    from .scene_stage import SceneStage, detections, optional_threshold, scene_detector_note, track_results
+
+    threshold = optional_threshold(opts.threshold)
+    tracker = _tracker(None)
+    timer = StageTimer()
+    log = TrackLog()
+    start = time.perf_counter()
+    results: List[FrameResult] = []
+    with (contextlib.nullcontext(opened) if opened is not None else _open(opts)) as backends:
+        if opts.on_backends:
+            opts.on_backends(backends)
+        if opts.render is not None and len(backends.faces) == 0:
+            raise ConfigError(f"--render: {opts.export_dir} has no body-model faces ({FACES_NAME}); "
+                              "re-export it with trt-export")
+        stage = SceneStage(backends, timer, threshold)
+        batch: List[tuple] = []
+        decoded = 0
+
+        def flush() -> None:
+            people = stage.people([f for _, f in batch])
+            for (frame_index, _), found in zip(batch, people):
+                with timer("track"):
+                    active = tracker.update(frame_index, detections(found))
+                    log.add(frame_index, active)
+                results.extend(track_results(frame_index, found, active))
+            if progress:
+                progress(len(batch))
+            batch.clear()
+
+        for frame_index, frame in _timed_frames(opts.video, opts.max_frames, timer):
+            decoded += 1
+            batch.append((frame_index, frame))
+            if len(batch) >= opts.backbone_batch:
+                flush()
+        flush()
+        kept = {t.track_id: t for t in log.tracks(opts.min_track_frames)}
+        stacked = stack_by_track([r for r in results if r.track_id in kept])
+        summary = _finish(opts, backends, timer, stacked, kept, start, {
+            "input": str(opts.video), "width": info.width, "height": info.height, "fps": info.fps,
+            "frames_declared": info.frames_declared, "frames_decoded": decoded,
+            "frames_lost": max(info.frames_declared - decoded, 0) if opts.max_frames is None else 0,
+            "tracks_detected": len(log), "tracks_dropped_short": len(log) - len(kept),
+            "detector": scene_detector_note(threshold), "threshold": threshold,
         })
     return summary
 
@@ -256,6 +362,7 @@ def run_features(opts: RunOptions) -> Dict[str, Any]:
     _check_options(opts)
     if opts.format != "npz":
         raise ConfigError(f"--format {opts.format} needs --video (its cameras are in image coordinates)")
+    _check_family_options(opts, export_family(opts.export_dir), "features")
     tracks_features = features_from_npz(opts.features)
     timer = StageTimer()
     start = time.perf_counter()
@@ -318,20 +425,25 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
     with staged_output(opts.out, replace_marker=SUMMARY_NAME) as stage:
         meshes: Dict[Any, Dict[str, np.ndarray]] = {}
         track_rows = []
+        crop_scale = _crop_geometry(backends)[1]
         for track_id, res in sorted(results.items(), key=lambda kv: str(kv[0])):
-            with timer("body_model"):
-                verts, joints = backends.infer_body(res["pose_rotmat"], res["betas"])
+            if "vertices" in res:  # the model (frame family) or the scene stage gave the mesh already
+                verts, joints = res["vertices"], res.get("joints3d")
+            else:
+                with timer("body_model"):
+                    verts, joints = backends.infer_body(res["pose_rotmat"], res["betas"])
             log = logs[track_id]
             frames = np.asarray(res["frame_index"])
             box_of = dict(zip(log.frames, log.boxes))
             boxes = np.stack([box_of[int(f)][:4] for f in frames]).astype(np.float32)  # drop the score
-            image = image_space(res["cam"], boxes, joints, facts.get("width"), facts.get("height"))
+            image = _image_facts(res, boxes, joints, facts.get("width"), facts.get("height"), crop_scale)
             with timer("writing"):
                 name = f"track_{track_id}.npz"
-                write_track_npz(stage / name, track_id, frames, boxes, res["pose_rotmat"], res["betas"], res["cam"],
-                                joints, verts if opts.vertices else None, extra=image)
+                write_track_npz(stage / name, track_id, frames, boxes, res.get("pose_rotmat"), res.get("betas"),
+                                res["cam"], joints, verts if opts.vertices else None, extra=image)
             meshes[track_id] = {"frames": frames, "boxes": boxes, "vertices": verts, "cam": res["cam"],
-                                "pose_rotmat": res["pose_rotmat"], "betas": res["betas"], "joints3d": joints, **image}
+                                "pose_rotmat": res.get("pose_rotmat"), "betas": res.get("betas"), "joints3d": joints,
+                                **image}
             track_rows.append({"id": str(track_id), "file": name, "frames": int(len(frames)),
                                "first_frame": int(frames.min()), "last_frame": int(frames.max())})
         if opts.format == "vibe":
@@ -355,6 +467,28 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
         }
         write_summary_json(stage / SUMMARY_NAME, summary)
     return summary
+
+
+def _image_facts(res: Dict[str, np.ndarray], boxes: np.ndarray, joints: Optional[np.ndarray], width: Any,
+                 height: Any, crop_scale: float) -> Dict[str, np.ndarray]:
+    """crop_boxes, bboxes_cxcyh, orig_cam and (where the model has joints) joints2d in the original image.
+    Scene results carry their own crop boxes (the letterboxed square) and 2D joints."""
+    from .cameras import crop_box_cxcyh, crop_cam_to_orig_cam, joints_to_pixels
+
+    if "crop_boxes" not in res and joints is not None and crop_scale == 1.2:
+        return image_space(res["cam"], boxes, joints, width, height)
+    if not width or not height:
+        return {}
+    crop_boxes = res["crop_boxes"] if "crop_boxes" in res else \
+        np.stack([square_box(b, crop_scale) for b in boxes]).astype(np.float32)
+    cxcyh = crop_box_cxcyh(crop_boxes)
+    out = {"crop_boxes": np.asarray(crop_boxes, np.float32), "bboxes_cxcyh": cxcyh,
+           "orig_cam": crop_cam_to_orig_cam(res["cam"], cxcyh, int(width), int(height))}
+    if "joints2d" in res:
+        out["joints2d"] = np.asarray(res["joints2d"], np.float32)
+    elif joints is not None:
+        out["joints2d"] = joints_to_pixels(joints, res["cam"], crop_boxes).astype(np.float32)
+    return out
 
 
 def _write_vibe(stage: Path, meshes: Dict[Any, Dict[str, np.ndarray]]) -> None:

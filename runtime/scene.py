@@ -212,3 +212,24 @@ def people_from_maps(maps: Union[Mapping[str, np.ndarray], Sequence[np.ndarray]]
             person["box"] = np.concatenate((pts.min(0), pts.max(0)))
         people.append(person)
     return people
+
+
+GRID_CELLS = 8  # parity: SMPL parameters sampled at an 8 x 8 grid of map cells per image
+
+
+def grid_people(maps: Mapping[str, np.ndarray], cells: int = GRID_CELLS) -> Dict[str, np.ndarray]:
+    """Parity's post-processing of the maps, independent of the center scores: the parameter map sampled
+    at a fixed ``cells`` x ``cells`` grid of cells of every image -> pose_rotmat (B, K, 24, 3, 3),
+    betas (B, K, 10) and cam (B, K, 3) (K = cells ** 2), through the same conversions as ``people_from_maps``."""
+    center, cam_map, params_map = _as_maps(maps)
+    b, _, h, w = center.shape
+    ys = np.linspace(0, h - 1, min(cells, h)).round().astype(np.int64)
+    xs = np.linspace(0, w - 1, min(cells, w)).round().astype(np.int64)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    cam = cam_map[:, :, yy.ravel(), xx.ravel()].transpose(0, 2, 1).astype(np.float64)  # (B, K, 3)
+    params = params_map[:, :, yy.ravel(), xx.ravel()].transpose(0, 2, 1)  # (B, K, P)
+    k = params.shape[1]
+    smpl = smpl_from_params(params.reshape(b * k, -1).astype(np.float64))
+    cam = np.concatenate((np.power(1.1, cam[..., :1]), cam[..., 1:]), -1).astype(np.float32)
+    return {"pose_rotmat": smpl["pose_rotmat"].reshape(b, k, 24, 3, 3), "betas": smpl["betas"].reshape(b, k, -1),
+            "cam": cam}

@@ -48,6 +48,18 @@ class ModelAdapter:
         raise NotImplementedError
 
     # --- optional hooks (defaults work for every model) --------------------------------------
+    def use_data_dir(self, path: Optional[Path]) -> None:
+        """``trt-export --decomr-data DIR``: model data files the user supplies (None: the model's default).
+        Models that take none refuse a path."""
+        if path is not None:
+            raise ConfigError(f"model {self.contract.name} takes no data folder (--decomr-data {path}); drop it")
+
+    def video_inputs(self, cfg: Any, graph: str, video: Path, n: int) -> Optional[dict]:
+        """Per-image models: ``n`` model-graph inputs from real frames of ``video`` ({input name: array}),
+        for the export's "video" parity set; None (the default): no such set (window models build theirs
+        from backbone features)."""
+        return None
+
     def with_window(self, cfg: Any, window: int) -> Any:
         """``cfg`` with ``window`` frames per window (``trt-export --window``); models without one refuse."""
         import dataclasses

@@ -54,12 +54,21 @@ def test_one_minimum_track_length() -> None:
     assert inspect.signature(TrackLog.tracks).parameters["min_length"].default == MIN_TRACK_LENGTH
 
 
-@pytest.mark.parametrize("family", ["frame", "scene"])
+@pytest.mark.parametrize("family", ["scene"])
 def test_other_families_are_refused_in_one_line(family) -> None:
     contract = dataclasses.replace(registry.contract("coseg"), family=family)
     backends = Backends(None, None, None, "none", np.zeros((0, 3)), "", contract)
     with pytest.raises(ConfigError, match=f"coseg is a {family} model: not supported by this runtime yet"):
         family_stage(backends, StageTimer(), RunOptions(out=Path("o"), export_dir=Path("e")))
+
+
+def test_frame_models_get_the_frame_stage() -> None:
+    from hmr_trt.runtime.frame_stage import FrameStage
+
+    contract = dataclasses.replace(registry.contract("decomr"))
+    backends = Backends(None, None, None, "none", np.zeros((0, 3)), "", contract)
+    stage = family_stage(backends, StageTimer(), RunOptions(out=Path("o"), export_dir=Path("e"), backbone_batch=5))
+    assert isinstance(stage, FrameStage) and stage.batch == 5 and stage.graph.name == "decomr"
 
 
 @pytest.fixture(scope="module")

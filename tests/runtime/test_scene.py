@@ -109,3 +109,24 @@ def test_letterbox_flips_bgr_frames_to_rgb() -> None:
     frame[..., 0] = 200  # blue in an OpenCV frame
     rgb, _ = scene.letterbox(frame, 64, bgr=True)
     assert rgb[..., 2].min() == pytest.approx(200, abs=1) and rgb[..., 0].max() == pytest.approx(0, abs=1)
+
+
+def test_grid_people_equal_people_from_maps_at_the_same_cells() -> None:
+    """Parity's fixed-cell sampling goes through the same conversions as the runtime's peak path."""
+    from hmr_trt.runtime.scene import grid_people, people_from_maps
+
+    rng = np.random.default_rng(3)
+    b, m = 2, 16
+    center = np.zeros((b, 1, m, m), np.float32)
+    center[0, 0, 0, 0] = 0.9  # grid cell 0 of image 0
+    center[1, 0, 15, 15] = 0.8  # the last grid cell of image 1
+    maps = {"center_map": center, "cam_map": rng.normal(0, 0.3, (b, 3, m, m)).astype(np.float32),
+            "params_map": rng.normal(0, 0.3, (b, 79, m, m)).astype(np.float32)}
+    grid = grid_people(maps, cells=8)
+    assert grid["pose_rotmat"].shape == (b, 64, 24, 3, 3) and grid["betas"].shape == (b, 64, 10)
+    people = people_from_maps(maps, 0.5)
+    assert [(p["image"], p["map_yx"]) for p in people] == [(0, (0, 0)), (1, (15, 15))]
+    for person, cell in zip(people, (0, 63)):
+        np.testing.assert_allclose(grid["pose_rotmat"][person["image"], cell], person["pose_rotmat"], atol=1e-6)
+        np.testing.assert_allclose(grid["betas"][person["image"], cell], person["betas"], atol=1e-6)
+        np.testing.assert_allclose(grid["cam"][person["image"], cell], person["cam"], rtol=1e-5)

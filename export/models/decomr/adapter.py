@@ -40,9 +40,16 @@ class DecomrAdapter(ModelAdapter):
 
     def __init__(self) -> None:
         self._uv: dict = {}
+        self.data_dir: Optional[Path] = None  # --decomr-data; None: the synthetic layout
+
+    def use_data_dir(self, path: Optional[Path]) -> None:
+        """``--decomr-data DIR``: DecoMR's UV files (checked now: a bad folder fails before any export work)."""
+        self.data_dir = None if path is None else Path(path)
+        self.uv_data()
 
     def uv_data(self, data_dir: Optional[Union[str, Path]] = None) -> DecomrUVData:
         """``--decomr-data DIR`` (DecoMR's data/ folder) or None: hmr-trt's synthetic layout (cached)."""
+        data_dir = data_dir if data_dir is not None else self.data_dir
         key = None if data_dir is None else str(Path(data_dir).resolve())
         if key not in self._uv:
             self._uv[key] = decomr_data(data_dir)
@@ -71,6 +78,12 @@ class DecomrAdapter(ModelAdapter):
         CONTRACT.graph(graph)
         gen = torch.Generator().manual_seed(seed)
         return (torch.randn(batch, 3, cfg.img_res, cfg.img_res, generator=gen),)
+
+    def video_inputs(self, cfg: DecomrConfig, graph: str, video: Path, n: int) -> dict:
+        """Crops of people in ``video``, cut as the runtime cuts them (export/family_inputs.py)."""
+        from hmr_trt.export.family_inputs import person_crops
+
+        return {"images": person_crops(Path(video), n, cfg.img_res, CONTRACT.bbox_scale)}
 
 
 ADAPTER = DecomrAdapter()

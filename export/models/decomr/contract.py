@@ -24,12 +24,16 @@ KEEP = (
              r"^/CNet/dp_(mask|uv)_end/dp_(mask|uv)_end\.[12]/(Conv|Sigmoid)$",
              "the IUV heads decide which pixels are foreground (conf > 0.5) and which UV cell each lands in "
              "(round(uv * 63)): FP16 keeps 11 bits, a step of 1/32 cell near u = 1, enough to move pixels"),
-    KeepRule("uv-warp", ("Mul", "Round", "Greater", "MatMul", "Div"),
-             r"^/LNet/(Mul|Round|Greater|MatMul|Div)(_\d+)?$",
+    KeepRule("uv-warp", ("Mul", "Round", "Greater", "MatMul", "Div", "Cast"),
+             r"^/LNet/(Mul|Round|Greater|MatMul|Div|Cast)(_\d+)?$",
              "the image->UV scatter: the cell index, the foreground test, the one-hot MatMul summing up to "
-             "3136 pixels per cell and the division by the pixel count"),
+             "3136 pixels per cell and the division by the pixel count; its Casts to float (grid coordinates, "
+             "one-hot masks) stay float32 too"),
     KeepRule("vertex-resample", ("GridSample", "ReduceSum", "Div"), r"^/(GridSample|ReduceSum|Div)$",
              "bilinear samples of the location map and their mean per vertex are the output positions in metres"),
+    KeepRule("upsample", ("Resize",), r"^/(CNet|LNet)/.*/Resize$",
+             "the IUV and location decoders' upsampling: its scales input must stay float32 (ONNX Resize), so the node "
+             "stays FP32 (a nearest/bilinear copy: nothing to gain in FP16)"),
 )
 
 CONTRACT = ModelContract(

@@ -49,5 +49,11 @@ class InstanceHMRAdapter(ModelAdapter):
                                                 align_corners=False)
         return (image.permute(0, 2, 3, 1).contiguous(),)
 
+    def video_inputs(self, cfg: InstanceHMRConfig, graph: str, video: Path, n: int) -> dict:
+        """Frames of ``video`` letterboxed as the runtime does (export/family_inputs.py)."""
+        from hmr_trt.export.family_inputs import letterboxed_frames
+
+        return {"image": letterboxed_frames(Path(video), n, cfg.image_size)}
+
 
 ADAPTER = InstanceHMRAdapter()

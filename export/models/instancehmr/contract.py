@@ -20,6 +20,10 @@ def maps_graph(image: int = IMAGE, map_size: int = MAP, params: int = PARAMS) ->
 # normalisation sees 0-255 values.
 _HEADS = KeepRule("map_heads", ("Conv",), r"^/(final_layers\.[123]/final_layers\.[123]\.2|params_outconv)/Conv$",
                   "the output 1x1 convs: center scores are thresholded at 0.2, camera scale is 1.1 ** x")
+# The FP32 head outputs feed back into the identity/parameter branches through Concats: those stay FP32
+# so that every Concat sees one type (the FP16 converter does not cast a graph output it re-reads).
+_HEAD_CONCATS = KeepRule("head_concats", ("Concat",), r"^/Concat_[2-5]$",
+                         "concats of features with the FP32 center/joint/identity maps")
 _PREPROCESS = KeepRule("preprocess", ("Div", "Sub"), r"^/backbone/(Div|Sub)(_\d+)?$",
                        "0-255 input and ImageNet normalisation")
 
@@ -35,8 +39,8 @@ CONTRACT = ModelContract(
     bbox_scale=1.0,
     image_size=IMAGE,
     recipes=(
-        Recipe("fp16", "fp16", keep=(_HEADS,), description="FP16 with the map heads in FP32"),
-        Recipe("int8", "int8", keep=(_HEADS,), int8_exclude=(_HEADS, _PREPROCESS),
+        Recipe("fp16", "fp16", keep=(_HEADS, _HEAD_CONCATS), description="FP16 with the map heads in FP32"),
+        Recipe("int8", "int8", keep=(_HEADS, _HEAD_CONCATS), int8_exclude=(_HEADS, _PREPROCESS),
                description="INT8 convolutions; map heads and input normalisation excluded"),
     ),
     default_recipe={"fp16": "fp16", "int8": "int8"},

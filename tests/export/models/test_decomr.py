@@ -38,9 +38,8 @@ def tiny():
 
 
 def export_graph(module, example, path) -> None:
-    """The one place the exporter's GraphSpec is used (easy to switch to hmr_trt.contract.GraphSpec)."""
-    g = ADAPTER.contract.model_graph
-    spec = g
+    """The model graph of the module's configuration (the synthetic UV layout's vertex count, not SMPL's)."""
+    spec = ADAPTER.contract_for(module.cfg).model_graph
     onnx_export.onnx_from_module(module, spec, example, path)
 
 
