@@ -63,8 +63,10 @@ class ToyAdapter(ModelAdapter):
 def toy_registered(monkeypatch):
     adapters = {"toyframe": ToyAdapter()}
     monkeypatch.setattr(registry, "names", lambda: ("coseg", "toyframe"))
-    real = registry.adapter
+    real, real_contract = registry.adapter, registry.contract
     monkeypatch.setattr(registry, "adapter", lambda name: adapters.get(name) or real(name))
+    monkeypatch.setattr(registry, "contract", lambda name: adapters[name].contract if name in adapters
+                        else real_contract(name))
 
 
 def test_a_frame_model_exports_through_its_contract(toy_registered, tmp_path) -> None:
