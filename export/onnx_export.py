@@ -25,7 +25,6 @@ from hmr_trt import __version__
 from hmr_trt.contract import GraphSpec
 from hmr_trt.errors import ConfigError, ExportError
 from hmr_trt.manifest import TensorSpec
-from hmr_trt.profile import ShapeProfile
 
 EXPORTERS = ("torchscript", "dynamo")
 OPSET = {"torchscript": 17, "dynamo": 18}
@@ -151,23 +150,6 @@ def onnx_from_module(
     model = declare_static_shapes(_stamp(path, spec, metadata or {}), spec)
     onnx.save(model, str(path))
     return tensor_specs(model.graph.input), tensor_specs(model.graph.output)
-
-
-def export_temporal(model: torch.nn.Module, path: str | Path, profile: ShapeProfile, exporter: str = "torchscript",
-                    metadata: dict[str, Any] | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """coseg's temporal graph from a ``CosegNet`` with its FDE in matrix form (no DFT, no complex tensors).
-
-    Kept for tests and tools that hold a coseg module; the export job goes through the adapter."""
-    from hmr_trt import registry
-
-    cfg = model.cfg
-    if cfg.fde_mode != "matrix":
-        raise ConfigError("export the temporal model with fde_mode='matrix' (see export/models/coseg/fde.py)")
-    adapter = registry.adapter("coseg")
-    spec = adapter.contract_for(cfg).graph("temporal")
-    example = adapter.example_inputs(cfg, "temporal", max(2, min(profile.opt, 4)))  # batch > 1: no axis fixed to 1
-    meta = {"model": "coseg", "config": cfg.to_dict(), "profile": profile.to_dict(), **(metadata or {})}
-    return onnx_from_module(model, spec, example, path, exporter=exporter, max_batch=profile.max, metadata=meta)
 
 
 def export_body_model(body: torch.nn.Module, path: str | Path, max_frames: int, exporter: str = "torchscript",

@@ -40,8 +40,8 @@ def tiny(tmp_path_factory) -> Path:
     """The TINY model's temporal graph: the full graph's structure at feature width 64."""
     pytest.importorskip("torch")
     from hmr_trt.export.models.coseg.config import TINY
+    from hmr_trt.export.models.coseg.export import export_temporal
     from hmr_trt.export.models.coseg.model import build_model
-    from hmr_trt.export.onnx_export import export_temporal
     from hmr_trt.profile import ShapeProfile
 
     path = tmp_path_factory.mktemp("tiny_int8") / "temporal_fp32.onnx"

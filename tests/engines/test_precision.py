@@ -43,8 +43,8 @@ def tiny(tmp_path_factory) -> tuple[Path, Path, Path, dict]:
     """The TINY model's temporal graph (same module scopes as the full one), FP16 and its CPU stand-in."""
     pytest.importorskip("torch")
     from hmr_trt.export.models.coseg.config import TINY
+    from hmr_trt.export.models.coseg.export import export_temporal
     from hmr_trt.export.models.coseg.model import build_model
-    from hmr_trt.export.onnx_export import export_temporal
     from hmr_trt.profile import ShapeProfile
 
     d = tmp_path_factory.mktemp("tiny_fp16")

@@ -13,6 +13,7 @@ import torch
 from hmr_trt.engines.preflight import opset_of, validate_onnx
 from hmr_trt.errors import InputSpecError
 from hmr_trt.export import onnx_export, parity
+from hmr_trt.export.models.coseg import export as coseg_export
 from hmr_trt.export.models.coseg.config import TINY
 from hmr_trt.export.models.coseg.model import build_model
 from hmr_trt.export.pipeline import body_models, check_feature_windows, ort_runner
@@ -70,7 +71,7 @@ def test_both_exporters_match_torch(tmp_path, exporter: str) -> None:
     """Small config, both exporters: ORT == torch at batches 1, 2, 7, and batch invariance."""
     model = build_model(TINY.with_(fde_mode="matrix"))
     path = tmp_path / "t.onnx"
-    onnx_export.export_temporal(model, path, ShapeProfile(1, 4, 8), exporter)
+    coseg_export.export_temporal(model, path, ShapeProfile(1, 4, 8), exporter)
     validate_onnx(path, max_opset=None)
     body, body_ref, _ = body_models(None)
     body_path = tmp_path / "b.onnx"
@@ -88,7 +89,7 @@ def test_parity_catches_a_wrong_graph(tmp_path) -> None:
     """The harness must fail when the exported graph computes something else (here: other weights)."""
     other = build_model(TINY.with_(fde_mode="matrix", seed=7))
     path = tmp_path / "t.onnx"
-    onnx_export.export_temporal(other, path, ShapeProfile(1, 4, 8))
+    coseg_export.export_temporal(other, path, ShapeProfile(1, 4, 8))
     body, body_ref, _ = body_models(None)
     onnx_export.export_body_model(body, tmp_path / "b.onnx", 256)
     windows = {"random": parity.random_windows(3, 16, TINY.feature_dim)}
@@ -128,7 +129,7 @@ def test_fft_model_is_refused_by_the_exporter(tmp_path) -> None:
     from hmr_trt.errors import ConfigError
 
     with pytest.raises(ConfigError, match="fde_mode='matrix'"):
-        onnx_export.export_temporal(build_model(TINY), tmp_path / "x.onnx", ShapeProfile())
+        coseg_export.export_temporal(build_model(TINY), tmp_path / "x.onnx", ShapeProfile())
 
 
 def test_torch_reference_runs_fft(full_export, monkeypatch) -> None:
@@ -185,7 +186,7 @@ def test_a_contract_that_disagrees_with_the_graph_is_refused(tmp_path) -> None:
 def test_sets_outside_judged_are_reported_not_judged(tmp_path) -> None:
     """FP16/INT8 are judged on real feature windows only; other sets stay in the table, marked."""
     other = build_model(TINY.with_(fde_mode="matrix", seed=7))
-    onnx_export.export_temporal(other, tmp_path / "t.onnx", ShapeProfile(1, 4, 8))
+    coseg_export.export_temporal(other, tmp_path / "t.onnx", ShapeProfile(1, 4, 8))
     body, body_ref, _ = body_models(None)
     onnx_export.export_body_model(body, tmp_path / "b.onnx", 256)
     windows = {"random": parity.random_windows(2, 16, TINY.feature_dim)}

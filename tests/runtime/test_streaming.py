@@ -299,8 +299,8 @@ def tiny_onnx(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     from hmr_trt.export.models.coseg.config import TINY
+    from hmr_trt.export.models.coseg.export import export_temporal
     from hmr_trt.export.models.coseg.model import build_model
-    from hmr_trt.export.onnx_export import export_temporal
     from hmr_trt.profile import ShapeProfile
 
     path = tmp_path_factory.mktemp("streaming") / "temporal_tiny.onnx"
