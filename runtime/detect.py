@@ -297,6 +297,8 @@ class SsdLiteDetector:
     # jitter more from frame to frame than HOG's: with the defaults (IoU 0.25, Kalman gain 0.25) the
     # 795 frames of vtest.avi break into 157 tracks and 3.98 people a frame keep a mesh (tracks of
     # 16+ frames); with these, 69 tracks and 4.59 a frame (HOG with the defaults: 3.93).
+    # Every detection this detector keeps may also start a track (high_conf = its score threshold): with
+    # ByteTrack's default 0.5, people scoring 0.3-0.5 were found but never got a track, nor a mesh.
     TRACKER_PARAMS = {"iou_threshold": 0.1, "kalman_update": 1.0}
 
     def __init__(self, path: Union[str, Path, None] = None, score_threshold: float = 0.3,
@@ -311,6 +313,7 @@ class SsdLiteDetector:
                                   f"{detector_cache_dir()}): run '{SSDLITE_CONVERT}' once, or use --detector hog")
         self.path = Path(path)
         self.score_threshold = float(score_threshold)
+        self.TRACKER_PARAMS = {**type(self).TRACKER_PARAMS, "high_conf": self.score_threshold}
         self.input_hw = (int(input_size[0]), int(input_size[1]))
         self.backend = OnnxRuntimeBackend(self.path, providers=providers, threads=threads)
         try:
