@@ -5,6 +5,8 @@ numpy + OpenCV only (OpenCV imported where used), so it runs on a bare Python 3.
 
 from __future__ import annotations
 
+from typing import Any, Callable, ContextManager, List
+
 import numpy as np
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -52,3 +54,33 @@ def tile_boxes(height: int, width: int, n: int) -> list[np.ndarray]:
     ys = np.linspace(0, height - side, 2)
     grid = [np.array([x, y, x + side, y + side], dtype=np.float32) for y in ys for x in xs]
     return [grid[i % len(grid)] for i in range(n)]
+
+
+class CropBatcher:
+    """Crops of tracked people wait here until a batch is full; each full batch (and the rest at ``end``)
+    is normalised (timed as "crop") and handed to ``_run(pending, images)``. Subclasses: the window
+    family's backbone + streamer stage, the frame family's model stage."""
+
+    def __init__(self, timer: Callable[[str], ContextManager[Any]], batch: int) -> None:
+        self.timer, self.batch = timer, max(int(batch), 1)
+        self.pending: List[tuple] = []  # (track_id, frame_index, crop uint8 (S, S, 3) RGB)
+        self.results: List[Any] = []
+
+    def add(self, track_id: Any, frame_index: int, crop: np.ndarray) -> None:
+        self.pending.append((track_id, frame_index, crop))
+        if len(self.pending) >= self.batch:
+            self.run()
+
+    def run(self) -> None:
+        if not self.pending:
+            return
+        with self.timer("crop"):
+            images = normalise_crops(np.stack([c for _, _, c in self.pending]))
+        pending, self.pending = self.pending, []
+        self._run(pending, images)
+
+    def _run(self, pending: List[tuple], images: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        self.run()

@@ -13,39 +13,25 @@ from typing import Any, List
 
 import numpy as np
 
-from .crops import normalise_crops
+from .crops import CropBatcher
 from .streaming import FrameResult
 
 MODEL_STAGE = "model"  # the timer's stage for the model graph of per-image families
 
 
-class FrameStage:
+class FrameStage(CropBatcher):
     """``add(track_id, frame_index, crop)`` until ``end()``; ``results``: one FrameResult per crop."""
 
     def __init__(self, backends: Any, timer: Any, batch: int) -> None:
-        self.backends, self.timer, self.batch = backends, timer, max(int(batch), 1)
+        super().__init__(timer, batch)
+        self.backends = backends
         self.graph = backends.contract.model_graph
-        self.pending: List[tuple] = []  # (track_id, frame_index, crop uint8 (S, S, 3) RGB)
-        self.results: List[FrameResult] = []
 
-    def add(self, track_id: Any, frame_index: int, crop: np.ndarray) -> None:
-        self.pending.append((track_id, frame_index, crop))
-        if len(self.pending) >= self.batch:
-            self.run()
-
-    def run(self) -> None:
-        if not self.pending:
-            return
-        with self.timer("crop"):
-            images = normalise_crops(np.stack([c for _, _, c in self.pending]))
+    def _run(self, pending: List[tuple], images: np.ndarray) -> None:
         with self.timer(MODEL_STAGE):
             outputs = infer_model(self.backends, {self.graph.input_names[0]: images})
-        for i, (track_id, frame_index, _) in enumerate(self.pending):
+        for i, (track_id, frame_index, _) in enumerate(pending):
             self.results.append(FrameResult(track_id, frame_index, {k: v[i] for k, v in outputs.items()}))
-        self.pending = []
-
-    def end(self) -> None:
-        self.run()
 
 
 def infer_model(backends: Any, feed: dict) -> dict:

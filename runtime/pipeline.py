@@ -26,7 +26,7 @@ from hmr_trt.manifest import staged_output
 
 from .backends_select import FACES_NAME, Backends, open_backends
 from .cameras import image_space
-from .crops import crop_from_frame, normalise_crops, square_box
+from .crops import CropBatcher, crop_from_frame, square_box
 from .detect import describe_detector
 from .streaming import BORDERS, FrameResult, StreamSpec, WindowStreamer, check_emit, stack_by_track
 from .track import MIN_TRACK_LENGTH, Track, TrackLog
@@ -79,30 +79,19 @@ class StageTimer:
 Progress = Callable[[int], None]  # called with the number of frames just done
 
 
-class _FeatureStage:
+class _FeatureStage(CropBatcher):
     """Crops wait here until a backbone batch is full; their features then stream into the windows."""
 
     def __init__(self, backends: Backends, streamer: WindowStreamer, timer: StageTimer, batch: int) -> None:
-        self.backends, self.streamer, self.timer, self.batch = backends, streamer, timer, batch
-        self.pending: List[tuple] = []  # (track_id, frame_index, crop uint8 (224, 224, 3))
-        self.results: List[FrameResult] = []
+        super().__init__(timer, batch)
+        self.backends, self.streamer = backends, streamer
 
-    def add(self, track_id: Any, frame_index: int, crop: np.ndarray) -> None:
-        self.pending.append((track_id, frame_index, crop))
-        if len(self.pending) >= self.batch:
-            self.run()
-
-    def run(self) -> None:
-        if not self.pending:
-            return
-        with self.timer("crop"):
-            images = normalise_crops(np.stack([c for _, _, c in self.pending]))
+    def _run(self, pending: List[tuple], images: np.ndarray) -> None:
         with self.timer("backbone"):
             feats = self.backends.infer_backbone(images)
         with self.timer("temporal"):
-            for (track_id, frame_index, _), feat in zip(self.pending, feats):
+            for (track_id, frame_index, _), feat in zip(pending, feats):
                 self.results.extend(self.streamer.push(track_id, frame_index, feat))
-        self.pending = []
 
     def end(self) -> None:
         self.run()

@@ -14,20 +14,16 @@ from hmr_trt.contract import (
                               window_outputs,
 )
 
+from ..spin_rules import HEADS, ROT6D
+
 WINDOW, FEATURE_DIM = 16, 2048
 
-ROT6D = KeepRule("rot6d", ("ReduceL2", "Clip", "Expand", "Div", "Mul", "ReduceSum", "Sub", "Gather", "Unsqueeze",
-                           "Concat", "Reshape"), r"^/[^/]+$",
-                 "rot6d_to_rotmat (root scope): Gram-Schmidt divides by norms and subtracts projections, "
-                 "losing orthonormality in FP16; the reshapes around it too, so rotations leave unrounded")
 MOCA = KeepRule("moca-maps", ("MatMul", "Softmax", "Conv"),
                 r"^/nonlocalblock/((MatMul|Softmax)(_\d+)?|conv_mask_forR/Conv)$",
                 "MoCA's similarity maps: x x^T over 2048-d features overflows FP16; their softmaxes and fusion")
 ATTENTION = KeepRule("hafi-attention", ("Softmax", "Tanh"),
                      r"^/nonlocalblock/attention(_\d+)?(/attention/attention\.\d(_\d+)?)?/(Softmax|Tanh)$",
                      "HAFI's 3-token attention scores: tanh-saturated logits, FP16 flattens them")
-HEADS = KeepRule("regressor-heads", ("Gemm",), r"^/regressor/(decpose|decshape|deccam)(_\d+)?/Gemm$",
-                 "the regressor's pose/shape/camera heads add to the running estimate each iteration")
 
 CONTRACT = ModelContract(
     name="mpsnet",

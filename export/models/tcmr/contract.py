@@ -13,18 +13,14 @@ from hmr_trt.contract import (
                               window_outputs,
 )
 
+from ..spin_rules import HEADS, ROT6D
+
 WINDOW, FEATURE_DIM = 16, 2048
 
-ROT6D = KeepRule("rot6d", ("ReduceL2", "Clip", "Expand", "Div", "Mul", "ReduceSum", "Sub", "Gather", "Unsqueeze",
-                           "Concat", "Reshape"), r"^/[^/]+$",
-                 "rot6d_to_rotmat (root scope): Gram-Schmidt divides by norms and subtracts projections, "
-                 "losing orthonormality in FP16; the reshapes around it too, so rotations leave unrounded")
 SOFTMAX = KeepRule("attention-softmax", ("Softmax", "Tanh"), r"^/encoder/attention(/attention/attention\.\d)?/(Softmax|Tanh)$",
                    "the 3-token attention scores: tanh-saturated logits, FP16 flattens them")
 GRUS = KeepRule("grus", ("GRU",), r"^/encoder/gru_(cur|bef|aft)/GRU(_\d+)?$",
                 "recurrent state accumulates rounding over 16 steps")
-HEADS = KeepRule("regressor-heads", ("Gemm",), r"^/regressor/(decpose|decshape|deccam)(_\d+)?/Gemm$",
-                 "the regressor's pose/shape/camera heads add to the running estimate each iteration")
 
 CONTRACT = ModelContract(
     name="tcmr",

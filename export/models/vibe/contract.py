@@ -14,6 +14,8 @@ from hmr_trt.contract import (
     window_outputs,
 )
 
+from ..spin_rules import HEADS, ROT6D
+
 WINDOW, FEATURE_DIM, HIDDEN, LAYERS = 16, 2048, 1024, 2
 
 
@@ -25,14 +27,8 @@ def step_graph(feature_dim: int = FEATURE_DIM, hidden: int = HIDDEN, layers: int
                       TensorSpec("cam", ("batch", 3)), TensorSpec("next_hidden", ("batch", layers, hidden))))
 
 
-ROT6D = KeepRule("rot6d", ("ReduceL2", "Clip", "Expand", "Div", "Mul", "ReduceSum", "Sub", "Gather", "Unsqueeze",
-                           "Concat", "Reshape"), r"^/[^/]+$",
-                 "rot6d_to_rotmat (root scope): Gram-Schmidt divides by norms and subtracts projections, "
-                 "losing orthonormality in FP16; the reshapes around it too, so rotations leave unrounded")
 GRU = KeepRule("gru", ("GRU",), r"^/encoder/gru/GRU(_\d+)?$",
                "the recurrent state accumulates rounding frame after frame (unbounded in streaming)")
-HEADS = KeepRule("regressor-heads", ("Gemm",), r"^/regressor/(decpose|decshape|deccam)(_\d+)?/Gemm$",
-                 "the regressor's pose/shape/camera heads add to the running estimate each iteration")
 
 CONTRACT = ModelContract(
     name="vibe",
