@@ -126,12 +126,32 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
             console.print(f"  {rep.precision}: weights {100 * rep.share['weights_fp16']:.0f}% FP16 / "
                           f"{100 * rep.share['weights_int8']:.0f}% INT8, FLOPs {100 * rep.share['flops_fp16']:.0f}% "
                           f"FP16 / {100 * rep.share['flops_int8']:.0f}% INT8")
+        for line in decision_lines(rep):
+            console.print(line)
         if rep.conditioning and rep.precision == "fp32":
             c = rep.conditioning
             console.print(f"  conditioning (FP32, {c['set']} windows): inputs x (1 +- {c['relative_perturbation']:g}) "
                           f"move vertices {c['perturbation_mean_vertex_mm']:.3g} mm mean; inputs rounded to FP16 "
                           f"alone {c['input_fp16_mean_vertex_mm']:.3g} mm mean (a reduced-precision drift near "
                           "these is the network's own conditioning)")
+
+
+def decision_lines(rep) -> list[str]:  # noqa: ANN001 - parity.ParityReport
+    """Models with discrete decisions: per set, the largest batch's row: items the export decided otherwise,
+    both drifts, and which one the verdict uses."""
+    out = []
+    rows = [r for r in rep.rows if "decisions" in r]
+    for name in dict.fromkeys(r["set"] for r in rows):
+        r = max((r for r in rows if r["set"] == name), key=lambda r: r["batch"])
+        d = r["decisions"]
+        pixels = (f" ({d['foreground_flips']} foreground and {d['cell_flips']} UV-cell flips of {d['pixels']} pixels, "
+                  f"largest reference margin {d['largest_flip_margin']:.1e})") if "cell_flips" in d else ""
+        judged = "pinned" if d["judged_on"] == "pinned" else "end to end"
+        out.append(f"  {rep.precision} decisions ({name}, batch {r['batch']}): {d['items_decided_otherwise']} of "
+                   f"{d['items']} decided otherwise{pixels}; mean vertex drift end to end "
+                   f"{d['unpinned_vertices_mean_mm']:.3g} mm (max {d['unpinned_vertices_max_mm']:.3g}), with the "
+                   f"export's decisions pinned {d['pinned_vertices_mean_mm']:.3g} mm; judged {judged}")
+    return out
 
 
 def print_step_parity(console, manifest) -> None:  # noqa: ANN001 - rich types imported lazily

@@ -102,8 +102,16 @@ class ParityReport:
                 "worst_mean_vertex_mm": worst["mm"], "worst_max_vertex_mm": worst.get("max_mm", float("nan")),
                 "worst_case": f"{worst['set']} windows, batch {worst['batch']}",
                 "verdict": "PASS" if self.passed else "MISS", "failures": list(self.failures),
-                "limit_mm": limit_mm, "drift_by_set": self.drift_by_set(),
+                "limit_mm": limit_mm, "drift_by_set": self.drift_by_set(), "decisions": self.decisions_by_set(),
                 "conditioning": dict(self.conditioning), "share": dict(self.share)}
+
+    def decisions_by_set(self) -> dict[str, dict[str, Any]]:
+        """Models with discrete decisions: per set, the largest batch's decision figures (``compare``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.rows:
+            if "decisions" in r and r["batch"] >= out.get(r["set"], {}).get("batch", 0):
+                out[r["set"]] = {"batch": r["batch"], **r["decisions"]}
+        return out
 
     def drift_by_set(self) -> dict[str, dict[str, float]]:
         """Per window set: mean vertex drift averaged over the batch sizes, and the max over them (mm)."""
@@ -188,12 +196,19 @@ def compare(
     graph: GraphSpec | None = None,
     contract: ModelContract | None = None,
     goal_mm: float | None = None,
+    pinning: Pinning | None = None,
 ) -> ParityReport:
     """The parity report of ``run`` against the references, for every set and batch size.
 
     ``judged``: the window sets held to the goal (default: all). FP16/INT8 goals apply to real
     feature windows; random Gaussian windows lie outside an INT8 calibration's ranges (real
     features are non-negative), so for those precisions they are reported, not judged.
+    ``pinning``: for models with discrete decisions (contract ``decisions``). FP32 rows are then judged
+    against the reference with the export's decisions pinned, and the decision tensors must match the
+    reference's to the FP32 tier: FP32 parity asks whether the export computes the same function, and
+    two FP32 implementations may send a value within round-off of a threshold to either side. FP16/INT8
+    rows stay judged end to end (a flip caused by reduced precision is drift the user sees). Each row's
+    ``decisions`` holds both figures and how many items were decided otherwise.
     """
     goal = goal_mm if goal_mm is not None else (contract.goal_mm(precision) if contract else GOALS_MM[precision])
     graph = graph or (contract.model_graph if contract else default_graph())
@@ -203,22 +218,40 @@ def compare(
         spread = motion_spread_mm(ref.vertices)
         report.spread_mm[set_name] = spread
         for batch in batch_sizes:
-            outs, verts, joints = run_pipeline(run, windows[set_name], batch, graph, contract)
+            decisions = None
+            target = ref
+            if pinning is None:
+                outs, verts, joints = run_pipeline(run, windows[set_name], batch, graph, contract)
+            else:
+                outs, verts, joints, pinned, decisions = pinned_pipeline(run, pinning, windows[set_name], ref,
+                                                                         batch, graph, contract)
+                decisions["pinned_vertices_mean_mm"], decisions["pinned_vertices_max_mm"] = \
+                    drift_mm(verts, pinned.vertices)
+                decisions["judged_on"] = "pinned" if precision == "fp32" else "unpinned"
+                if precision == "fp32":
+                    target = pinned
             if set_name == "video" or len(references) == 1:
                 per_batch_outputs[batch] = outs
-            v_mean, v_max = drift_mm(verts, ref.vertices)
-            j_mean, j_max = drift_mm(joints, ref.joints)
+            v_mean, v_max = drift_mm(verts, target.vertices)
+            j_mean, j_max = drift_mm(joints, target.joints)
             row = {
                 "set": set_name, "batch": batch,
                 "vertices_mean_mm": v_mean, "vertices_max_mm": v_max,
                 "joints_mean_mm": j_mean, "joints_max_mm": j_max,
                 "vertices_mean_of_spread": v_mean / spread if spread > 0 else float("inf"),
-                "outputs": output_errors(outs, ref.outputs),
+                "outputs": output_errors(outs, target.outputs),
                 "judged": judged is None or set_name in judged,
             }
+            if decisions is not None:
+                row["decisions"] = decisions
             report.rows.append(row)
             if not row["judged"]:
                 continue
+            if decisions is not None and precision == "fp32":
+                for name, err in decisions["decision_input_max_abs"].items():
+                    if err > FP32_MAX_ABS:
+                        report.failures.append(f"{set_name} batch {batch}: decision tensor {name} max abs "
+                                               f"{err:.3g} > {FP32_MAX_ABS}")
             if v_mean > goal:
                 report.failures.append(f"{set_name} batch {batch}: mean vertex drift {v_mean:.4g} mm > goal {goal} mm")
             if check_outputs and precision == "fp32":
@@ -236,6 +269,120 @@ def compare(
 
 
 REL_PERTURBATION = 1e-4
+
+
+# --- models with discrete decisions (contract ``decisions``) -------------------------------------------
+
+@dataclass
+class Pinning:
+    """What FP32 parity needs for a model whose graph takes discrete decisions (``Decision``).
+
+    ``run``: the model graph with each decision tensor as an extra output (``decision_graph``), on a feed;
+    ``outputs``: decision name -> that extra output's name; ``reference``: the torch reference with the
+    given decisions ({name: array}) pinned, as a ``Reference``; ``describe``: optional, the reference's
+    and the export's decision tensors -> a few model-specific figures (e.g. pixels that changed side)."""
+
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    outputs: dict[str, str]
+    reference: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], Reference]
+    own: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    describe: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, Any]] | None = None
+
+
+def decision_tensors(model: Any, contract: ModelContract) -> dict[str, str]:
+    """Decision name -> the ONNX tensor it is taken from (output 0 of the one node its rule matches)."""
+    import re
+
+    from hmr_trt.errors import ExportError
+
+    found = {}
+    for d in contract.decisions:
+        nodes = [n for n in model.graph.node if n.op_type == d.op and re.search(d.scope, n.name)]
+        if len(nodes) != 1:
+            raise ExportError(f"model {contract.name}: decision {d.name} ({d.op} {d.scope}) matches {len(nodes)} "
+                              "nodes of the exported graph, not one; the node names changed (update the contract)")
+        found[d.name] = nodes[0].output[0]
+    return found
+
+
+def decision_graph(src: Any, dst: Any, contract: ModelContract) -> dict[str, str]:
+    """Write a copy of the model graph ``src`` with every decision tensor as an extra graph output;
+    returns decision name -> output name."""
+    import onnx
+
+    model = onnx.load(str(src))
+    found = decision_tensors(model, contract)
+    present = {o.name for o in model.graph.output}
+    typed = {v.name: v.type.tensor_type.elem_type
+             for v in onnx.shape_inference.infer_shapes(model).graph.value_info}  # FP16 graphs: float16
+    for tensor in found.values():
+        if tensor not in present:
+            elem = typed.get(tensor, onnx.TensorProto.FLOAT)
+            model.graph.output.append(onnx.helper.make_tensor_value_info(tensor, elem, None))
+    onnx.save(model, str(dst))
+    return found
+
+
+def pinned_reference_outputs(adapter: Any, model: torch.nn.Module, body_ref: Any, feed: dict[str, np.ndarray],
+                             taken: dict[str, np.ndarray], graph: GraphSpec,
+                             contract: ModelContract | None) -> Reference:
+    """The torch reference on ``feed`` with the decisions ``taken`` (the export's) pinned."""
+    inputs = tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in graph.input_names)
+    pinned = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in taken.items()}
+    with torch.no_grad():
+        outs = adapter.pinned_reference(model, inputs, pinned)
+    outputs = {name: t.numpy() for name, t in zip(graph.output_names, outs)}
+    verts, joints = meshes(_torch_body(body_ref) if body_ref is not None else None, outputs, contract)
+    return Reference(outputs, verts, joints)
+
+
+def own_decisions(adapter: Any, model: torch.nn.Module, feed: dict[str, np.ndarray],
+                  graph: GraphSpec) -> dict[str, np.ndarray]:
+    """The torch reference's own decision tensors on ``feed``."""
+    inputs = tuple(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in graph.input_names)
+    with torch.no_grad():
+        return {k: v.numpy() for k, v in adapter.decision_values(model, inputs).items()}
+
+
+def pinned_pipeline(run: Runner, pinning: Pinning, windows: Windows, ref: Reference, batch: int,
+                    graph: GraphSpec, contract: ModelContract | None) -> tuple[dict[str, np.ndarray], np.ndarray,
+                                                                               np.ndarray, Reference, dict[str, Any]]:
+    """``run_pipeline`` through the decision graph; returns its outputs and meshes, the reference with the
+    export's decisions pinned, and what the decisions did (items decided otherwise, the unpinned drift)."""
+    taken_chunks: list[dict[str, np.ndarray]] = []
+
+    def run_with_decisions(name: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if name != graph.name:
+            return run(name, feed)
+        out = pinning.run(feed)
+        taken_chunks.append({d: out[t] for d, t in pinning.outputs.items()})
+        return out
+
+    outs, verts, joints = run_pipeline(run_with_decisions, windows, batch, graph, contract)
+    feed = _feed(graph, windows)
+    n = _count(feed)
+    taken = {d: np.concatenate([c[d] for c in taken_chunks]) for d in pinning.outputs}
+    pinned = pinning.reference(feed, taken)
+    own = pinning.own(feed)
+    # identical decisions make the pinned reference compute exactly what the reference computed: the items
+    # where it differs at all are those the export decided otherwise
+    flipped = np.zeros(n, dtype=bool)
+    for k, v in pinned.outputs.items():
+        flipped |= np.abs(v - ref.outputs[k]).reshape(n, -1).max(axis=1) > 0
+    v_mean, v_max = drift_mm(verts, ref.vertices)
+    info: dict[str, Any] = {
+        "items": n, "items_decided_otherwise": int(flipped.sum()),
+        "decision_input_max_abs": {d: float(np.abs(taken[d].astype(np.float64) - own[d]).max()) for d in taken},
+        "unpinned_vertices_mean_mm": v_mean, "unpinned_vertices_max_mm": v_max,
+        "unpinned_joints_mean_mm": drift_mm(joints, ref.joints)[0],
+    }
+    if flipped.any():
+        info["unpinned_on_those_mean_mm"] = drift_mm(verts[flipped], ref.vertices[flipped])[0]
+        info["unpinned_elsewhere_mean_mm"] = (drift_mm(verts[~flipped], ref.vertices[~flipped])[0]
+                                              if (~flipped).any() else 0.0)
+    if pinning.describe is not None:
+        info.update(pinning.describe(own, taken))
+    return outs, verts, joints, pinned, info
 
 
 def conditioning(run: Runner, windows: dict[str, Windows], graph: GraphSpec | None = None,

@@ -221,7 +221,8 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
             windows = parity_sets(opts, job, contract, backbone)
             references = {k: parity.reference_outputs(reference, body_ref, w, model_graph, contract)
                           for k, w in windows.items()}
-            report = fp32_parity(paths, references, windows, reference, contract)
+            pin = Pins(job.adapter, reference, body_ref, contract, stage)
+            report = fp32_parity(paths, references, windows, reference, contract, pin)
         seconds["parity"] = time.perf_counter() - t
         step_report = None
         if contract.graph_for("step") is not None:
@@ -247,7 +248,7 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
             raise _parity_error("FP32 parity failed: " + "; ".join(report.failures), reports)
         if opts.precision != "fp32":
             t = time.perf_counter()
-            reduced = reduced_precision(opts, job, contract, stage, paths, references, windows, manifest, step)
+            reduced = reduced_precision(opts, job, contract, stage, paths, references, windows, manifest, step, pin)
             reduced.conditioning = dict(report.conditioning)  # the network's own share of the drift
             reports.append(reduced)
             seconds[opts.precision] = time.perf_counter() - t
@@ -313,7 +314,8 @@ def _parity_error(message: str, reports: list[parity.ParityReport]) -> ParityErr
 
 
 def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, stage: Path, paths: dict[str, Path],
-                      references: dict, windows: dict, manifest: Manifest, step: Step) -> parity.ParityReport:
+                      references: dict, windows: dict, manifest: Manifest, step: Step,
+                      pins: Pins | None = None) -> parity.ParityReport:
     """The FP16 or INT8 model graph beside the FP32 one (the contract's recipe), with its parity in mm
     (ONNX Runtime, CPU). Graphs with ``precision_passes`` False (body model, backbone) stay FP32."""
     import tempfile
@@ -358,8 +360,10 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
         with step(label):
             stack, run = ort_runner({**{n: p for n, p in paths.items() if n != graph.name}, graph.name: candidate})
             with stack:
+                pinning = pins.pinning(candidate, stack) if pins is not None else None
                 report = parity.compare(run, references, windows, precision=opts.precision, batch_sizes=BATCH_SIZES,
-                                        judged={"video"} if "video" in windows else None, contract=contract)
+                                        judged={"video"} if "video" in windows else None, contract=contract,
+                                        pinning=pinning)
     from .onnx_export import tensor_specs
 
     report.share = reduced_precision_share(path)
@@ -438,12 +442,42 @@ def ort_runner(paths: dict[str, Path]) -> tuple[ExitStack, parity.Runner]:
     return stack, lambda name, feed: backends[name].infer(feed)
 
 
+@dataclasses.dataclass
+class Pins:
+    """Builds the ``parity.Pinning`` of a model graph file for models with contract ``decisions`` (else None):
+    the graph with its decision tensors as extra outputs runs beside the torch reference with those pinned."""
+
+    adapter: Any
+    reference: torch.nn.Module
+    body_ref: Any
+    contract: ModelContract
+    tmp: Path
+
+    def pinning(self, model_onnx: Path, stack: ExitStack) -> parity.Pinning | None:
+        if not self.contract.decisions:
+            return None
+        import tempfile
+
+        graph = self.contract.model_graph
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hmr-decisions-", dir=self.tmp)))
+        outputs = parity.decision_graph(model_onnx, folder / "decisions.onnx", self.contract)
+        backend = stack.enter_context(OnnxRuntimeBackend(folder / "decisions.onnx"))
+        return parity.Pinning(
+            run=backend.infer, outputs=outputs,
+            reference=lambda feed, taken: parity.pinned_reference_outputs(
+                self.adapter, self.reference, self.body_ref, feed, taken, graph, self.contract),
+            own=lambda feed: parity.own_decisions(self.adapter, self.reference, feed, graph),
+            describe=lambda own, taken: self.adapter.describe_decisions(self.reference, own, taken))
+
+
 def fp32_parity(paths: dict[str, Path], references: dict[str, parity.Reference], windows: dict[str, np.ndarray],
-                model: torch.nn.Module, contract: ModelContract) -> parity.ParityReport:
+                model: torch.nn.Module, contract: ModelContract, pins: Pins | None = None) -> parity.ParityReport:
     stack, run = ort_runner({n: p for n, p in paths.items()
                              if contract.graph(n).role not in ("feature_extractor", "step")})
     with stack:
-        report = parity.compare(run, references, windows, precision="fp32", batch_sizes=BATCH_SIZES, contract=contract)
+        pinning = pins.pinning(paths[contract.model_graph.name], stack) if pins is not None else None
+        report = parity.compare(run, references, windows, precision="fp32", batch_sizes=BATCH_SIZES, contract=contract,
+                                pinning=pinning)
         report.conditioning = parity.conditioning(run, windows, contract.model_graph, contract)
     report.batch_invariance["torch"] = parity.torch_batch_invariance(model, windows[next(iter(windows))],
                                                                      contract.model_graph)

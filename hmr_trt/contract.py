@@ -133,6 +133,31 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """A discrete decision inside the model graph (a threshold, a rounding to a cell) and the tensor it is
+    taken from: the output of the one node of type ``op`` whose name matches the regex ``scope``.
+
+    Two FP32 implementations agree on a continuous value to round-off, not on which side of a threshold
+    it falls when it sits within round-off of it; one flipped decision can move a mesh by centimetres.
+    FP32 parity of such a model is therefore judged with the decisions pinned: the decision tensor must
+    match the reference to the FP32 tier, and the outputs must match a reference that takes the export's
+    decisions (the adapter's ``pinned_reference``); the unpinned drift and the flips are reported beside.
+    """
+
+    name: str
+    op: str
+    scope: str
+    why: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "op": self.op, "scope": self.scope, "why": self.why}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Decision:
+        return cls(d["name"], d["op"], d["scope"], d.get("why", ""))
+
+
+@dataclass(frozen=True)
 class ModelContract:
     """Everything a consumer needs to know about one model; JSON-round-trippable."""
 
@@ -155,6 +180,7 @@ class ModelContract:
     recipes: Tuple[Recipe, ...] = ()
     default_recipe: Dict[str, str] = field(default_factory=dict)  # precision -> recipe name
     goals_mm: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GOALS_MM))
+    decisions: Tuple[Decision, ...] = ()  # discrete decisions FP32 parity pins (``Decision``)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -219,6 +245,7 @@ class ModelContract:
         d = asdict(self)
         d["graphs"] = [g.to_dict() for g in self.graphs]
         d["recipes"] = [r.to_dict() for r in self.recipes]
+        d["decisions"] = [x.to_dict() for x in self.decisions]
         return d
 
     @classmethod
@@ -226,6 +253,7 @@ class ModelContract:
         d = dict(d)
         d["graphs"] = tuple(GraphSpec.from_dict(g) for g in d.get("graphs", ()))
         d["recipes"] = tuple(Recipe.from_dict(r) for r in d.get("recipes", ()))
+        d["decisions"] = tuple(Decision.from_dict(x) for x in d.get("decisions", ()))
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         try:
             return cls(**known)

@@ -68,6 +68,21 @@ class ModelAdapter:
             raise ConfigError(f"model {self.contract.name}: --window does not apply (its config has no window)")
         return dataclasses.replace(cfg, window=window)
 
+    def pinned_reference(self, reference: torch.nn.Module, inputs: Tuple[torch.Tensor, ...],
+                         decisions: Any) -> Tuple[torch.Tensor, ...]:
+        """Models whose contract lists ``decisions``: the reference's outputs with those decisions taken
+        from the given tensors ({decision name: tensor}, the export's values) instead of its own."""
+        raise NotImplementedError(f"model {self.contract.name} declares no decisions")
+
+    def decision_values(self, reference: torch.nn.Module, inputs: Tuple[torch.Tensor, ...]) -> dict:
+        """The reference's own decision tensors ({decision name: tensor}) for ``inputs``."""
+        raise NotImplementedError(f"model {self.contract.name} declares no decisions")
+
+    def describe_decisions(self, reference: torch.nn.Module, own: Any, taken: Any) -> dict:
+        """Optional: model-specific figures on how the export's decisions differ from the reference's
+        ({decision name: array} each), e.g. how many pixels changed side and how close to the edge."""
+        return {}
+
     def load_mean_params(self, reference: torch.nn.Module, path: Path) -> None:
         """Replace the regressor's start (SPIN ``smpl_mean_params.npz``); default: the model takes none."""
         raise ConfigError(f"model {self.contract.name} takes no --mean-params file")

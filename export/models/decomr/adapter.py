@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -15,7 +15,7 @@ from hmr_trt.export.models.checkpoint import load_torch_file, match_state_dict, 
 
 from .config import DecomrConfig
 from .contract import CONTRACT, decomr_graph
-from .model import DecoMR
+from .model import FOREGROUND, DecoMR
 from .uv_data import DecomrUVData, decomr_data
 
 EXPORT_SCATTER = "dense"  # plugin-free: Equal + MatMul; TensorRT 8.6+ (ScatterElements-add needs 10.0+)
@@ -73,6 +73,34 @@ class DecomrAdapter(ModelAdapter):
         CONTRACT.graph(graph)  # names the graphs on a typo
         form = reference.cfg.scatter if reference.cfg.scatter != "index_add" else EXPORT_SCATTER
         return reference.with_scatter(form).eval()  # "scatter" on request: ORT-CPU faster, TensorRT >= 10 only
+
+    def pinned_reference(self, reference: DecoMR, inputs: Tuple[torch.Tensor, ...],
+                         decisions: Mapping[str, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        """The reference's outputs with the foreground/UV-cell decisions taken from ``decisions["iuv"]``
+        (the export's IUV image) and every continuous value its own (``Decision`` in the contract)."""
+        return reference(*inputs, decide_from=decisions["iuv"])
+
+    def decision_values(self, reference: DecoMR, inputs: Tuple[torch.Tensor, ...]) -> dict:
+        """The reference's own decision tensors, by decision name."""
+        return {"iuv": reference.iuv(*inputs)}
+
+    def describe_decisions(self, reference: DecoMR, own: Mapping[str, Any], taken: Mapping[str, Any]) -> dict:
+        """Pixels the export warps otherwise than the reference: foreground test flipped, or UV cell changed
+        (foreground in both), and how far from the edge the reference's value was (the largest margin)."""
+        import numpy as np
+
+        res = reference.cfg.warp_res - 1
+        a, b = np.asarray(own["iuv"], np.float64), np.asarray(taken["iuv"], np.float64)
+        fg_a, fg_b = a[:, 0] > FOREGROUND, b[:, 0] > FOREGROUND
+        fg_flip = fg_a != fg_b
+        cell_a, cell_b = np.rint(a[:, 1:] * res), np.rint(b[:, 1:] * res)
+        cell_flip = (cell_a != cell_b).any(axis=1) & fg_a & fg_b
+        fg_margin = np.abs(a[:, 0] - FOREGROUND)[fg_flip]
+        # distance of u * 63 (or v * 63) to its rounding edge k + 0.5, back in units of u
+        edge = np.abs(a[:, 1:] * res - np.floor(a[:, 1:] * res) - 0.5) / res
+        cell_margin = edge.min(axis=1)[cell_flip]
+        return {"pixels": int(fg_a.size), "foreground_flips": int(fg_flip.sum()), "cell_flips": int(cell_flip.sum()),
+                "largest_flip_margin": float(max(fg_margin.max(initial=0.0), cell_margin.max(initial=0.0)))}
 
     def example_inputs(self, cfg: DecomrConfig, graph: str, batch: int, seed: int = 0) -> Tuple[torch.Tensor, ...]:
         CONTRACT.graph(graph)

@@ -8,7 +8,7 @@ with the chosen scatter form (``dense``); tests check that every rule matches a 
 
 from __future__ import annotations
 
-from hmr_trt.contract import GraphSpec, KeepRule, ModelContract, Recipe, TensorSpec
+from hmr_trt.contract import Decision, GraphSpec, KeepRule, ModelContract, Recipe, TensorSpec
 
 SMPL_VERTICES = 6890
 
@@ -55,4 +55,9 @@ CONTRACT = ModelContract(
                description="INT8 convolutions; the IUV heads, UV scatter and resampling never quantized"),
     ),
     default_recipe={"fp16": "fp16", "int8": "int8"},
+    decisions=(
+        Decision("iuv", "Concat", r"^/CNet/Concat$",
+                 "the IUV image [foreground prob, u, v]: a pixel is warped when prob > 0.5 and lands in UV cell "
+                 "round(u * 63), round(v * 63); real crops have pixels within FP32 round-off of those edges"),
+    ),
 )

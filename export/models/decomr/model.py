@@ -168,19 +168,23 @@ class DPNet(nn.Module):
 
 # --- LNet: IUV image + features -> UV location map, camera ----------------------------------------------
 
-def warp_feature(dp_out: torch.Tensor, feature: torch.Tensor, res: int, form: str) -> torch.Tensor:
+def warp_feature(dp_out: torch.Tensor, feature: torch.Tensor, res: int, form: str,
+                 decide_from: torch.Tensor | None = None) -> torch.Tensor:
     """Scatter foreground pixels' features into a res x res UV grid: (B, C, H, W) -> (B, C + 3, res, res).
 
-    Channels: the mean of the pixels' features and their x, y in [-1, 1] per cell, then ``count > 0``."""
+    Channels: the mean of the pixels' features and their x, y in [-1, 1] per cell, then ``count > 0``.
+    ``decide_from``: another IUV image (B, 3, H, W) from which the discrete decisions (foreground test,
+    UV cell) are taken instead of ``dp_out``'s: FP32 parity pins the export's decisions this way."""
     b, c, h, w = feature.shape
     ys, xs = torch.meshgrid(torch.arange(h, device=feature.device), torch.arange(w, device=feature.device),
                             indexing="ij")
     coords = torch.stack([2 * xs.float() / (w - 1) - 1, 2 * ys.float() / (h - 1) - 1]).reshape(2, h * w)
     pixels = torch.cat([feature.reshape(b, c, h * w), coords.expand(b, 2, h * w)], dim=1)  # (B, C+2, HW)
     pixels = pixels.transpose(1, 2)  # (B, HW, C+2)
-    uv = (dp_out[:, 1:].reshape(b, 2, h * w).transpose(1, 2) * (res - 1)).round().long().clamp(0, res - 1)
+    iuv = dp_out if decide_from is None else decide_from
+    uv = (iuv[:, 1:].reshape(b, 2, h * w).transpose(1, 2) * (res - 1)).round().long().clamp(0, res - 1)
     cell = uv[..., 1] * res + uv[..., 0]  # (B, HW): row v, column u
-    foreground = dp_out[:, 0].reshape(b, h * w) > FOREGROUND  # (B, HW)
+    foreground = iuv[:, 0].reshape(b, h * w) > FOREGROUND  # (B, HW)
     ones = torch.ones_like(pixels[..., :1])
     if form == "index_add":  # the official algorithm: select the foreground pixels, then index_add_
         flat_cell = (cell + torch.arange(b, device=cell.device)[:, None] * res * res)[foreground]
@@ -236,9 +240,9 @@ class UVNet(nn.Module):
         self.uv_end = nn.Sequential(ConvBottleNeck(cfg.uv_channels, 32), nn.Conv2d(32, 3, 1))
 
     def forward(self, dp_out: torch.Tensor, dp_feature: torch.Tensor, codes: torch.Tensor,
-                form: str) -> Tuple[torch.Tensor, torch.Tensor]:
+                form: str, decide_from: torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
         b, r = dp_out.shape[0], self.warp_res
-        local = warp_feature(dp_out, dp_feature, r, form)  # (B, C+3, 64, 64)
+        local = warp_feature(dp_out, dp_feature, r, form, decide_from)  # (B, C+3, 64, 64)
         glob = self.fc_head(codes)[:, :, None, None].expand(-1, -1, r, r)  # (B, 256, 64, 64)
         x = torch.cat([local, glob, self.ref_map.expand(b, -1, -1, -1)], dim=1)
         x = self.uv_end(self.decoder(self.uv_conv2(self.hg(self.uv_conv1(x)))))  # (B, 3, 128, 128)
@@ -313,7 +317,13 @@ class DecoMR(nn.Module):
             v = vt[:, self.vertex_table].sum(dim=2)  # (B, V, K, 3) -> (B, V, 3)
         return v / self.vt_count
 
-    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, decide_from: torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``decide_from``: an IUV image (B, 3, 56, 56) whose foreground/UV-cell decisions replace this
+        model's own (every continuous value is still this model's); None: the model as released."""
         dp_out, dp_feature, codes = self.CNet(images)
-        uv_map, cam = self.LNet(dp_out, dp_feature, codes, self.cfg.scatter)
+        uv_map, cam = self.LNet(dp_out, dp_feature, codes, self.cfg.scatter, decide_from)
         return self.resample(uv_map), cam
+
+    def iuv(self, images: torch.Tensor) -> torch.Tensor:
+        """The IUV image (B, 3, 56, 56) = [foreground prob, u, v] the decisions are taken from."""
+        return self.CNet(images)[0]
