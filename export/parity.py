@@ -215,6 +215,7 @@ def compare(
     report = ParityReport(precision, goal)
     per_batch_outputs: dict[int, dict[str, np.ndarray]] = {}
     for set_name, ref in references.items():
+        pinned_cache: dict[str, Any] = {}
         spread = motion_spread_mm(ref.vertices)
         report.spread_mm[set_name] = spread
         for batch in batch_sizes:
@@ -224,7 +225,7 @@ def compare(
                 outs, verts, joints = run_pipeline(run, windows[set_name], batch, graph, contract)
             else:
                 outs, verts, joints, pinned, decisions = pinned_pipeline(run, pinning, windows[set_name], ref,
-                                                                         batch, graph, contract)
+                                                                         batch, graph, contract, pinned_cache)
                 decisions["pinned_vertices_mean_mm"], decisions["pinned_vertices_max_mm"] = \
                     drift_mm(verts, pinned.vertices)
                 decisions["judged_on"] = "pinned" if precision == "fp32" else "unpinned"
@@ -345,10 +346,15 @@ def own_decisions(adapter: Any, model: torch.nn.Module, feed: dict[str, np.ndarr
 
 
 def pinned_pipeline(run: Runner, pinning: Pinning, windows: Windows, ref: Reference, batch: int,
-                    graph: GraphSpec, contract: ModelContract | None) -> tuple[dict[str, np.ndarray], np.ndarray,
-                                                                               np.ndarray, Reference, dict[str, Any]]:
+                    graph: GraphSpec, contract: ModelContract | None,
+                    cache: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray,
+                                                                  Reference, dict[str, Any]]:
     """``run_pipeline`` through the decision graph; returns its outputs and meshes, the reference with the
-    export's decisions pinned, and what the decisions did (items decided otherwise, the unpinned drift)."""
+    export's decisions pinned, and what the decisions did (items decided otherwise, the unpinned drift).
+    ``cache``: one dict per window set, so the torch runs are not repeated for every batch size."""
+    import hashlib
+
+    cache = {} if cache is None else cache
     taken_chunks: list[dict[str, np.ndarray]] = []
 
     def run_with_decisions(name: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -362,8 +368,13 @@ def pinned_pipeline(run: Runner, pinning: Pinning, windows: Windows, ref: Refere
     feed = _feed(graph, windows)
     n = _count(feed)
     taken = {d: np.concatenate([c[d] for c in taken_chunks]) for d in pinning.outputs}
-    pinned = pinning.reference(feed, taken)
-    own = pinning.own(feed)
+    key = hashlib.sha256(b"".join(np.ascontiguousarray(taken[d]).tobytes() for d in sorted(taken))).hexdigest()
+    if key not in cache:  # the same decisions at another batch size: the same pinned reference
+        cache[key] = pinning.reference(feed, taken)
+    pinned = cache[key]
+    if "own" not in cache:
+        cache["own"] = pinning.own(feed)
+    own = cache["own"]
     # identical decisions make the pinned reference compute exactly what the reference computed: the items
     # where it differs at all are those the export decided otherwise
     flipped = np.zeros(n, dtype=bool)
