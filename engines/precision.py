@@ -130,6 +130,7 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
     by_rule = blocked_nodes(model, keep)
     names = {n for nodes in by_rule.values() for n in nodes}
     names |= _constants_feeding_only(model, names)  # eps and scales of FP32 nodes stay FP32 too
+    _unshare_initializers(model, names)
 
     if method == "modelopt" or (method == "auto" and _modelopt_available()):
         used, fp16 = "modelopt-autocast", _autocast(src, names)
@@ -332,6 +333,34 @@ def _constants_feeding_only(model: onnx.ModelProto, names: Set[str]) -> Set[str]
     return {n.name for n in model.graph.node
             if (n.op_type == "Constant" or (n.op_type == "Identity" and n.input[0] in inits))
             and consumers.get(n.output[0]) and consumers[n.output[0]] <= names}
+
+
+def _unshare_initializers(model: onnx.ModelProto, names: Set[str]) -> int:
+    """Give the FP32 nodes their own copy of every initializer they share with FP16 nodes.
+
+    The exporter de-duplicates equal initializers across the whole graph (seeded zero biases of a
+    GroupNorm kept FP32 and of a BatchNorm converted to FP16 become one tensor, read directly and
+    through Identity copies); a converter then keeps it FP32 for the first and the second reads the
+    wrong type. Returns the number of copies made."""
+    import copy
+
+    readers: Dict[str, Set[str]] = {}
+    for node in model.graph.node:
+        for t in node.input:
+            readers.setdefault(t, set()).add(node.name)
+    copies = 0
+    for init in list(model.graph.initializer):
+        users = readers.get(init.name, set())
+        if not (users & names and users - names):
+            continue
+        twin = copy.deepcopy(init)
+        twin.name = f"{init.name}__fp32"
+        model.graph.initializer.append(twin)
+        for node in model.graph.node:
+            if node.name in names:
+                node.input[:] = [twin.name if i == init.name else i for i in node.input]
+        copies += 1
+    return copies
 
 
 def _modelopt_available() -> bool:

@@ -36,6 +36,14 @@ KEEP = (
              "stays FP32 (a nearest/bilinear copy: nothing to gain in FP16)"),
 )
 
+# Everything upstream of the decisions: ResNet-50, the IUV decoder and heads. In FP32, the export's IUV image
+# matches FP32's to round-off, so the FP16 graph warps the same pixels to the same UV cells.
+CNET_FP32 = KeepRule("cnet", ("Conv", "Relu", "Add", "InstanceNormalization", "Mul", "Reshape", "Resize", "Sigmoid",
+                              "MaxPool", "GlobalAveragePool", "Flatten", "Concat"), r"^/CNet/",
+                     "CNet decides which pixels are foreground and which UV cell each lands in; any FP16 upstream of "
+                     "those decisions moves thousands of pixels across a cell edge (the seeded weights: inputs "
+                     "rounded to FP16 alone move the mesh 15 mm)")
+
 CONTRACT = ModelContract(
     name="decomr",
     family="frame",
@@ -50,6 +58,9 @@ CONTRACT = ModelContract(
     recipes=(
         Recipe("fp16", "fp16", keep=KEEP,
                description="FP16 with the IUV heads, the UV scatter and the vertex resampling in FP32"),
+        Recipe("fp16-lnet", "fp16", keep=KEEP + (CNET_FP32,),
+               description="FP16 after the decisions only: CNet (backbone, IUV decoder and heads) FP32, LNet's "
+                           "hourglass and decoders FP16"),
         Recipe("fp16-all", "fp16", description="every node FP16 (for measurement; flips UV cells)"),
         Recipe("int8", "int8", keep=KEEP, int8_exclude=KEEP,
                description="INT8 convolutions; the IUV heads, UV scatter and resampling never quantized"),

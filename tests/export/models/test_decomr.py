@@ -411,3 +411,29 @@ def test_default_export_on_the_sample_video_passes_with_decisions_pinned(sample_
     # items the export decided otherwise are reported with their end-to-end drift, never hidden
     assert video["unpinned_vertices_mean_mm"] >= video["pinned_vertices_mean_mm"] - 1e-9
     assert result.reports[0].passed
+
+
+def test_fp16_lnet_recipe_converts_and_keeps_the_decisions_fp32(tiny, tiny_onnx, tmp_path):
+    """CNet FP32, LNet FP16: the exporter shares equal (zero) initializers between the two halves; the
+    conversion gives the FP32 side its own copy, so the graph validates and the IUV image stays FP32."""
+    import onnx
+
+    from hmr_trt.engines.precision import fp16_onnx_from_fp32, tensor_types
+    from hmr_trt.engines.preflight import validate_onnx
+    from hmr_trt.export import parity
+
+    cfg, model = tiny
+    contract = ADAPTER.contract_for(cfg)
+    dst = tmp_path / "fp16.onnx"
+    fp16_onnx_from_fp32(tiny_onnx, dst, contract.recipe("fp16-lnet").keep)
+    validate_onnx(dst)
+    graph = onnx.load(str(dst))
+    types = tensor_types(graph)
+    iuv = parity.decision_tensors(graph, contract)["iuv"]
+    assert types[iuv] == onnx.TensorProto.FLOAT
+    assert any(types.get(n.output[0]) == onnx.TensorProto.FLOAT16 for n in graph.graph.node
+               if n.name.startswith("/LNet/hg"))
+    x = ADAPTER.example_inputs(cfg, "decomr", 2, seed=8)[0].numpy()
+    session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    v, _ = session.run(None, {"images": x})
+    assert np.isfinite(v).all()
