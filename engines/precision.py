@@ -402,7 +402,7 @@ def reduced_precision_share(path: PathLike, batch: int = 1) -> Dict[str, Any]:
         for d in v.type.tensor_type.shape.dim:
             if d.HasField("dim_param") or not d.HasField("dim_value"):
                 d.dim_value = batch
-    g = onnx.shape_inference.infer_shapes(model).graph
+    g = _inferred(model).graph
     shapes: Dict[str, List[int]] = {t.name: list(t.dims) for t in g.initializer}
     types = {t.name: t.data_type for t in g.initializer}
     for v in list(g.input) + list(g.value_info) + list(g.output):
@@ -440,6 +440,25 @@ def reduced_precision_share(path: PathLike, batch: int = 1) -> Dict[str, Any]:
     return {"weights": total_w, "flops": total_f, "batch": batch,
             "weights_fp16": weights["fp16"] / max(total_w, 1), "weights_int8": weights["int8"] / max(total_w, 1),
             "flops_fp16": flops["fp16"] / max(total_f, 1), "flops_int8": flops["int8"] / max(total_f, 1)}
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shapes of every tensor: ONNX Runtime's symbolic shape inference, which follows shapes computed at run
+    time (DecoMR's UV warp reshapes by Shape/Gather/Concat, where ONNX's own inference loses the channels and
+    every convolution after it would count 0 FLOPs); ONNX's when that one cannot read the graph."""
+    import onnx
+
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+        if inferred is not None:
+            return inferred
+    except Exception:  # noqa: BLE001 - any failure of the optional pass falls back to ONNX's inference
+        pass
+    return onnx.shape_inference.infer_shapes(model)
 
 
 def _flops(node: onnx.NodeProto, shapes: Dict[str, List[int]]) -> int:
