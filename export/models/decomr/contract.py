@@ -61,7 +61,6 @@ CONTRACT = ModelContract(
         Recipe("fp16-lnet", "fp16", keep=KEEP + (CNET_FP32,),
                description="FP16 after the decisions only: CNet (backbone, IUV decoder and heads) FP32, LNet's "
                            "hourglass and decoders FP16"),
-        Recipe("fp16-all", "fp16", description="every node FP16 (for measurement; flips UV cells)"),
         Recipe("int8", "int8", keep=KEEP, int8_exclude=KEEP,
                description="INT8 convolutions; the IUV heads, UV scatter and resampling never quantized"),
     ),
