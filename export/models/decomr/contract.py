@@ -51,7 +51,7 @@ CONTRACT = ModelContract(
         Recipe("fp16", "fp16", keep=KEEP,
                description="FP16 with the IUV heads, the UV scatter and the vertex resampling in FP32"),
         Recipe("fp16-all", "fp16", description="every node FP16 (for measurement; flips UV cells)"),
-        Recipe("int8", "int8", keep=KEEP, int8_exclude=KEEP,
+        Recipe("int8", "int8", keep=KEEP, int8_exclude=KEEP, int8_ops=("Conv", "MatMul", "Gemm"),
                description="INT8 convolutions; the IUV heads, UV scatter and resampling never quantized"),
     ),
     default_recipe={"fp16": "fp16", "int8": "int8"},
