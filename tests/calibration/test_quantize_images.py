@@ -90,6 +90,14 @@ def test_convs_read_int8_inputs_and_per_channel_weights_with_zero_points_zero(ti
     for dq in (n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in inits):
         readers = [n for n in model.graph.node if dq.output[0] in n.input]
         assert len(readers) == 1 and readers[0].name in expected, (dq.name, [r.name for r in readers])
+    # the stem Conv: its Q reads the very tensor the FP32 stem read (for DecoMR the graph input itself,
+    # which stays float: ORT puts Q/DQ after an input, it does not change the input's type)
+    stem = next(n for n in model.graph.node if n.op_type == "Conv")
+    fp32_stem = next(n for n in fp32.graph.node if n.name == stem.name)
+    assert producers[producers[stem.input[0]].input[0]].input[0] == fp32_stem.input[0]
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.FLOAT]
+    if name == "decomr":
+        assert fp32_stem.input[0] == model.graph.input[0].name == "images"
     # residual Adds read a tensor a quantized Conv reads too; they still read it in float
     shared = {i for n in fp32.graph.node if n.op_type == "Add" for i in n.input} & \
         {n.input[0] for n in fp32.graph.node if n.name in expected}
