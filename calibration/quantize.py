@@ -62,8 +62,10 @@ Inputs = Union[np.ndarray, Mapping[str, np.ndarray]]  # one array (single-input 
 OP_TYPES = INT8_OPS  # the default quantized op types (temporal graphs): MatMul, Gemm
 CACHE_FORMAT = "hmr-trt/int8-calibration/1"
 CALIBRATION_BATCH = 4  # windows (or images) per calibration run
-# Layer groups a Conv net's sweep measures at most (~15 s per group for 7 images of a 512x512 ResNet-50 on
-# 2 CPU cores; see layer_groups)
+# Layer groups a Conv net's sweep measures at most (layer_groups). Measured on 2 shared CPU cores, full
+# configs, 7 evaluation images: one measurement ~7.6 s for instancehmr (512x512 frames), ~4 s for DecoMR
+# (224x224 crops), so ranking 12 groups takes 1.5 / 0.8 min and the search at most as long again; one
+# group per Conv (89 / 118 of them) would take ~11 / ~8 min to rank alone.
 CONV_GROUP_BUDGET = 12
 # TensorRT's reading of Q/DQ: zero point 0, no Q/DQ shared between consumers, float biases,
 # and no Q/DQ on GEMM/Conv outputs (TensorRT quantizes a tensor where its consumer needs it; the
