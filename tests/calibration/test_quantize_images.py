@@ -163,12 +163,12 @@ def test_conv_layers_group_into_stages_within_the_budget(tiny) -> None:
         assert group.split(" .. ")[-1] == stage_scope(nodes[-1].rsplit("/", 1)[0])
 
 
+@pytest.mark.parametrize("tiny", ["decomr"], indirect=True)  # the scene model's: tests/export/test_int8_families.py
 def test_sweep_measures_vertices_without_a_body_graph(tiny, tmp_path: Path) -> None:
     """DecoMR outputs vertices (body model "none"): the sweep needs no body graph; the excluded group is
     the one whose float copy drifted least, and the final graph drifts as that variant did."""
     name, contract, src = tiny
-    if contract.body_model != "none":
-        pytest.skip("the scene model's sweep needs its body graph: tests/export/test_int8_families.py")
+    assert contract.body_model == "none"
     recipe = contract.recipe_for("int8")
     dst, report = int8_with_sweep(src, tmp_path / "int8.onnx", _inputs(name, 6, 1), _inputs(name, 3, 2), None,
                                   tmp_path / "calib.json", goal_mm=0.0, max_groups=1, recipe=recipe,
