@@ -109,9 +109,6 @@ def _validate_options(opts: ExportOptions) -> Job:
     if opts.window is not None and opts.config is None:
         cfg = adapter.with_window(cfg, opts.window)
     contract = adapter.contract_for(cfg)
-    if contract.family != "window" and (opts.precision == "int8" or opts.calib is not None):
-        raise ConfigError(f"model {opts.model}: INT8 calibration supports window models only for now "
-                          f"(this one is a {contract.family} model)")
     for batch in BATCH_SIZES:
         if not opts.profile.contains(batch) and batch <= opts.profile.max:
             raise ConfigError(f"parity batch {batch} is below the profile's min {opts.profile.min}")
@@ -344,16 +341,20 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
             emulation_onnx_from_fp16(path, candidate)
             label = "FP16 parity (ONNX Runtime CPU, FP16 rounding emulated)"
         else:
-            if body_graph is None:
+            if body_graph is None and contract.body_model != "none":
                 raise ConfigError(f"model {opts.model}: the INT8 sweep measures drift through the body model graph")
             cal = calibration_windows(opts, contract, paths)
-            with step(f"INT8: calibration on {len(cal)} windows, Q/DQ, per-layer sensitivity sweep"):
+            what = "windows" if contract.family == "window" else "images"
+            count = len(cal) if isinstance(cal, np.ndarray) else len(next(iter(cal.values())))
+            with step(f"INT8: calibration on {count} {what}, Q/DQ on {'/'.join(recipe.int8_ops)}, "
+                      "sensitivity sweep over layer groups"):
                 from hmr_trt.calibration.quantize import int8_with_sweep
 
                 cache = (opts.calib_cache or Path.home() / ".cache" / "hmr-trt" / "calibration") / \
                     f"{opts.model}_{sha256_of(src)[:16]}.json"
-                _, info = int8_with_sweep(src, path, cal, windows[next(reversed(windows))], paths[body_graph.name],
-                                          cache, goal_mm=contract.goal_mm("int8"), recipe=recipe)
+                _, info = int8_with_sweep(src, path, cal, windows[next(reversed(windows))],
+                                          paths[body_graph.name] if body_graph is not None else None,
+                                          cache, goal_mm=contract.goal_mm("int8"), recipe=recipe, contract=contract)
                 validate_onnx(path, max_opset=max_opset)
             candidate = path
             label = "INT8 parity (ONNX Runtime CPU)"
@@ -364,6 +365,9 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
                 report = parity.compare(run, references, windows, precision=opts.precision, batch_sizes=BATCH_SIZES,
                                         judged={"video"} if "video" in windows else None, contract=contract,
                                         pinning=pinning)
+        if opts.precision == "int8" and not info["passed"]:  # e.g. every layer left float: no INT8 graph to speak of
+            report.failures.append(f"INT8 sweep: {info.get('note', 'goal not met')} "
+                                   f"({info['int8_nodes']} {'/'.join(info['op_types'])} nodes in INT8)")
     from .onnx_export import tensor_specs
 
     report.share = reduced_precision_share(path)
@@ -375,13 +379,25 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
     return report
 
 
-def calibration_windows(opts: ExportOptions, contract: ModelContract, paths: dict[str, Path]) -> np.ndarray:
-    """--calib (videos through the exported feature extractor, or .npz feature files), else the sample video."""
+def calibration_windows(opts: ExportOptions, contract: ModelContract,
+                        paths: dict[str, Path]) -> np.ndarray | dict[str, np.ndarray]:
+    """INT8 calibration data from --calib, else from the --video (frames from CALIBRATION_START_FRAME on).
+
+    Window models: feature windows (W, T, C) of videos through the exported feature extractor, or of
+    .npz feature files. Frame and scene models: {input name: images} of videos (calibration/images.py:
+    crops of people, or whole letterboxed frames)."""
     from hmr_trt.calibration.windows import windows_from_features_npz, windows_from_videos
 
+    source = Path(opts.calib) if opts.calib else opts.video
+    start = CALIBRATION_START_FRAME if opts.calib is None else 0
+    if contract.family != "window":
+        from hmr_trt.calibration.images import images_from_videos
+
+        if source is None:
+            raise ConfigError("--precision int8 needs calibration data: --calib VIDEO_OR_FOLDER (or --video)")
+        return images_from_videos(source, contract, start_frame=start)
     extractor = contract.graph_for("feature_extractor")
     backbone = paths.get(extractor.name) if extractor is not None else None
-    source = Path(opts.calib) if opts.calib else opts.video
     if source is None:
         raise ConfigError("--precision int8 needs calibration data: --calib VIDEO_OR_FOLDER_OR_NPZ (or --video)")
     npz = source.suffix == ".npz" or (source.is_dir() and any(source.glob("*.npz")))
@@ -389,7 +405,6 @@ def calibration_windows(opts: ExportOptions, contract: ModelContract, paths: dic
         return windows_from_features_npz(source, contract.window, feature_dim=contract.feature_dim)
     if backbone is None:
         raise ConfigError("calibration from videos needs the backbone graph")
-    start = CALIBRATION_START_FRAME if opts.calib is None else 0
     return windows_from_videos(source, backbone, contract.window, max_windows=8, start_frame=start,
                                feature_dim=contract.feature_dim)
 
@@ -402,6 +417,14 @@ def check_calibration_source(source: Path, contract: ModelContract) -> None:
         raise ConfigError(f"--calib {source}: not found")
     files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.is_file())
     usable = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES + (".npz",)]
+    if contract.family != "window":
+        if any(p.suffix.lower() == ".npz" for p in usable):
+            raise ConfigError(f"--calib {source}: .npz feature files calibrate window models only; {contract.name} "
+                              f"is a {contract.family} model and calibrates on video frames: give a video or a "
+                              "folder of videos")
+        if not usable:
+            raise InputSpecError(f"--calib {source}: no videos in it")
+        return
     if not usable:
         raise InputSpecError(f"--calib {source}: no videos or .npz feature files in it")
     if any(p.suffix == ".npz" for p in usable):

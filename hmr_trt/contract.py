@@ -107,29 +107,43 @@ class KeepRule:
         return cls(d["name"], tuple(d["ops"]), d["scope"], d.get("why", ""))
 
 
+# Op types an INT8 recipe quantizes unless it says otherwise: the GEMMs of temporal graphs.
+INT8_OPS = ("MatMul", "Gemm")
+# Op types calibration/quantize.py can quantize the way TensorRT reads them (symmetric, per-channel weights).
+INT8_QUANTIZABLE = ("MatMul", "Gemm", "Conv")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A named precision recipe: which precision, and which nodes stay FP32 (``keep``) on top of the
-    graph's inputs and outputs. INT8 recipes also name the nodes never quantized (``int8_exclude``)."""
+    graph's inputs and outputs. INT8 recipes also name the nodes never quantized (``int8_exclude``)
+    and the op types that get Q/DQ inputs (``int8_ops``: MatMul/Gemm by default, Conv for CNNs)."""
 
     name: str  # "fp16", "fp16-rnn32", "int8", ...
     precision: str  # "fp16" | "int8"
     keep: Tuple[KeepRule, ...] = ()
     int8_exclude: Tuple[KeepRule, ...] = ()
     description: str = ""
+    int8_ops: Tuple[str, ...] = INT8_OPS
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp16", "int8"):
             raise ConfigError(f"recipe {self.name}: precision must be fp16 or int8, got {self.precision!r}")
+        bad = [op for op in self.int8_ops if op not in INT8_QUANTIZABLE]
+        if bad or not self.int8_ops:
+            raise ConfigError(f"recipe {self.name}: int8_ops must be a non-empty subset of "
+                              f"{', '.join(INT8_QUANTIZABLE)}, got {list(self.int8_ops)}")
 
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "precision": self.precision, "keep": [k.to_dict() for k in self.keep],
-                "int8_exclude": [k.to_dict() for k in self.int8_exclude], "description": self.description}
+                "int8_exclude": [k.to_dict() for k in self.int8_exclude], "description": self.description,
+                "int8_ops": list(self.int8_ops)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
         return cls(d["name"], d["precision"], tuple(KeepRule.from_dict(k) for k in d.get("keep", ())),
-                   tuple(KeepRule.from_dict(k) for k in d.get("int8_exclude", ())), d.get("description", ""))
+                   tuple(KeepRule.from_dict(k) for k in d.get("int8_exclude", ())), d.get("description", ""),
+                   tuple(d.get("int8_ops", INT8_OPS)))  # manifests written before int8_ops: MatMul/Gemm
 
 
 @dataclass(frozen=True)

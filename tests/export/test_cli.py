@@ -49,6 +49,19 @@ def test_calibration_features_of_the_wrong_width(tmp_path) -> None:
     _fails(["--precision", "int8", "--calib", str(tmp_path / "f.npz")], "512", tmp_path / "out")
 
 
+@pytest.mark.parametrize("model", ["decomr", "instancehmr"])
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_feature_files_cannot_calibrate_frame_or_scene_models(tmp_path, model, where) -> None:
+    import numpy as np
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    np.savez(folder / "f.npz", features=np.zeros((40, 2048), np.float32))
+    source = folder / "f.npz" if where == "file" else folder
+    _fails(["--model", model, "--precision", "int8", "--calib", str(source)],
+           f".npz feature files calibrate window models only; {model} is a", tmp_path / "out")
+
+
 def test_corrupt_checkpoint(tmp_path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")

@@ -61,7 +61,7 @@ CONTRACT = ModelContract(
         Recipe("fp16-lnet", "fp16", keep=KEEP + (CNET_FP32,),
                description="FP16 after the decisions only: CNet (backbone, IUV decoder and heads) FP32, LNet's "
                            "hourglass and decoders FP16"),
-        Recipe("int8", "int8", keep=KEEP, int8_exclude=KEEP,
+        Recipe("int8", "int8", keep=KEEP, int8_exclude=KEEP, int8_ops=("Conv", "MatMul", "Gemm"),
                description="INT8 convolutions; the IUV heads, UV scatter and resampling never quantized"),
     ),
     # fp16-lnet: 9.6 mm mean on the sample video's crops with 49% of the weights and 64% of the FLOPs in FP16;

@@ -41,7 +41,9 @@ CONTRACT = ModelContract(
     recipes=(
         Recipe("fp16", "fp16", keep=(_HEADS, _HEAD_CONCATS), description="FP16 with the map heads in FP32"),
         Recipe("int8", "int8", keep=(_HEADS, _HEAD_CONCATS), int8_exclude=(_HEADS, _PREPROCESS),
-               description="INT8 convolutions; map heads and input normalisation excluded"),
+               int8_ops=("Conv",),
+               description="INT8 convolutions (the three deconvolutions stay float); map heads and input "
+                           "normalisation excluded"),
     ),
     default_recipe={"fp16": "fp16", "int8": "int8"},
 )
