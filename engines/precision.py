@@ -130,10 +130,17 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
     by_rule = blocked_nodes(model, keep)
     names = {n for nodes in by_rule.values() for n in nodes}
     names |= _constants_feeding_only(model, names)  # eps and scales of FP32 nodes stay FP32 too
-    _unshare_initializers(model, names)
+    unshared = _unshare_initializers(model, names)
 
     if method == "modelopt" or (method == "auto" and _modelopt_available()):
-        used, fp16 = "modelopt-autocast", _autocast(src, names)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="hmr-fp16-") as tmp:
+            source = src
+            if unshared:  # ModelOpt reads a file: give it the graph with the kept nodes' own initializers
+                source = Path(tmp) / "unshared.onnx"
+                onnx.save(model, str(source))
+            used, fp16 = "modelopt-autocast", _autocast(source, names)
     else:
         from onnxconverter_common import float16
 
@@ -449,8 +456,7 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx
 
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
+        SymbolicShapeInference = _symbolic_shape_inference()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
@@ -459,6 +465,26 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception:  # noqa: BLE001 - any failure of the optional pass falls back to ONNX's inference
         pass
     return onnx.shape_inference.infer_shapes(model)
+
+
+def _symbolic_shape_inference() -> Any:
+    """ONNX Runtime's ``SymbolicShapeInference``, loaded from its file alone: importing it as
+    ``onnxruntime.tools.symbolic_shape_infer`` runs ``onnxruntime/tools/__init__.py``, which imports torch
+    whenever torch is installed (engines/ never imports torch); the module itself needs numpy, onnx and
+    packaging only."""
+    import importlib.util
+    import sys
+
+    import onnxruntime
+
+    name = "hmr_trt_ort_symbolic_shape_infer"
+    if name not in sys.modules:
+        path = Path(onnxruntime.__file__).parent / "tools" / "symbolic_shape_infer.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name].SymbolicShapeInference
 
 
 def _flops(node: onnx.NodeProto, shapes: Dict[str, List[int]]) -> int:

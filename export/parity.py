@@ -29,6 +29,12 @@ __all__ = ["GOALS_MM", "drift_mm", "motion_spread_mm", "compare", "reference_out
 
 # The tight per-output tier for FP32, every model-graph output (the mm goals are the contract's).
 FP32_MAX_ABS = 1e-3
+# Decision tensors (contract ``decisions``) are held tighter: an error under 1e-3 in u still moves pixels of a
+# 64-cell grid across edges, and pinning forgives only flips within round-off (DecoMR ORT vs torch: 1.6e-5).
+DECISION_MAX_ABS = 1e-4
+# The exported file itself against the copy with the decision outputs (the same arithmetic: equal to the bit
+# unless ONNX Runtime fuses differently), on the first chunk of every set.
+COPY_MAX_ABS = 1e-5
 # Float32 kernels block differently per batch size (seen: ~1e-4); mixing samples gives O(0.1-1).
 BATCH_INVARIANCE_ATOL = 1e-3
 MIN_SPREAD_MM = 50.0
@@ -103,7 +109,12 @@ class ParityReport:
                 "worst_case": f"{worst['set']} windows, batch {worst['batch']}",
                 "verdict": "PASS" if self.passed else "MISS", "failures": list(self.failures),
                 "limit_mm": limit_mm, "drift_by_set": self.drift_by_set(), "decisions": self.decisions_by_set(),
+                "judged_on": self.judged_on(),
                 "conditioning": dict(self.conditioning), "share": dict(self.share)}
+
+    def judged_on(self) -> str:
+        """"pinned" when the rows are judged with the export's decisions pinned, else "end to end"."""
+        return "pinned" if any(r.get("decisions", {}).get("judged_on") == "pinned" for r in self.rows) else "end to end"
 
     def decisions_by_set(self) -> dict[str, dict[str, Any]]:
         """Models with discrete decisions: per set, the largest batch's decision figures (``compare``)."""
@@ -111,6 +122,9 @@ class ParityReport:
         for r in self.rows:
             if "decisions" in r and r["batch"] >= out.get(r["set"], {}).get("batch", 0):
                 out[r["set"]] = {"batch": r["batch"], **r["decisions"]}
+        for name, d in out.items():  # any batch size: the most inputs decided otherwise
+            d["items_decided_otherwise_any_batch"] = max(r["decisions"]["items_decided_otherwise"]
+                                                         for r in self.rows if r["set"] == name and "decisions" in r)
         return out
 
     def drift_by_set(self) -> dict[str, dict[str, float]]:
@@ -250,9 +264,12 @@ def compare(
                 continue
             if decisions is not None and precision == "fp32":
                 for name, err in decisions["decision_input_max_abs"].items():
-                    if err > FP32_MAX_ABS:
+                    if err > DECISION_MAX_ABS:
                         report.failures.append(f"{set_name} batch {batch}: decision tensor {name} max abs "
-                                               f"{err:.3g} > {FP32_MAX_ABS}")
+                                               f"{err:.3g} > {DECISION_MAX_ABS} (pinning forgives round-off only)")
+                if decisions["artifact_vs_copy_max_abs"] > COPY_MAX_ABS:
+                    report.failures.append(f"{set_name} batch {batch}: the exported graph and its copy with decision "
+                                           f"outputs differ by {decisions['artifact_vs_copy_max_abs']:.3g}")
             if v_mean > goal:
                 report.failures.append(f"{set_name} batch {batch}: mean vertex drift {v_mean:.4g} mm > goal {goal} mm")
             if check_outputs and precision == "fp32":
@@ -356,11 +373,16 @@ def pinned_pipeline(run: Runner, pinning: Pinning, windows: Windows, ref: Refere
 
     cache = {} if cache is None else cache
     taken_chunks: list[dict[str, np.ndarray]] = []
+    copy_err: list[float] = []
 
     def run_with_decisions(name: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if name != graph.name:
             return run(name, feed)
         out = pinning.run(feed)
+        if not taken_chunks:  # the artifact itself computes what the copy computes
+            artifact = run(name, feed)
+            copy_err.append(max(float(np.abs(artifact[k].astype(np.float64) - out[k]).max())
+                                for k in graph.output_names))
         taken_chunks.append({d: out[t] for d, t in pinning.outputs.items()})
         return out
 
@@ -382,7 +404,7 @@ def pinned_pipeline(run: Runner, pinning: Pinning, windows: Windows, ref: Refere
         flipped |= np.abs(v - ref.outputs[k]).reshape(n, -1).max(axis=1) > 0
     v_mean, v_max = drift_mm(verts, ref.vertices)
     info: dict[str, Any] = {
-        "items": n, "items_decided_otherwise": int(flipped.sum()),
+        "items": n, "items_decided_otherwise": int(flipped.sum()), "artifact_vs_copy_max_abs": copy_err[0],
         "decision_input_max_abs": {d: float(np.abs(taken[d].astype(np.float64) - own[d]).max()) for d in taken},
         "unpinned_vertices_mean_mm": v_mean, "unpinned_vertices_max_mm": v_max,
         "unpinned_joints_mean_mm": drift_mm(joints, ref.joints)[0],

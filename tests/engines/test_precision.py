@@ -311,3 +311,17 @@ def test_glot_fp16_recipe_with_layer_norms_kept_validates(tmp_path: Path) -> Non
     out = _run(tmp_path / "emu.onnx", {"features": x.numpy()})
     for name, value in ref.items():
         np.testing.assert_allclose(out[name], value, atol=0.05, err_msg=name)
+
+
+def test_share_needs_no_torch(tmp_path: Path) -> None:
+    """engines/ never imports torch: the FLOP count's shape inference (ONNX Runtime's symbolic one, whose
+    package __init__ would import torch) runs in a process where torch never loads."""
+    import subprocess
+    import sys
+
+    src = _fp32_chain(tmp_path)
+    code = ("import sys; from hmr_trt.engines.precision import reduced_precision_share as share; "
+            f"share({str(src)!r}); print('hmr_trt_ort_symbolic_shape_infer' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]  # the symbolic inference ran, torch did not load

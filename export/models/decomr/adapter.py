@@ -90,15 +90,17 @@ class DecomrAdapter(ModelAdapter):
         import numpy as np
 
         res = reference.cfg.warp_res - 1
-        a, b = np.asarray(own["iuv"], np.float64), np.asarray(taken["iuv"], np.float64)
+        # float32, as the model computes u * 63 before rounding it
+        a, b = np.asarray(own["iuv"], np.float32), np.asarray(taken["iuv"], np.float32)
         fg_a, fg_b = a[:, 0] > FOREGROUND, b[:, 0] > FOREGROUND
         fg_flip = fg_a != fg_b
-        cell_a, cell_b = np.rint(a[:, 1:] * res), np.rint(b[:, 1:] * res)
-        cell_flip = (cell_a != cell_b).any(axis=1) & fg_a & fg_b
+        scaled = a[:, 1:] * np.float32(res)
+        changed = np.rint(scaled) != np.rint(b[:, 1:] * np.float32(res))  # (N, 2, H, W): u or v changed cell
+        cell_flip = changed.any(axis=1) & fg_a & fg_b
         fg_margin = np.abs(a[:, 0] - FOREGROUND)[fg_flip]
-        # distance of u * 63 (or v * 63) to its rounding edge k + 0.5, back in units of u
-        edge = np.abs(a[:, 1:] * res - np.floor(a[:, 1:] * res) - 0.5) / res
-        cell_margin = edge.min(axis=1)[cell_flip]
+        # distance of u * 63 (v * 63) to its rounding edge k + 0.5, in units of u, for the coordinate that changed
+        edge = np.abs(scaled - np.floor(scaled) - 0.5) / res
+        cell_margin = np.where(changed, edge, 0.0).max(axis=1)[cell_flip]
         return {"pixels": int(fg_a.size), "foreground_flips": int(fg_flip.sum()), "cell_flips": int(cell_flip.sum()),
                 "largest_flip_margin": float(max(fg_margin.max(initial=0.0), cell_margin.max(initial=0.0)))}
 

@@ -317,21 +317,66 @@ def _pins(model, graph, contract, candidate):
 
 
 def _nudged(model, shift):
-    """Candidate: the model with the first crop's pixel whose foreground probability lies closest to the
-    0.5 threshold moved just across it, to 0.5 -+ ``shift``; decisions taken from that IUV image."""
+    """Candidate: the model with the first crop's foreground pixel whose u lies closest to a rounding edge
+    (u * 63 = k + 0.5) moved just across it, ``shift`` (in units of u) past the edge; decisions from that."""
     def candidate(feed):
         x = torch.from_numpy(feed["images"])
         with torch.no_grad():
             iuv = model.iuv(x).clone()
-            conf = iuv[0, 0]
-            i = int((conf - 0.5).abs().argmin())
-            y, xx = divmod(i, conf.shape[1])
-            assert abs(float(conf[y, xx]) - 0.5) < 5e-4  # precondition: within the FP32 tier (1e-3) of the edge
-            side = 1.0 if conf[y, xx] <= 0.5 else -1.0  # push it across
-            iuv[0, 0, y, xx] = 0.5 + side * shift
+            u = iuv[0, 1] * 63
+            dist = (u - u.floor() - 0.5).abs() / 63
+            dist[iuv[0, 0] <= 0.5] = 1.0  # foreground pixels only: background is not warped
+            i = int(dist.argmin())
+            y, xx = divmod(i, u.shape[1])
+            assert float(dist[y, xx]) < 1e-5  # precondition: a pixel within round-off of a cell edge
+            edge = (float(u[y, xx].floor()) + 0.5) / 63
+            iuv[0, 1, y, xx] = edge + (shift if float(iuv[0, 1, y, xx]) < edge else -shift)  # across it
             v, c = model(x, decide_from=iuv)
         return {"vertices": v.numpy(), "cam": c.numpy()}, iuv.numpy()
     return candidate
+
+
+def _biased(model, bias):
+    """Candidate: every u and v of the IUV image off by ``bias`` (an export bug in the UV head)."""
+    def candidate(feed):
+        x = torch.from_numpy(feed["images"])
+        with torch.no_grad():
+            iuv = model.iuv(x).clone()
+            iuv[:, 1:] += bias
+            v, c = model(x, decide_from=iuv)
+        return {"vertices": v.numpy(), "cam": c.numpy()}, iuv.numpy()
+    return candidate
+
+
+def _wrong_lnet(model):
+    """Candidate: the IUV image right, one LNet weight wrong (an export bug after the decisions)."""
+    import copy
+
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.LNet.uv_conv1[0].weight.mul_(1.01)
+
+    def candidate(feed):
+        x = torch.from_numpy(feed["images"])
+        with torch.no_grad():
+            v, c = other(x)
+            iuv = other.iuv(x)
+        return {"vertices": v.numpy(), "cam": c.numpy()}, iuv.numpy()
+    return candidate
+
+
+def _pinned_report(tiny, candidate, precision="fp32"):
+    from hmr_trt.export import parity
+
+    cfg, model = tiny
+    contract = ADAPTER.contract_for(cfg)
+    graph = contract.model_graph
+    feed = {"images": ADAPTER.example_inputs(cfg, "decomr", 3, seed=6)[0].numpy()}
+    refs = {"video": parity.reference_outputs(model, None, feed, graph, contract)}
+    pins = _pins(model, graph, contract, candidate)
+    artifact = lambda name, f: candidate(f)[0]  # noqa: E731 - the 'exported file' computes what its copy does
+    return parity.compare(artifact, refs, {"video": feed}, precision=precision, batch_sizes=(3,), contract=contract,
+                          pinning=pins, check_outputs=False)
 
 
 def test_pinned_reference_with_own_decisions_is_the_reference_to_the_bit(tiny):
@@ -350,31 +395,45 @@ def test_pinned_reference_with_own_decisions_is_the_reference_to_the_bit(tiny):
 
 @pytest.mark.parametrize("shift, passes", [(1e-6, True), (0.05, False)])
 def test_fp32_parity_pins_flips_within_round_off_and_not_beyond(tiny, shift, passes):
-    """A decision flipped by a value within round-off of its edge is judged with the export's decision
-    pinned (the outputs then agree); a decision tensor off by more than the FP32 tier fails."""
-    from hmr_trt.export import parity
-
+    """A UV cell flipped by a value within round-off of its edge is judged with the export's decision
+    pinned (the outputs then agree); a decision tensor off by more than the decision tier fails."""
     cfg, model = tiny
-    contract = ADAPTER.contract_for(cfg)
-    graph = contract.model_graph
-    feed = {"images": ADAPTER.example_inputs(cfg, "decomr", 3, seed=6)[0].numpy()}
-    refs = {"video": parity.reference_outputs(model, None, feed, graph, contract)}
-    pins = _pins(model, graph, contract, _nudged(model, shift))
-    fail_runner = lambda name, f: pytest.fail("the model graph runs through the pinning")  # noqa: E731
-    report = parity.compare(fail_runner, refs, {"video": feed}, batch_sizes=(3,), contract=contract, pinning=pins,
-                            check_outputs=False)
+    report = _pinned_report(tiny, _nudged(model, shift))
     d = report.rows[0]["decisions"]
-    assert d["items_decided_otherwise"] == 1 and d["foreground_flips"] == 1 and d["judged_on"] == "pinned"
+    assert d["items_decided_otherwise"] == 1 and d["cell_flips"] == 1 and d["foreground_flips"] == 0
+    assert d["judged_on"] == "pinned" and report.judged_on() == "pinned"
     assert report.rows[0]["vertices_mean_mm"] == d["pinned_vertices_mean_mm"] == 0.0
-    assert d["unpinned_vertices_mean_mm"] > 0.0 and d["largest_flip_margin"] < 0.5
+    assert d["unpinned_vertices_mean_mm"] > 0.0 and d["largest_flip_margin"] < 1e-5
     assert report.passed is passes, report.failures
     if not passes:
         assert "decision tensor iuv" in report.failures[0]
     # FP16/INT8 keep the end-to-end judgement: a flip from reduced precision is drift the user sees
-    reduced = parity.compare(fail_runner, refs, {"video": feed}, precision="fp16", batch_sizes=(3,),
-                             contract=contract, pinning=pins)
+    reduced = _pinned_report(tiny, _nudged(model, shift), precision="fp16")
     assert reduced.rows[0]["vertices_mean_mm"] == d["unpinned_vertices_mean_mm"]
-    assert reduced.rows[0]["decisions"]["judged_on"] == "unpinned"
+    assert reduced.rows[0]["decisions"]["judged_on"] == "unpinned" and reduced.judged_on() == "end to end"
+
+
+def test_pinning_does_not_forgive_export_bugs(tiny):
+    """A UV head off by 9e-4 (hundreds of pixels in other cells, under the 1e-3 output tier) and a wrong
+    weight after the decisions both MISS."""
+    cfg, model = tiny
+    biased = _pinned_report(tiny, _biased(model, 9e-4))
+    assert not biased.passed and "decision tensor iuv" in biased.failures[0]
+    assert biased.rows[0]["decisions"]["cell_flips"] > 10
+    wrong = _pinned_report(tiny, _wrong_lnet(model))
+    assert not wrong.passed and wrong.rows[0]["decisions"]["items_decided_otherwise"] == 0
+    assert any("mean vertex drift" in f for f in wrong.failures)
+
+
+def test_console_lines_say_what_is_judged(tiny):
+    from hmr_trt.export.cli import decision_lines
+
+    cfg, model = tiny
+    lines = decision_lines(_pinned_report(tiny, _nudged(model, 1e-6)))
+    assert "1 of 3 inputs decided otherwise" in lines[0] and "judged with the export's decisions pinned" in lines[0]
+    assert "note: end to end" in lines[1]
+    clean = decision_lines(_pinned_report(tiny, _biased(model, 0.0)))
+    assert len(clean) == 1 and "0 of 3 inputs" in clean[0] and "edge" not in clean[0]
 
 
 def test_decision_graph_exposes_the_iuv_image(tiny, tiny_onnx, tmp_path):
