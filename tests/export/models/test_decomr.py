@@ -466,7 +466,7 @@ def test_default_export_on_the_sample_video_passes_with_decisions_pinned(sample_
     assert verdict["verdict"] == "PASS" and verdict["worst_mean_vertex_mm"] <= 0.01, verdict
     video = verdict["decisions"]["video"]
     assert video["judged_on"] == "pinned" and video["pinned_vertices_mean_mm"] <= 0.01
-    assert max(video["decision_input_max_abs"].values()) <= 1e-3
+    assert max(video["decision_input_max_abs"].values()) <= 1e-4 and video["artifact_vs_copy_max_abs"] <= 1e-5
     # items the export decided otherwise are reported with their end-to-end drift, never hidden
     assert video["unpinned_vertices_mean_mm"] >= video["pinned_vertices_mean_mm"] - 1e-9
     assert result.reports[0].passed
