@@ -56,6 +56,20 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+def resnet_layer(inplanes: int, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    """torchvision's ``_make_layer``: ``blocks`` bottlenecks, the first strided with a 1x1 projection when the
+    shape changes (state-dict keys ``0.conv1.weight``, ``0.downsample.0.weight``, ... as torchvision's).
+    Every ResNet here (SPIN's backbone, DecoMR's CNet, the instance-aware network's) is built from it."""
+    outplanes = planes * Bottleneck.expansion
+    downsample = None
+    if stride != 1 or inplanes != outplanes:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False),
+                                   nn.BatchNorm2d(outplanes))
+    layers = [Bottleneck(inplanes, planes, stride, downsample)]
+    layers += [Bottleneck(outplanes, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
 class ResNet50Backbone(nn.Module):
     """ResNet-50 feature extractor: ImageNet-normalised ``(N, 3, H, W)`` float32 -> ``(N, 2048)``."""
 
@@ -88,16 +102,9 @@ class ResNet50Backbone(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        outplanes = planes * Bottleneck.expansion
-        downsample = None
-        if stride != 1 or self.inplanes != outplanes:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, outplanes, 1, stride=stride, bias=False), nn.BatchNorm2d(outplanes)
-            )
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = outplanes
-        layers += [Bottleneck(outplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        layer = resnet_layer(self.inplanes, planes, blocks, stride)
+        self.inplanes = planes * Bottleneck.expansion
+        return layer
 
     @torch.no_grad()
     def _init_weights(self, seed: int, calibrate: bool) -> None:

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hmr_trt.export.backbone import Bottleneck, resnet_layer
+
 from .config import DecomrConfig
 from .uv_data import DecomrUVData
 
@@ -35,29 +37,6 @@ FOREGROUND = 0.5  # IUV confidence above which a pixel is warped (strict >, as t
 
 
 # --- building blocks ---------------------------------------------------------------------------------
-
-class Bottleneck(nn.Module):
-    """torchvision's ResNet bottleneck (ResNet v1: stride on the 3x3)."""
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU()
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
-        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
-
 
 class ResNetBackbone(nn.Module):
     """ResNet-50 returning the pooled code and every level's features (``fc`` is in the checkpoint, unused)."""
@@ -77,14 +56,9 @@ class ResNetBackbone(nn.Module):
         self.fc = nn.Linear(32 * width, 1000)  # never used; kept so the released file loads strictly
 
     def _make_layer(self, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * 4:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * 4, 1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(planes * 4))
-        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * 4
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        layer = resnet_layer(self.inplanes, planes, blocks, stride)
+        self.inplanes = planes * Bottleneck.expansion
+        return layer
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         x1 = self.relu(self.bn1(self.conv1(x)))  # (B, 64, 112, 112)
