@@ -236,12 +236,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
     timer = StageTimer()
     log = TrackLog()
     start = time.perf_counter()
-    with (contextlib.nullcontext(opened) if opened is not None else _open(opts)) as backends:
-        if opts.on_backends:
-            opts.on_backends(backends)
-        if opts.render is not None and len(backends.faces) == 0:
-            raise ConfigError(f"--render: {opts.export_dir} has no body-model faces ({FACES_NAME}); "
-                              "re-export it with trt-export")
+    with _video_backends(opts, opened) as backends:
         stage = family_stage(backends, timer, opts)
         features = _TrackGate(stage, opts.min_track_frames)
         crop_size, crop_scale = _crop_geometry(backends)
@@ -291,12 +286,7 @@ def _run_scene_video(opts: RunOptions, info: Any, progress: Optional[Progress],
     log = TrackLog()
     start = time.perf_counter()
     results: List[FrameResult] = []
-    with (contextlib.nullcontext(opened) if opened is not None else _open(opts)) as backends:
-        if opts.on_backends:
-            opts.on_backends(backends)
-        if opts.render is not None and len(backends.faces) == 0:
-            raise ConfigError(f"--render: {opts.export_dir} has no body-model faces ({FACES_NAME}); "
-                              "re-export it with trt-export")
+    with _video_backends(opts, opened) as backends:
         stage = SceneStage(backends, timer, threshold)
         batch: List[tuple] = []
         decoded = 0
@@ -328,6 +318,19 @@ def _run_scene_video(opts: RunOptions, info: Any, progress: Optional[Progress],
             "detector": scene_detector_note(threshold), "threshold": threshold,
         })
     return summary
+
+
+@contextlib.contextmanager
+def _video_backends(opts: RunOptions, opened: Optional[Backends]) -> Iterator[Backends]:
+    """The backends a video run uses (``opened`` when the caller holds them), handed to ``on_backends``, with
+    --render refused for exports without body-model faces."""
+    with (contextlib.nullcontext(opened) if opened is not None else _open(opts)) as backends:
+        if opts.on_backends:
+            opts.on_backends(backends)
+        if opts.render is not None and len(backends.faces) == 0:
+            raise ConfigError(f"--render: {opts.export_dir} has no body-model faces ({FACES_NAME}); "
+                              "re-export it with trt-export")
+        yield backends
 
 
 def _open(opts: RunOptions) -> ContextManager[Backends]:
