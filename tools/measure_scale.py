@@ -56,6 +56,7 @@ def ray_figures(export_dir: Path, folder: Path, out: Path) -> dict:
 
 def triton_figures(export_dir: Path, server_python: str, out: Path, requests: int = 20) -> dict:
     from hmr_trt.errors import HmrTrtError
+    from hmr_trt.export.bench_timing import RoundRobin, System, round_robin
     from hmr_trt.manifest import Manifest
     from hmr_trt.runtime.backends import OnnxRuntimeBackend
     from hmr_trt.runtime.triton_backend import TritonBackend
@@ -78,17 +79,13 @@ def triton_figures(export_dir: Path, server_python: str, out: Path, requests: in
         for batch in (1, 8):
             feed = {graph.inputs[0].name: np.random.default_rng(0).standard_normal(
                 [batch] + list(art.inputs[0].shape[1:])).astype(np.float32)}
-            times = {"triton": [], "local": []}
             with TritonBackend("127.0.0.1:8000", name) as remote, OnnxRuntimeBackend(export_dir / art.path, threads=1) as local:
-                for _ in range(3):
-                    remote.infer(feed), local.infer(feed)
-                for _ in range(requests):  # alternate the two, so load changes hit both
-                    for key, backend in (("triton", remote), ("local", local)):
-                        t = time.perf_counter()
-                        backend.infer(feed)
-                        times[key].append(time.perf_counter() - t)
-            rows[f"batch_{batch}"] = {k: {"min_ms": round(1e3 * min(v), 2), "median_ms": round(1e3 * float(np.median(v)), 2),
-                                          "requests_per_s_at_median": round(1 / float(np.median(v)), 2)}
+                # alternate the two, so load changes hit both
+                times = round_robin([System("triton", lambda f=feed: remote.infer(f)),
+                                     System("local", lambda f=feed: local.infer(f))],
+                                    RoundRobin(warmup=3, min_reps=requests, max_reps=requests, budget_s=0.0))
+            rows[f"batch_{batch}"] = {k: {"min_ms": round(min(v), 2), "median_ms": round(float(np.median(v)), 2),
+                                          "requests_per_s_at_median": round(1e3 / float(np.median(v)), 2)}
                                       for k, v in times.items()}
         return rows
     finally:

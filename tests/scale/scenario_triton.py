@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hmr_trt.errors import HmrTrtError
+from hmr_trt.export.bench_timing import RoundRobin, System, round_robin
 from hmr_trt.manifest import Manifest
 from hmr_trt.runtime.backends import OnnxRuntimeBackend
 from hmr_trt.runtime.pipeline import RunOptions, run_video
@@ -65,16 +66,10 @@ try:
     art = Manifest.read(export_dir).find(contract.model_graph.name, "onnx", "fp32")
     window = np.random.default_rng(0).standard_normal([1] + art.inputs[0].shape[1:]).astype(np.float32)
     feed = {art.inputs[0].name: window}
-    lat = {"triton": [], "local": []}
     with TritonBackend(url, model) as remote, OnnxRuntimeBackend(export_dir / art.path) as local:
-        for _ in range(3):  # warm-up
-            remote.infer(feed), local.infer(feed)
-        for _ in range(15):
-            for name, b in (("triton", remote), ("local", local)):
-                t = time.perf_counter()
-                b.infer(feed)
-                lat[name].append(time.perf_counter() - t)
-    results["latency_ms"] = {k: {"min": 1e3 * min(v), "median": 1e3 * float(np.median(v))} for k, v in lat.items()}
+        lat = round_robin([System("triton", lambda: remote.infer(feed)), System("local", lambda: local.infer(feed))],
+                          RoundRobin(warmup=3, min_reps=15, max_reps=15, budget_s=0.0))  # ms, alternating
+    results["latency_ms"] = {k: {"min": min(v), "median": float(np.median(v))} for k, v in lat.items()}
 finally:
     server.send_signal(signal.SIGTERM)
     try:
