@@ -28,6 +28,7 @@ from hmr_trt.engines.preflight import validate_onnx
 from hmr_trt.errors import ExportError
 from hmr_trt.export import onnx_export, parity
 from hmr_trt.export.bench_timing import RoundRobin, System, time_systems
+from hmr_trt.export.pipeline import Pins
 from hmr_trt.export.sample import default_sample_video
 from hmr_trt.runtime.backends import OnnxRuntimeBackend
 
@@ -66,15 +67,7 @@ def main() -> None:
                 preflight = f"fails: {str(exc)[:300]}"
             backend = stack.enter_context(OnnxRuntimeBackend(path))
             backends[form] = backend
-            decisions = Path(tmp) / f"decisions_{form}.onnx"
-            outputs = parity.decision_graph(path, decisions, contract)
-            copy = stack.enter_context(OnnxRuntimeBackend(decisions))
-            pinning = parity.Pinning(
-                run=copy.infer, outputs=outputs,
-                reference=lambda feed, taken: parity.pinned_reference_outputs(adapter, reference, None, feed, taken,
-                                                                             graph, contract),
-                own=lambda feed: parity.own_decisions(adapter, reference, feed, graph),
-                describe=lambda own, taken: adapter.describe_decisions(reference, own, taken))
+            pinning = Pins(adapter, reference, None, contract, Path(tmp)).pinning(path, stack)  # as trt-export
             report = parity.compare(lambda name, feed, b=backend: b.infer(feed), refs, sets, batch_sizes=(1, 2, 7),
                                     contract=contract, pinning=pinning)
             ops = sorted({n.op_type for n in onnx.load(str(path)).graph.node}
