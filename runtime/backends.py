@@ -8,6 +8,7 @@ torch-free and run on Python 3.9; onnxruntime, tensorrt and cuda-python are impo
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -136,10 +137,18 @@ class OnnxRuntimeBackend(Backend):
         self.graph, self.machine, self.strict, self.need_gpu = graph, machine, strict, need_gpu
         self.session = None
         self.ran_on: List[str] = []
+        self.tf32: Dict[str, str] = {}  # provider -> how FP32 stays FP32 there (ort_providers.tf32_state)
         self._binding: Optional[tuple] = None  # (io_binding, {input: OrtValue}, {output: OrtValue}) for CUDA graphs
 
     def _activate(self) -> None:
-        from .ort_providers import import_onnxruntime, session_providers
+        from .ort_providers import (
+            TENSORRT_EP,
+            TF32_ENV,
+            import_onnxruntime,
+            provider_check,
+            session_providers,
+            tf32_state,
+        )
 
         ort = import_onnxruntime()
         if not self.path.is_file():
@@ -151,6 +160,8 @@ class OnnxRuntimeBackend(Backend):
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        if TENSORRT_EP in self.providers:  # the TensorRT EP has no TF32 option: NVIDIA's override, unless the user set it
+            os.environ.setdefault(TF32_ENV, "0")
         providers = session_providers(self.providers, self.graph, self.machine, ort.__version__)
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
@@ -158,13 +169,14 @@ class OnnxRuntimeBackend(Backend):
             raise HmrTrtError(f"ONNX Runtime cannot load {self.path} on {', '.join(self.providers)}: "
                               f"{str(exc).splitlines()[0]}") from exc
         self.ran_on = list(self.session.get_providers())
+        self.tf32 = {p: tf32_state(p) for p in self.ran_on}
         missing = [p for p in self.providers if p in GPU_EPS and p not in self.ran_on]
         if missing and (self.strict or (self.need_gpu and not any(p in GPU_EPS for p in self.ran_on))):
             self.session = None
+            whys = [provider_check(ort, p) for p in missing]
             raise ProviderError(f"ONNX Runtime did not start {', '.join(missing)} for {self.path.name} (it runs on "
-                                f"{', '.join(self.ran_on)}): its CUDA 12 / cuDNN 9 (and for TensorRT, libnvinfer) "
-                                "libraries must be on LD_LIBRARY_PATH; pip install 'onnxruntime-gpu[cuda,cudnn]' "
-                                "provides CUDA and cuDNN")
+                                f"{', '.join(self.ran_on)}): " + ("; ".join(w for w in whys if w) or
+                                "see ONNX Runtime's log (log_severity_level 0)"))
         self.inputs = [IOSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
                        for i in self.session.get_inputs()]
         self.outputs = [IOSpec(o.name, tuple(o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32)))

@@ -4,8 +4,13 @@ Order of preference: TensorRT EP, CUDA EP, CPU. ``onnxruntime-gpu`` lists the Te
 EPs in ``get_available_providers()`` whether or not the machine can run them (they are built in;
 their libraries load when a session starts, and a provider that fails to load is dropped
 silently). So the automatic choice also asks the machine: a CUDA EP needs a usable NVIDIA driver
-(``libcuda.so.1``: ``cuInit`` succeeds and a device is visible), the TensorRT EP also needs
-``libnvinfer``. An explicit request (``--device cuda``, ``--ort-providers``) that the machine
+(``libcuda.so.1``: ``cuInit`` succeeds and a device is visible) that runs the CUDA version the
+onnxruntime-gpu build was made for (``build_and_package_info.cuda_version``: 13.0 for 1.31.1); then
+the provider library's own needs are read from it (its ELF ``DT_NEEDED`` list, e.g. 1.31.1's TensorRT
+EP needs ``libnvinfer.so.10``, ``libnvonnxparser.so.10``, ``libcudart.so.13``, ``libcublas.so.13``,
+``libcudnn.so.9``) and each is looked up by the dynamic loader; last, ONNX Runtime itself decides: a
+tiny session is started with the provider, and the provider counts only when the session keeps it
+(``get_providers()``). An explicit request (``--device cuda``, ``--ort-providers``) that the machine
 cannot serve is an error naming what is missing; after a session starts, ``session.get_providers()``
 says what it really runs on, and that is what the summary reports.
 
@@ -23,10 +28,13 @@ Torch-free, Python 3.9, and onnxruntime is imported only when a function needs i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
+import io
 import json
 import os
+import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +52,20 @@ DEVICES = ("auto", "cpu", "cuda")
 SHORT_NAMES = {"tensorrt": TENSORRT_EP, "trt": TENSORRT_EP, "cuda": CUDA_EP, "cpu": CPU_EP}
 GPU_PIN = "onnxruntime-gpu==1.31.1"
 GPU_INSTALL_HINT = (f"install ONNX Runtime's GPU build in place of the CPU one: pip uninstall -y onnxruntime && "
-                    f"pip install -c constraints.txt '.[gpu]' (pins {GPU_PIN}; the two packages cannot share "
-                    "an environment)")
+                    f"pip install -c constraints.txt '.[gpu]' (pins {GPU_PIN}, built for CUDA 13; the two packages "
+                    "cannot share an environment)")
+# What provides each library a provider library needs (onnxruntime-gpu 1.31.1: CUDA 13, cuDNN 9, TensorRT 10;
+# see docs/ort-gpu.md for the DT_NEEDED lists read from the wheel).
+LIBRARY_HINTS = (
+    ("libnvinfer.so.", "TensorRT {major} built for CUDA {cuda}: pip install 'tensorrt-cu{cuda}-libs=={trt}' "
+                       "and put its tensorrt_libs folder on LD_LIBRARY_PATH"),
+    ("libnvonnxparser.so.", "TensorRT {major}'s ONNX parser: pip install 'tensorrt-cu{cuda}-libs=={trt}' "
+                            "and put its tensorrt_libs folder on LD_LIBRARY_PATH"),
+    ("libcudnn.so.", "cuDNN {major}: pip install 'onnxruntime-gpu[cudnn]' (nvidia-cudnn-cu{cuda})"),
+    ("libcu", "the CUDA {cuda} runtime libraries: pip install 'onnxruntime-gpu[cuda]' plus nvidia-cublas for "
+              "libcublas, or a CUDA {cuda} toolkit on LD_LIBRARY_PATH"),
+)
+TRT_FOR_ORT = "10.16.1.11"  # the TensorRT 10 the trt-cu12/trt-cu13 extras pin (a libnvinfer.so.10)
 ORT_CACHE_DIR = "ort-trt"
 CACHE_ENV = "HMR_TRT_CACHE"  # the same folder as the TensorRT API route's engine cache (engines/cache.py)
 
@@ -60,6 +80,111 @@ class ProviderError(HmrTrtError):
 
 # ---------------------------------------------------------------------------------------------
 # what is installed and what the machine offers
+
+
+def ort_cuda_version(ort: Any) -> str:
+    """The CUDA version an onnxruntime-gpu build was made for ("13.0"), "" for a CPU build."""
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+    except ImportError:
+        return ""
+    return str(getattr(info, "cuda_version", "") or "")
+
+
+def needed_libraries(path: Path) -> List[str]:
+    """The ``DT_NEEDED`` entries of a 64-bit little-endian ELF shared library (what ``readelf -d`` lists as NEEDED)."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ProviderError(f"{path} is not a 64-bit little-endian ELF library")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    out: List[str] = []
+    for _name, kind, _flags, _addr, offset, size, link, _info, _align, entsize in sections:
+        if kind != 6:  # SHT_DYNAMIC
+            continue
+        strtab_offset = sections[link][4]
+        for pos in range(offset, offset + size, entsize or 16):
+            tag, value = struct.unpack_from("<qQ", data, pos)
+            if tag == 0:  # DT_NULL
+                break
+            if tag == 1:  # DT_NEEDED
+                end = data.index(b"\0", strtab_offset + value)
+                out.append(data[strtab_offset + value:end].decode())
+    return out
+
+
+def library_hint(library: str, cuda: str) -> str:
+    major = library.rsplit(".so.", 1)[-1] if ".so." in library else ""
+    cuda_major = cuda.split(".")[0] if cuda else "13"
+    for prefix, text in LIBRARY_HINTS:
+        if library.startswith(prefix):
+            return text.format(major=major, cuda=cuda_major, trt=TRT_FOR_ORT)
+    return "install it or add its folder to LD_LIBRARY_PATH"
+
+
+def missing_library(needed: Sequence[str]) -> Optional[str]:
+    """The first library in ``needed`` the dynamic loader cannot find (already-loaded ones count), or None."""
+    for name in needed:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            return name
+    return None
+
+
+PROVIDER_LIBRARIES = {CUDA_EP: "libonnxruntime_providers_cuda.so", TENSORRT_EP: "libonnxruntime_providers_tensorrt.so"}
+
+
+def provider_library_problem(ort: Any, provider: str) -> str:
+    """"" when every library the provider's own library needs can be loaded here, else what is missing and the fix."""
+    lib = Path(ort.__file__).parent / "capi" / PROVIDER_LIBRARIES[provider]
+    if not lib.is_file():
+        return f"{provider} has no provider library in this ONNX Runtime ({lib.name} missing): {GPU_INSTALL_HINT}"
+    try:
+        missing = missing_library(needed_libraries(lib))
+    except (OSError, ValueError, struct.error, ProviderError):
+        return ""  # unreadable: leave the verdict to the session check
+    if missing is None:
+        return ""
+    return (f"{provider} needs {missing} ({lib.name} links it), which the dynamic loader cannot find: "
+            f"{library_hint(missing, ort_cuda_version(ort))}")
+
+
+def _tiny_model() -> bytes:
+    """A one-node float graph (Relu over (1, 4)) for the session check; needs the onnx package."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "hmr_trt_provider_check", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def provider_kept(ort: Any, provider: str) -> Optional[bool]:
+    """Does ONNX Runtime keep ``provider`` in a session it starts (``get_providers()``)? None when onnx is missing."""
+    try:
+        model = _tiny_model()
+    except ImportError:
+        return None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # a provider that fails to load is the answer here, not an error to print
+    try:
+        session = ort.InferenceSession(model, opts, providers=[provider, CPU_EP])
+    except Exception:  # onnxruntime raises its own types; a session that cannot start keeps nothing
+        return False
+    return provider in session.get_providers()
+
+
+def provider_check(ort: Any, provider: str) -> str:
+    """"" when ONNX Runtime really runs ``provider`` here, else why not (library needs first, then a real session)."""
+    problem = provider_library_problem(ort, provider)
+    if problem:
+        return problem
+    if provider_kept(ort, provider) is False:
+        return (f"ONNX Runtime dropped {provider} when a session started (it loaded every library it links): "
+                "ONNX Runtime's log at severity 0 says why, or run with --device cpu")
+    return ""
 
 
 def import_onnxruntime() -> Any:
@@ -133,10 +258,22 @@ class Machine:
     available: Tuple[str, ...]  # onnxruntime.get_available_providers()
     driver: CudaDriver
     tensorrt: Optional[str]  # libnvinfer version, None when absent
+    ort_cuda: str = ""  # the CUDA version the onnxruntime-gpu build was made for ("13.0"); "" unknown / CPU build
+    # provider -> "" (ONNX Runtime runs it here) or why not: its libraries and a real session (probe() fills it)
+    checks: Tuple[Tuple[str, str], ...] = ()
 
     @classmethod
     def probe(cls) -> Machine:
-        return cls(tuple(available_providers()), cuda_driver(), tensorrt_library_version())
+        ort = import_onnxruntime()
+        base = cls(tuple(available_providers()), cuda_driver(), tensorrt_library_version(), ort_cuda_version(ort))
+        wanted = [p for p in GPU_EPS if p in base.available and base.usable(p)[0]]
+        if not wanted:
+            return base
+        if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, as the backend does before a session
+            with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+                ort.preload_dlls()
+        checks = tuple((p, provider_check(ort, p)) for p in wanted)
+        return cls(base.available, base.driver, tensorrt_library_version(), base.ort_cuda, checks)
 
     def usable(self, provider: str) -> Tuple[bool, str]:
         """(True, "") or (False, what is missing and what would fix it)."""
@@ -147,10 +284,25 @@ class Machine:
         if provider in GPU_EPS and not self.driver.usable:
             return False, (f"{provider} needs a usable NVIDIA driver: {self.driver.why}; run on a machine "
                            "with an NVIDIA GPU and driver, or use --device cpu")
-        if provider == TENSORRT_EP and self.tensorrt is None:
-            return False, (f"{provider} needs TensorRT's libraries (libnvinfer.so.10 not found): "
-                           "pip install tensorrt-cu12-libs, or add TensorRT's lib folder to LD_LIBRARY_PATH")
+        if provider in GPU_EPS and self.ort_cuda and self.driver.version and \
+                _major_minor(self.driver.version) < _major_minor(self.ort_cuda):
+            return False, (f"{provider}: this onnxruntime-gpu is built for CUDA {self.ort_cuda}, the NVIDIA driver "
+                           f"runs CUDA {self.driver.version}: upgrade the driver (CUDA 13 needs R580+) or use "
+                           "--device cpu")
+        checked = dict(self.checks)
+        if provider in checked:
+            return (False, checked[provider]) if checked[provider] else (True, "")
+        if provider == TENSORRT_EP and self.tensorrt is None:  # not checked (a Machine built by hand): libnvinfer at least
+            return False, (f"{provider} needs TensorRT's libnvinfer.so.10, which the dynamic loader cannot find: "
+                           f"{library_hint('libnvinfer.so.10', self.ort_cuda)}")
         return True, ""
+
+
+def _major_minor(text: str) -> Tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(".")[:2])
+    except ValueError:
+        return (0,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,8 +438,25 @@ def tensorrt_ep_options(graph: OrtGraph, machine: Machine, ort_version: str,
 
 
 def cuda_ep_options(graph: Optional[OrtGraph], device_id: int = 0) -> Dict[str, str]:
-    """CUDA EP options: CUDA graphs only for fully static shapes (the backend then binds fixed device buffers)."""
-    return {"device_id": str(device_id), "enable_cuda_graph": "1" if graph is not None and graph.static else "0"}
+    """CUDA EP options: TF32 off (the CUDA EP's default is ``use_tf32=1``: FP32 GEMMs and convolutions would round
+    their inputs to 10 mantissa bits); CUDA graphs only for fully static shapes (the backend then binds fixed
+    device buffers)."""
+    return {"device_id": str(device_id), "use_tf32": "0",
+            "enable_cuda_graph": "1" if graph is not None and graph.static else "0"}
+
+
+TF32_ENV = "NVIDIA_TF32_OVERRIDE"  # NVIDIA's process-wide override: "0" keeps FP32 math off TF32 Tensor Cores
+
+
+def tf32_state(provider: str) -> str:
+    """How FP32 stays FP32 on ``provider`` (the verdict line for a GPU session)."""
+    if provider == CUDA_EP:
+        return "TF32 off (CUDA EP use_tf32=0)"
+    if provider == TENSORRT_EP:
+        env = os.environ.get(TF32_ENV)
+        return ("TF32: ONNX Runtime's TensorRT EP has no option for it (TensorRT enables TF32 by default); "
+                + (f"{TF32_ENV}={env} is set for the process" if env is not None else f"{TF32_ENV} is not set"))
+    return "no TF32 on the CPU"
 
 
 def session_providers(providers: Sequence[str], graph: Optional[OrtGraph], machine: Optional[Machine] = None,

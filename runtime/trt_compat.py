@@ -44,10 +44,16 @@ TRT11 = Version("11.0")
 # Library-backed tactic sources that TensorRT 8.6 may use; 10 deprecated them, 11 removed them.
 LIBRARY_TACTICS = ("CUBLAS", "CUBLAS_LT", "CUDNN")
 
+# The extras pin one TensorRT 10 and one cuda-python per CUDA major (pyproject.toml, constraints-gpu.txt).
+EXTRA_FOR_CUDA = {12: "trt-cu12", 13: "trt-cu13"}
 INSTALL_HINT = (
-    "install the trt extra (pip install 'hmr-trt[trt]': tensorrt>=8.6 and cuda-python>=12) "
-    "and run on a machine with an NVIDIA GPU (a GPU machine without network: the offline bundle's py39)"
+    "install the extra for the driver's CUDA major (nvidia-smi's \"CUDA Version\"): "
+    "pip install -c constraints-gpu.txt '.[trt-cu12]' (CUDA 12 driver, R525+) or '.[trt-cu13]' "
+    "(CUDA 13 driver, R580+; Python 3.10+), and run on a machine with an NVIDIA GPU "
+    "(a GPU machine without network: the offline bundle's py39)"
 )
+# cudaError_t values (driver_types.h) the GPU probe names; cuda-python reports them as enum members.
+CUDA_INSUFFICIENT_DRIVER, CUDA_NO_DEVICE = 35, 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,18 +210,60 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def gpu_info(device: int = 0) -> Optional[Dict[str, str]]:
-    """``{name, compute_capability: "sm_90", driver: "12.4"}`` of a GPU, or None without cuda-python or a GPU."""
+def _version_text(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def driver_too_old(driver: int, runtime: int) -> str:
+    """The one line for cudaErrorInsufficientDriver: the installed CUDA runtime (cuda-python) needs a newer driver."""
+    have = f"CUDA {_version_text(driver)}" if driver > 0 else "an unknown CUDA version"
+    need = f"CUDA {_version_text(runtime)}" if runtime > 0 else "a newer CUDA"
+    major = driver // 1000
+    fix = (f"install the extra for this driver: pip install -c constraints-gpu.txt '.[{EXTRA_FOR_CUDA[major]}]'"
+           if major in EXTRA_FOR_CUDA else "TensorRT 10 needs at least a CUDA 12 driver (R525+)")
+    return (f"the NVIDIA driver is too old for the installed cuda-python/CUDA runtime (cudaErrorInsufficientDriver): "
+            f"the driver runs {have}, the runtime needs {need}; {fix}, or upgrade the driver")
+
+
+def gpu_probe(device: int = 0) -> Tuple[Optional[Dict[str, str]], str]:
+    """``({name, compute_capability: "sm_90", driver: "12.4"}, "")``, or ``(None, why not)``.
+
+    Names the case a fresh install hits most: cuda-python 13 on a CUDA 12 driver reports
+    ``cudaErrorInsufficientDriver``, which is not "no GPU".
+    """
     try:
         cudart = import_cudart()
-        if cuda_check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount") <= device:
-            return None
+    except EngineError as exc:
+        return None, str(exc)
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+        code = int(getattr(err, "value", err))
+        if code == CUDA_INSUFFICIENT_DRIVER:
+            driver = runtime = 0
+            with contextlib.suppress(Exception):
+                driver = int(cuda_check(cudart.cudaDriverGetVersion(), "cudaDriverGetVersion"))
+            with contextlib.suppress(Exception):
+                runtime = int(cuda_check(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion"))
+            if driver > 0:  # 0: no driver at all, which CUDA also reports as an insufficient driver
+                return None, driver_too_old(driver, runtime)
+            return None, f"no NVIDIA driver (cudaGetDeviceCount: {getattr(err, 'name', code)}): {INSTALL_HINT}"
+        if code == CUDA_NO_DEVICE:
+            return None, f"no NVIDIA GPU: the driver sees none (cudaErrorNoDevice); {INSTALL_HINT}"
+        if code != 0:
+            return None, f"CUDA cudaGetDeviceCount failed: {getattr(err, 'name', code)}"
+        if int(count) <= device:
+            return None, f"no NVIDIA GPU {device}: the driver sees {int(count)}"
         props = cuda_check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
         driver = int(cuda_check(cudart.cudaDriverGetVersion(), "cudaDriverGetVersion"))
-    except (EngineError, RuntimeError, OSError, AttributeError, TypeError):
-        return None
+    except (EngineError, RuntimeError, OSError, AttributeError, TypeError) as exc:
+        return None, f"cuda-python cannot query GPU {device}: {exc}"
     return {"name": _text(props.name), "compute_capability": compute_capability(props.major, props.minor),
-            "driver": f"{driver // 1000}.{driver % 1000 // 10}"}
+            "driver": _version_text(driver)}, ""
+
+
+def gpu_info(device: int = 0) -> Optional[Dict[str, str]]:
+    """``{name, compute_capability: "sm_90", driver: "12.4"}`` of a GPU, or None without cuda-python or a GPU."""
+    return gpu_probe(device)[0]
 
 
 @dataclass(frozen=True)
@@ -230,9 +278,9 @@ class Target:
 def current_target(device: int = 0) -> Target:
     """This machine's TensorRT version and GPU; EngineError when either is absent."""
     trt = import_tensorrt()
-    gpu = gpu_info(device)
+    gpu, why = gpu_probe(device)
     if gpu is None:
-        raise EngineError(f"no NVIDIA GPU visible to cuda-python (device {device}): {INSTALL_HINT}")
+        raise EngineError(why)
     return Target(str(parse_version(trt.__version__)), gpu["name"], gpu["compute_capability"])
 
 

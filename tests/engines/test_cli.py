@@ -140,7 +140,7 @@ def test_without_tensorrt_the_command_says_what_to_install(tmp_path, no_tensorrt
     export = make_export(tmp_path / "export")
     line = assert_fails([str(export), "--precision", "fp16", "--out", str(tmp_path / "out")],
                         "trt-build needs TensorRT and an NVIDIA GPU: TensorRT is not installed", tmp_path / "out")
-    assert "pip install 'hmr-trt[trt]'" in line and "NVIDIA GPU" in line
+    assert "'.[trt-cu12]'" in line and "'.[trt-cu13]'" in line and "NVIDIA GPU" in line
 
 
 def test_without_tensorrt_a_real_process_exits_1_without_traceback(tmp_path) -> None:

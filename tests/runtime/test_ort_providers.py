@@ -197,7 +197,7 @@ def test_cuda_graphs_only_for_static_shapes_on_the_cuda_ep_alone(tmp_path: Path)
     machine = Machine((TENSORRT_EP, CUDA_EP, CPU_EP), H100, "10.3.0")
     static, dynamic = graph_of(path, shape=(2, 4)), graph_of(path)
     assert session_providers([CUDA_EP, CPU_EP], static, machine)[0] == (
-        CUDA_EP, {"device_id": "0", "enable_cuda_graph": "1"})
+        CUDA_EP, {"device_id": "0", "use_tf32": "0", "enable_cuda_graph": "1"})
     assert session_providers([CUDA_EP, CPU_EP], dynamic, machine)[0][1]["enable_cuda_graph"] == "0"
     trt, cuda, cpu = session_providers([TENSORRT_EP, CUDA_EP, CPU_EP], static, machine, "1.31.1", tmp_path / "c")
     assert trt[0] == TENSORRT_EP and cuda[1]["enable_cuda_graph"] == "0" and cpu == CPU_EP
