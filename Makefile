@@ -70,26 +70,33 @@ test: lint pytest
 
 # --- GPU ------------------------------------------------------------------------------------
 # Export with a Python that has torch (EXPORT_PY), then build engines and compare them with the
-# torch reference in mm under the Python that has TensorRT (TRT_PY: a TensorRT container's
+# torch reference in mm under the Python that has TensorRT (TRT_PY: a venv, a TensorRT container's
 # python3, or `py39` from the offline TensorRT 8.6 bundle in ../shared/gpu). The package is
-# staged under build/stage (no pip needed on either side).
+# staged under build/stage (no pip needed for hmr-trt itself on either side).
+#
+# First, tools/gpu_env.py sets TRT_PY up and stops in one line (exit 1, no traceback) when this box
+# cannot run the GPU tests: it installs what is missing with TRT_PY's pip, pinned by
+# constraints-gpu.txt (the gpu-test extra: pytest, packaging, typer, rich, OpenCV < 5,
+# edgefirst-tracker; then TensorRT + cuda-python, the trt-cu12 or trt-cu13 extra picked from the
+# driver's CUDA major, or TRT_EXTRA), then checks the driver, the GPU, TensorRT and that EXPORT_PY
+# has torch. A box that already has everything (the offline bundle) installs nothing.
 TRT_PY ?= $(shell command -v py39 2>/dev/null || echo python3)
 EXPORT_PY ?= $(shell [ -x $(BIN)/python ] && echo $(BIN)/python || echo python3)
+TRT_EXTRA ?= auto
 GPU_OUT ?= out/gpu
 
 STAGE := PYTHONPATH=$(abspath build/stage)
 
 # The streaming runtime then runs on the sample video with the FP16 engines, even when parity
-# failed (the recipe keeps pytest's exit status). The TensorRT Python needs the runtime's
-# dependencies too: OpenCV < 5, edgefirst-tracker, typer, rich (for the offline bundle, add
-# edgefirst-tracker to its EXTRA_WHEELS).
+# failed (the recipe keeps pytest's exit status).
 # One export per precision (trt-export writes one reduced precision per run). FP32 and INT8 use
 # --strict (a miss of the contract's goal on the CPU stops here, nothing written). FP16 does not:
 # its CPU stand-in misses the goal on the seeded weights (trt-export writes it, warns and records
 # the MISS), and the GPU tests judge what TensorRT really does against the same goal, strictly.
 test-gpu:
-	@test -f $(SAMPLE) || { echo "missing $(SAMPLE): run 'make $(SAMPLE)' where apt works, or copy vtest.avi there"; exit 1; }
-	python3 tools/stage_package.py build/stage >/dev/null
+	@python3 tools/stage_package.py build/stage >/dev/null
+	@$(STAGE) $(TRT_PY) tools/gpu_env.py --export-py "$(EXPORT_PY)" --extra $(TRT_EXTRA)
+	@test -f $(SAMPLE) || tools/fetch_sample_video.sh $(SAMPLE) $(TRT_PY)
 	$(STAGE) $(TRT_PY) -m hmr_trt.engines.doctor
 	$(STAGE) $(EXPORT_PY) -m hmr_trt.export --precision fp32 --strict --video $(SAMPLE) --out $(GPU_OUT)/export/fp32
 	$(STAGE) $(EXPORT_PY) -m hmr_trt.export --precision fp16 --video $(SAMPLE) --out $(GPU_OUT)/export/fp16
