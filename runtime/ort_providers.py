@@ -36,6 +36,7 @@ import json
 import os
 import struct
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -170,7 +171,9 @@ def provider_kept(ort: Any, provider: str) -> Optional[bool]:
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # a provider that fails to load is the answer here, not an error to print
     try:
-        session = ort.InferenceSession(model, opts, providers=[provider, CPU_EP])
+        with warnings.catch_warnings():  # onnxruntime warns about a provider it does not list: the answer is False
+            warnings.simplefilter("ignore")
+            session = ort.InferenceSession(model, opts, providers=[provider] + ([CPU_EP] if provider != CPU_EP else []))
     except Exception:  # onnxruntime raises its own types; a session that cannot start keeps nothing
         return False
     return provider in session.get_providers()
