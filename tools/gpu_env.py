@@ -91,7 +91,7 @@ def pick_extra(driver_version: str, python: Sequence[int]) -> str:
 
 def setup(export_py: Optional[str], extra: str, log: Path, install: bool = True) -> str:
     """Steps 1-5 of the module docstring; returns the summary line or raises Stop."""
-    if sys.version_info < (3, 9):
+    if sys.version_info < (3, 9):  # noqa: UP036 (TRT_PY is any python3 on the box)
         raise Stop(f"make test-gpu: TRT_PY is Python {sys.version.split()[0]}; hmr-trt's runtime needs 3.9+")
     missing = missing_modules(list(TEST_MODULES))
     if missing and install:
@@ -99,7 +99,7 @@ def setup(export_py: Optional[str], extra: str, log: Path, install: bool = True)
         missing = missing_modules(list(TEST_MODULES))
     if missing:
         raise Stop(f"make test-gpu: {sys.executable} lacks " + ", ".join(TEST_MODULES[m] for m in missing) +
-                   f": pip install -c constraints-gpu.txt '.[gpu-test]'")
+                   ": pip install -c constraints-gpu.txt '.[gpu-test]'")
 
     from hmr_trt.runtime.ort_providers import cuda_driver
 
