@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional
 
-from hmr_trt.contract import GraphSpec, ModelContract
+from hmr_trt.contract import ModelContract
 from hmr_trt.errors import ConfigError, EngineError, HmrTrtError
 from hmr_trt.manifest import Artifact, Manifest, TensorSpec, sha256_of, staged_output
 from hmr_trt.profile import ShapeProfile
@@ -108,20 +108,9 @@ def select_artifacts(manifest: Manifest, precision: str) -> List[Artifact]:
     return chosen
 
 
-def frames_per_item(contract: ModelContract, graph: GraphSpec) -> int:
-    """How many of ``graph``'s leading-axis items one model-graph item makes (1 unless it counts frames)."""
-    if contract.family != "window" or graph.role == "model":
-        return 1
-    if graph.role == "body_model":
-        return len(contract.emit_positions())
-    if graph.role == "feature_extractor":
-        return contract.window
-    return 1
-
-
 def graph_profile(contract: ModelContract, name: str, profile: ShapeProfile) -> ShapeProfile:
-    """The batch profile of graph ``name`` when the model graph's is ``profile``."""
-    scale = frames_per_item(contract, contract.graph(name))
+    """The batch profile of graph ``name`` when the model graph's is ``profile`` (``ModelContract.rows_per_item``)."""
+    scale = contract.rows_per_item(name)
     if scale == 1:
         return profile
     return ShapeProfile(profile.min, profile.opt * scale, profile.max * scale)

@@ -6,8 +6,10 @@ One Triton model per exported graph, named ``<model>_<graph>`` (``coseg_temporal
   capability, mapped with ``cc_model_filenames`` (a plan runs only on the capability and the TensorRT
   version that built it: the Triton release must bundle that TensorRT version);
 - ``onnxruntime_onnx`` otherwise (the ONNX of the requested precision for graphs that have one).
-``max_batch_size`` and dynamic batching come from the export's batch profile (windows for the model and
-step graphs, frames = windows x T for the body model and the feature extractor), with ``instance_group``.
+``max_batch_size`` and dynamic batching come from the export's batch profile times the graph's rows per
+window (``ModelContract.rows_per_item``, the rule trt-build's engine profiles use: windows for the model and
+step graphs, windows x T for the feature extractor, windows x emitted frames for the body model: x T for
+``emit=all``, x 1 for ``emit=middle``), with ``instance_group``.
 
 Window models also get:
 - ``<model>_pipeline``, an ensemble from one window of crops (T, 3, 224, 224) to vertices: backbone ->
@@ -38,7 +40,6 @@ MARKER = "hmr_trt_repository.txt"  # written at the top of a generated repositor
 START_INPUT = "start"  # a step graph's CONTROL_SEQUENCE_START input (export/step_graph.py)
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32",
           "uint8": "TYPE_UINT8"}
-FRAME_ROLES = ("body_model", "feature_extractor")  # their batch axis counts frames, not windows
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,6 @@ def repository_from_export(export_dir: Path, out: Path, opts: RepoOptions = Repo
     platform = opts.platform if opts.platform != "auto" else ("tensorrt_plan" if has_engines else "onnxruntime_onnx")
     kind = opts.kind if opts.kind != "auto" else ("gpu" if platform == "tensorrt_plan" else "cpu")
     profile = manifest.profile
-    frames = max(contract.window, 1)
     written: Dict[str, str] = {}
 
     with staged_output(out, replace_marker=MARKER) as stage:
@@ -252,9 +252,8 @@ def repository_from_export(export_dir: Path, out: Path, opts: RepoOptions = Repo
 
         for graph in contract.graphs:
             name = model_name(contract, graph.name)
-            in_frames = graph.role in FRAME_ROLES
-            max_batch = int(profile["max"]) * (frames if in_frames else 1)
-            opt_batch = int(profile["opt"]) * (frames if in_frames else 1)
+            rows = contract.rows_per_item(graph)  # as the graph's engine profile (trt-build) has it
+            max_batch, opt_batch = int(profile["max"]) * rows, int(profile["opt"]) * rows
             plat, cc_files = place(graph, name)
             (stage / name / "config.pbtxt").write_text(
                 graph_config(name, graph, plat, max_batch, opt_batch, opts, kind, cc_files))

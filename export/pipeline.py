@@ -165,7 +165,6 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
     contract = exported_contract(job.contract, body, opts.with_backbone and backbone is not None)
     contract, step_note = step_graph.with_step_graph(contract, reference, opts.step)
     model_graph = contract.model_graph
-    frames = len(contract.emit_positions()) if contract.family == "window" else 1
 
     with staged_output(opts.out) as stage:
         manifest = Manifest(model=opts.model, config=cfg.to_dict(), profile=opts.profile.to_dict(),
@@ -185,8 +184,11 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
             with step(f"exporting the {graph.name} graph ({opts.exporter})"):
                 path = stage / artifact_file(opts.model, graph, "fp32")
                 if graph.role == "body_model":
+                    # the exporter's bound on the batch axis: the engine profile's rows (rows_per_item), and whole
+                    # windows' frames, which parity feeds the body model
                     specs[graph.name] = onnx_export.export_body_model(
-                        body, path, opts.profile.max * max(frames, contract.window or 1), opts.exporter,
+                        body, path, opts.profile.max * max(contract.rows_per_item(graph), contract.window or 1),
+                        opts.exporter,
                         {**meta, "body_model": body_info})
                 elif graph.role == "feature_extractor":
                     specs[graph.name] = onnx_export.export_backbone(

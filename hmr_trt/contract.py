@@ -254,6 +254,23 @@ class ModelContract:
         t = window or self.window
         return tuple(range(t)) if self.emit == "all" else (t // 2,)
 
+    def rows_per_item(self, graph: Union[GraphSpec, str]) -> int:
+        """How many rows of ``graph``'s batch axis one item of the model graph's batch axis makes.
+
+        The one rule every batch size of a non-model graph comes from (export, engine profiles,
+        ONNX Runtime's TensorRT EP profiles, Triton's max_batch_size): a window makes T frames for the
+        feature extractor and ``len(emit_positions())`` frames for the body model (T for ``emit=all``,
+        1 for ``emit=middle``: GLoT, TCMR, MPS-Net); everything else, and every non-window model, 1.
+        """
+        spec = self.graph(graph) if isinstance(graph, str) else graph
+        if self.family != "window" or spec.role in ("model", "step"):
+            return 1
+        if spec.role == "body_model":
+            return len(self.emit_positions())
+        if spec.role == "feature_extractor":
+            return self.window
+        return 1
+
     # --- manifest round trip ---------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

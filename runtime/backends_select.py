@@ -187,8 +187,7 @@ class _OrtChoice:
         p = manifest.profile
         role = contract.graph(art.name).role if art.name in {g.name for g in contract.graphs} else "model"
         # the body model and the feature extractor count frames (emitted / windowed), as trt-build's profiles do
-        frames = {"body_model": len(contract.emit_positions()) if contract.family == "window" else 1,
-                  "feature_extractor": max(contract.window, 1)}.get(role, 1)
+        frames = contract.rows_per_item(art.name) if role != "model" else 1
         batch = (p["min"], p["opt"] * frames, p["max"] * frames)
         graph = OrtGraph(export_dir / art.path, art.precision, art.sha256,
                          {t.name: tuple(t.shape) for t in art.inputs}, {t.name: tuple(t.shape) for t in art.outputs},

@@ -50,7 +50,6 @@ def serve(export_dir: Path, http_port: int = 8000, grpc_port: int = 8001, precis
     contract = manifest.model_contract()
     config = TritonConfig(http_address="127.0.0.1", http_port=http_port, grpc_address="127.0.0.1",
                           grpc_port=grpc_port, allow_metrics=False, log_verbose=0)
-    frames = max(contract.window, 1)
     with ExitStack() as stack:
         triton = stack.enter_context(Triton(config=config))
         for graph in contract.graphs:
@@ -59,8 +58,7 @@ def serve(export_dir: Path, http_port: int = 8000, grpc_port: int = 8001, precis
             wanted = precision if graph.precision_passes else "fp32"
             art = manifest.find(graph.name, "onnx", wanted) or manifest.find(graph.name, "onnx", "fp32")
             backend = stack.enter_context(OnnxRuntimeBackend(export_dir / art.path, threads=1))
-            in_frames = graph.role in ("body_model", "feature_extractor")
-            max_batch = int(manifest.profile["max"]) * (frames if in_frames else 1)
+            max_batch = int(manifest.profile["max"]) * contract.rows_per_item(graph)
             triton.bind(
                 model_name=f"{contract.name}_{graph.name}",
                 infer_func=_infer_fn(backend),

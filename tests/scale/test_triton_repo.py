@@ -37,17 +37,19 @@ def test_every_config_parses_and_matches_its_graph(repo) -> None:
     manifest = Manifest.read(export_dir)
     contract = manifest.model_contract()
     window, max_windows = contract.window, manifest.profile["max"]
+    assert contract.emit == "all"  # the middle-emitting rule: test_middle_emitting_plans_match_their_engine_profiles
     assert set(written) >= {f"{contract.name}_{g.name}" for g in contract.graphs}
     for graph in contract.graphs:
         cfg = parse(out / f"{contract.name}_{graph.name}" / "config.pbtxt")
         assert cfg.platform == "onnxruntime_onnx" and (out / cfg.name / "1" / "model.onnx").is_file()
-        frames = graph.role in ("body_model", "feature_extractor")
-        assert cfg.max_batch_size == max_windows * (window if frames else 1)
+        rows = {"body_model": len(contract.emit_positions()), "backbone": window}.get(graph.name, 1)
+        assert contract.rows_per_item(graph) == rows
+        assert cfg.max_batch_size == max_windows * rows
         art = manifest.find(graph.name, "onnx", "fp32")
         assert [i.name for i in cfg.input] == [t.name for t in art.inputs]
         assert [list(i.dims) for i in cfg.input] == [t.shape[1:] for t in art.inputs]  # batch axis left out
         assert [list(o.dims) for o in cfg.output] == [t.shape[1:] for t in art.outputs]
-        assert cfg.dynamic_batching.preferred_batch_size[0] == manifest.profile["opt"] * (window if frames else 1)
+        assert cfg.dynamic_batching.preferred_batch_size[0] == manifest.profile["opt"] * rows
         assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
 
 
@@ -134,3 +136,60 @@ def test_cli_one_line_error_and_nothing_written(full_export, tmp_path) -> None:
     assert ok.returncode == 0, ok.stderr
     contract = Manifest.read(export_dir).model_contract()
     assert {p.name for p in (tmp_path / "repo").iterdir()} >= {f"{contract.name}_{g.name}" for g in contract.graphs}
+
+
+def _stamped_onnx(path, graph) -> None:
+    """A one-node ONNX graph carrying hmr-trt's metadata (all trt-build checks before TensorRT itself)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ins = [t.name for t in graph.inputs]
+    outs = [t.name for t in graph.outputs]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3]) for n in ins + outs]
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", [ins[0]], [o]) for o in outs],
+                                                graph.name, vi[:len(ins)], vi[len(ins):]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    for key, value in {"hmr_trt.graph": graph.name, "hmr_trt.version": "0.1.0"}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("model", ["glot", "tcmr", "mpsnet", "coseg"])
+def test_middle_emitting_plans_match_their_engine_profiles(model, tmp_path) -> None:
+    """trt-build's engines (the real planning and profiles, the TensorRT build faked) and trt-triton's configs:
+    every tensorrt_plan model's max_batch_size and preferred batch are its engine profile's max and opt."""
+    from hmr_trt import registry
+    from hmr_trt.engines.export_engines import BuildOptions, build_engines_for_export
+    from hmr_trt.manifest import TensorSpec, sha256_of
+    from hmr_trt.runtime.trt_compat import Target
+
+    contract = registry.contract(model)
+    export = tmp_path / "export"
+    export.mkdir()
+    manifest = Manifest(model=model, config={}, profile={"min": 1, "opt": 4, "max": 16}, contract=contract.to_dict())
+    for graph in contract.graphs:
+        if graph.role == "step":
+            continue
+        path = export / f"{graph.name}_fp32.onnx"
+        _stamped_onnx(path, graph)
+        manifest.add(Artifact(graph.name, path.name, "onnx", "fp32", sha256_of(path),
+                              [TensorSpec(t.name, list(t.shape)) for t in graph.inputs],
+                              [TensorSpec(t.name, list(t.shape)) for t in graph.outputs]))
+    manifest.write(export)
+    built = build_engines_for_export(
+        export, "fp32", None, tmp_path / "engines",
+        options=BuildOptions(cache_dir=tmp_path / "cache", target=Target("10.16.1", "NVIDIA H100", "sm_90"),
+                             build_fn=lambda request: b"plan " + request.onnx_path.name.encode()))
+    repository_from_export(tmp_path / "engines", tmp_path / "repo", RepoOptions(platform="tensorrt_plan",
+                                                                               precision="fp32"))
+    engines = {a.name: a.extra["engine"]["profile"] for a in built.artifacts if a.kind == "engine"}
+    assert set(engines) == {g.name for g in contract.graphs if g.role != "step"}
+    for name, profile in engines.items():
+        cfg = parse(tmp_path / "repo" / f"{model}_{name}" / "config.pbtxt")
+        assert cfg.platform == "tensorrt_plan"
+        assert (cfg.max_batch_size, cfg.dynamic_batching.preferred_batch_size[0]) == (profile["max"], profile["opt"]), name
+    body = engines["body_model"]
+    emitted = 1 if contract.emit == "middle" else contract.window
+    assert (body["opt"], body["max"]) == (4 * emitted, 16 * emitted)  # windows x emitted frames, not windows x T
+    assert engines["backbone"]["max"] == 16 * contract.window
