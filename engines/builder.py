@@ -155,11 +155,14 @@ def _attach_timing_cache(config: Any, path: Optional[Path]) -> Any:
 def build_serialized(request: BuildRequest) -> Any:
     """Parse, configure and build with TensorRT; returns the serialized engine (IHostMemory)."""
     trt = trt_compat.import_tensorrt()
-    logger = collecting_logger(trt)
+    logger = collecting_logger(trt)  # the process's one logger: its errors are this build's
+    del logger.errors[:]
     builder = trt.Builder(logger)
     network, _parser = _parse(trt, logger, builder, request)
-    check_precision_fits(request.precision, *_network_precision(trt, network), request.settings,
-                         request.onnx_path.name)
+    has_qdq, has_half = _network_precision(trt, network)
+    check_precision_fits(request.precision, has_qdq, has_half, request.settings, request.onnx_path.name)
+    if request.settings.pin_fp32_layers and has_half:  # 8.6 FP16: the FP16 ONNX's float32 layers stay FP32
+        trt_compat.pin_fp32_layers(trt, network)
     config = builder.create_builder_config()
     trt_compat.apply_builder_settings(trt, config, request.settings)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -146,20 +145,8 @@ def verify_engine(path: PathLike, info: Optional[EngineInfo] = None,
 
 
 def collecting_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps error messages for the exception text (and prints them with HMR_TRT_DEBUG)."""
-
-    class Collector(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: List[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
-                self.errors.append(str(msg).strip())
-            if os.environ.get("HMR_TRT_DEBUG"):
-                print(f"[TensorRT {severity}] {msg}")
-
-    return Collector()
+    """The process's one TensorRT logger (``trt_compat.process_logger``): keeps error messages for exception texts."""
+    return trt_compat.process_logger(trt)
 
 
 # (tensorrt module, runtime, logger): the runtime must outlive its engines, so one is kept per process

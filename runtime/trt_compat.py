@@ -29,9 +29,10 @@ machine without either.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from packaging.version import InvalidVersion, Version
 
@@ -107,6 +108,8 @@ class BuildSettings:
     builder_flags: Tuple[str, ...]  # BuilderFlag members to set
     disabled_tactics: Tuple[str, ...]  # TacticSource members to turn off
     strongly_typed: bool
+    # 8.6 FP16 (weakly typed): the ONNX's float32 layers (the recipe's keep-list) get FP32 precision constraints
+    pin_fp32_layers: bool = False
 
 
 def build_settings(version: Version, precision: str) -> BuildSettings:
@@ -122,9 +125,11 @@ def build_settings(version: Version, precision: str) -> BuildSettings:
         network_flags = ("EXPLICIT_BATCH",)
     builder_flags: Tuple[str, ...] = ()
     if not is_strongly_typed(version) and has_precision_flags(version):
-        builder_flags = {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8")}[precision]
+        # FP16 on 8.6 lets TensorRT pick FP16 for any layer; OBEY_PRECISION_CONSTRAINTS makes it keep the FP32
+        # that pin_fp32_layers sets on the ONNX's float32 layers (the FP16 recipe's keep-list)
+        builder_flags = {"fp32": (), "fp16": ("FP16", "OBEY_PRECISION_CONSTRAINTS"), "int8": ("FP16", "INT8")}[precision]
     return BuildSettings(str(version), network_flags, builder_flags, library_tactics_to_disable(version),
-                         is_strongly_typed(version))
+                         is_strongly_typed(version), pin_fp32_layers=not is_strongly_typed(version) and precision == "fp16")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,6 +156,53 @@ def apply_builder_settings(trt: Any, config: Any, settings: BuildSettings) -> No
         config.set_tactic_sources(sources)
     with contextlib.suppress(AttributeError):  # TF32 is on by default; FP32 layers must stay FP32
         config.clear_flag(trt.BuilderFlag.TF32)
+
+
+def pin_fp32_layers(trt: Any, network: Any) -> List[str]:
+    """Give every layer whose outputs are all float32 in the parsed network FP32 precision and output types.
+
+    In an FP16 export the float32 layers are exactly what the recipe keeps in FP32 (the precision pass
+    casts everything else to float16), and the ONNX parser carries those types over. A weakly typed
+    8.6 network built with ``BuilderFlag.FP16`` is otherwise free to run them in FP16; with
+    ``OBEY_PRECISION_CONSTRAINTS`` it may not. Returns the pinned layers' names.
+    """
+    pinned = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not outputs or any(o.dtype != trt.DataType.FLOAT for o in outputs):
+            continue
+        layer.precision = trt.DataType.FLOAT
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.DataType.FLOAT)
+        pinned.append(layer.name)
+    return pinned
+
+
+# (tensorrt module, logger): TensorRT keeps one logger per process (the first one a builder or runtime was
+# given), so every Builder and Runtime gets the same one and its collected errors are always the ones read.
+_LOGGER: List[Tuple[Any, Any]] = []
+
+
+def process_logger(trt: Any) -> Any:
+    """The process's one TensorRT logger: keeps error messages (``.errors``) for exception texts, and prints
+    everything with HMR_TRT_DEBUG. Replaced only when another tensorrt module is loaded (simulated ones in tests)."""
+    if _LOGGER and _LOGGER[0][0] is trt:
+        return _LOGGER[0][1]
+
+    class Collector(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: List[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
+                self.errors.append(str(msg).strip())
+            if os.environ.get("HMR_TRT_DEBUG"):
+                print(f"[TensorRT {severity}] {msg}")
+
+    _LOGGER[:] = [(trt, Collector())]
+    return _LOGGER[0][1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_versions_compare_as_versions_not_strings() -> None:
     ("version", "precision", "network", "flags", "tactics", "strong"),
     [
         ("8.6.1", "fp32", ("EXPLICIT_BATCH",), (), LIBRARY_TACTICS, False),
-        ("8.6.1", "fp16", ("EXPLICIT_BATCH",), ("FP16",), LIBRARY_TACTICS, False),
+        ("8.6.1", "fp16", ("EXPLICIT_BATCH",), ("FP16", "OBEY_PRECISION_CONSTRAINTS"), LIBRARY_TACTICS, False),
         ("8.6.1", "int8", ("EXPLICIT_BATCH",), ("FP16", "INT8"), LIBRARY_TACTICS, False),
         ("10.3.0", "fp16", ("STRONGLY_TYPED",), (), (), True),
         ("10.10.0", "int8", ("STRONGLY_TYPED",), (), (), True),
@@ -103,7 +103,7 @@ def fake_trt_enums() -> types.SimpleNamespace:
     enum = types.SimpleNamespace
     return enum(
         NetworkDefinitionCreationFlag=enum(EXPLICIT_BATCH=0, STRONGLY_TYPED=1),
-        BuilderFlag=enum(FP16=0, INT8=1, TF32=7),
+        BuilderFlag=enum(FP16=0, INT8=1, TF32=7, OBEY_PRECISION_CONSTRAINTS=9),
         TacticSource=enum(CUBLAS=0, CUBLAS_LT=1, CUDNN=2, EDGE_MASK_CONVOLUTIONS=3, JIT_CONVOLUTIONS=4),
     )
 
@@ -323,7 +323,7 @@ def test_sidecar_ignores_unknown_fields(tmp_path) -> None:
 def test_load_engine_without_tensorrt_says_what_to_install(tmp_path, monkeypatch) -> None:
     engine = built(tmp_path)
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
-    with pytest.raises(EngineError, match=r"TensorRT is not installed .*pip install 'hmr-trt\[trt\]'"):
+    with pytest.raises(EngineError, match=r"TensorRT is not installed .*'\.\[trt-cu12\]'.*'\.\[trt-cu13\]'"):
         engine_loader.engine_from_path(engine, target=H100)
     assert trt_compat.trt_version() is None
     ok, reason = trt_compat.trt_available()
@@ -449,6 +449,60 @@ def test_build_serialized_configures_tensorrt(tmp_path, monkeypatch) -> None:
     assert 7 not in log["config"].flags  # TF32 off
 
 
+class SimLayer86(SimLayer):
+    """A parsed layer with the precision API 8.6 has (ILayer.precision, set_output_type)."""
+
+    def __init__(self, name: str, dtypes: tuple) -> None:
+        super().__init__("layer", dtypes[0])
+        self.name, self.num_outputs, self.precision, self.set_types = name, len(dtypes), None, {}
+        self._outs = [types.SimpleNamespace(dtype=d) for d in dtypes]
+
+    def get_output(self, i: int):
+        return self._outs[i]
+
+    def set_output_type(self, i: int, dtype) -> None:
+        self.set_types[i] = dtype
+
+
+def test_tensorrt_86_fp16_pins_the_onnx_float32_layers_and_obeys_them(tmp_path, monkeypatch) -> None:
+    kept = SimLayer86("/stage1/dem/Softmax", ("float",))  # the recipe's keep-list: float32 in the FP16 ONNX
+    half = SimLayer86("/stage1/MatMul", ("half",))
+    mixed = SimLayer86("/Split", ("float", "half"))
+    trt = SimBuildTrt([kept, half, mixed])
+    trt.__version__ = "8.6.1"
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    builder.build_serialized(request_for(tmp_path, "fp16", "8.6.1"))
+    assert (kept.precision, kept.set_types) == ("float", {0: "float"})
+    assert half.precision is None and mixed.precision is None and not half.set_types and not mixed.set_types
+    assert {0, 9} <= trt.log["config"].flags  # FP16 and OBEY_PRECISION_CONSTRAINTS
+    # 10+: strongly typed, the ONNX's types are the engine's: nothing to pin, no precision flags
+    kept10 = SimLayer86("/stage1/dem/Softmax", ("float",))
+    trt10 = SimBuildTrt([kept10, SimLayer86("/mm", ("half",))])
+    monkeypatch.setitem(sys.modules, "tensorrt", trt10)
+    builder.build_serialized(request_for(tmp_path, "fp16", "10.3.0"))
+    assert kept10.precision is None and 0 not in trt10.log["config"].flags and 9 not in trt10.log["config"].flags
+
+
+def test_one_tensorrt_logger_per_process_for_builds_and_runtimes(tmp_path, monkeypatch) -> None:
+    trt = SimBuildTrt([SimLayer("conv", "half")])
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    seen = []
+    real_builder = trt.Builder
+    trt.Builder = lambda logger: seen.append(logger) or real_builder(logger)
+    builder.build_serialized(request_for(tmp_path, "fp16"))
+    builder.build_serialized(request_for(tmp_path, "fp16"))
+    assert len(seen) == 2 and seen[0] is seen[1] is trt_compat.process_logger(trt)
+    from hmr_trt.runtime import engine_loader
+
+    assert engine_loader.collecting_logger(trt) is seen[0]
+    # a failed build reports the errors TensorRT logged during that build, not an earlier one's
+    seen[0].errors.append("stale error from an earlier build")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    trt.build_ok = False
+    with pytest.raises(EngineError, match="failed to build an engine from t.onnx: out of workspace$"):
+        builder.build_serialized(request_for(tmp_path, "fp32"))
+
+
 def test_build_serialized_reports_every_parser_error_and_build_failures(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", SimBuildTrt([], parse_ok=False))
     with pytest.raises(EngineError, match=r"cannot parse t.onnx, 2 error\(s\): node_0: unsupported op \| node_1"):
@@ -478,7 +532,7 @@ def test_trt_backend_without_tensorrt_fails_in_one_line(monkeypatch) -> None:
     from hmr_trt.runtime.trt_backend import TensorRTBackend
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(EngineError, match=r"TensorRT is not installed .*hmr-trt\[trt\]"):
+    with pytest.raises(EngineError, match=r"TensorRT is not installed .*\.\[trt-cu12\]"):
         with TensorRTBackend("x.engine"):
             pass
     with pytest.raises(ConfigError, match="num_buffers must be >= 1"):
