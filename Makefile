@@ -9,7 +9,7 @@ VENV39 ?= .venv39
 SAMPLE := data/vtest.avi
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test lint pytest test-slow test-gpu bench clean
+.PHONY: install demo test lint pytest test-slow test-gpu bench-gpu bench clean
 
 install: $(STAMP)
 
@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # Python 3.9 with numpy and OpenCV alone: the runtime's promise for bare GPU images (see tests/runtime/test_py39.py).
-$(VENV39)/.installed: constraints.txt
+$(VENV39)/.installed: constraints-gpu.txt
 	@if [ -n "$(PY39)" ]; then \
 	  $(PY39) -m venv $(VENV39) && \
-	  $(VENV39)/bin/pip install -q --disable-pip-version-check "numpy<2.1" "opencv-python-headless==4.14.0.94" "packaging" && \
+	  $(VENV39)/bin/pip install -q --disable-pip-version-check -c constraints-gpu.txt numpy opencv-python-headless packaging && \
 	  touch $@; \
 	else echo "no python3.9 on this machine: the Python 3.9 runtime test will skip"; fi
 
@@ -107,6 +107,27 @@ test-gpu:
 	$(STAGE) $(TRT_PY) -m hmr_trt.engines $(GPU_OUT)/export/fp16 --precision fp16 --out $(GPU_OUT)/engines-fp16 && \
 	$(STAGE) $(TRT_PY) -m hmr_trt.runtime --video $(SAMPLE) --export $(GPU_OUT)/engines-fp16 --backend tensorrt \
 	  --precision fp16 --emit center --out $(GPU_OUT)/run --render $(GPU_OUT)/run.mp4 --quiet && exit $$status
+
+# --- GPU benchmark ----------------------------------------------------------------------------
+# The engines built from test-gpu's exports (TensorRT FP32, FP16, INT8: one trt-build folder each,
+# listed under one manifest by tools/engine_sets.py) against torch eager and torch.compile on the
+# same GPU, in one round robin per batch (trt-bench --gpu). The bench runs in TRT_PY, which then
+# also gets CUDA torch and the export/ort/video/dev extras (Python 3.11+; pinned by both
+# constraints files). Run after test-gpu (it needs $(GPU_OUT)/export/{fp32,fp16,int8}).
+BENCH_GPU_OUT ?= out/bench-gpu
+BENCH_GPU_MODEL ?= coseg
+bench-gpu:
+	@python3 tools/stage_package.py build/stage >/dev/null
+	@$(STAGE) $(TRT_PY) tools/gpu_env.py --extra $(TRT_EXTRA)
+	$(TRT_PY) -m pip install -q --disable-pip-version-check -c constraints.txt -c constraints-gpu.txt torch==2.13.0
+	$(TRT_PY) -m pip install -q --disable-pip-version-check -c constraints.txt -c constraints-gpu.txt ".[export,ort,video,dev]"
+	for p in fp32 fp16 int8; do \
+	  $(STAGE) $(TRT_PY) -m hmr_trt.engines $(GPU_OUT)/export/$$p --precision $$p --out $(GPU_OUT)/engines-$$p || exit 1; \
+	done
+	$(STAGE) $(TRT_PY) tools/engine_sets.py $(GPU_OUT)/bench-export $(GPU_OUT)/engines-fp32 $(GPU_OUT)/engines-fp16 \
+	  $(GPU_OUT)/engines-int8
+	$(STAGE) $(TRT_PY) -c "from hmr_trt.export.bench import main; main()" --gpu --models $(BENCH_GPU_MODEL) \
+	  --export $(GPU_OUT)/bench-export --video $(SAMPLE) --out $(BENCH_GPU_OUT)
 
 # --- benchmarks ---------------------------------------------------------------------------------
 BENCH_ARGS ?=

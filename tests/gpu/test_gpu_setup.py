@@ -121,3 +121,34 @@ def test_a_driver_too_old_for_the_bindings_is_named_not_no_gpu(monkeypatch: pyte
     assert trt_compat.gpu_probe()[1].startswith("no NVIDIA driver")
     monkeypatch.setattr(trt_compat, "import_cudart", lambda: _cudart(0, 12040, 12040))
     assert trt_compat.gpu_probe() == ({"name": "NVIDIA H100", "compute_capability": "sm_90", "driver": "12.4"}, "")
+
+
+def test_ci_gpu_job_sets_up_its_pythons_and_benchmarks_the_engines_it_built() -> None:
+    yaml = pytest.importorskip("yaml")
+    job = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())["jobs"]["gpu"]
+    steps = job["steps"]
+    setups = [s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python")]
+    assert {s.get("id") for s in setups} == {"export-python", "trt-python"}
+    runs = " ".join(s.get("run", "") for s in steps)
+    for sid in ("export-python", "trt-python"):  # each Python the job uses is one it set up
+        assert f"steps.{sid}.outputs.python-path" in runs
+    assert "make test-gpu TRT_PY=.venv-trt/bin/python EXPORT_PY=.venv/bin/python" in runs
+    order = [s.get("run", "") for s in steps]
+    gpu_test = next(i for i, r in enumerate(order) if "make test-gpu" in r)
+    bench = next(i for i, r in enumerate(order) if "make bench-gpu" in r)
+    assert bench > gpu_test  # benchmarks the engines of the exports test-gpu made
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\nbench-gpu:"):makefile.index("# --- benchmarks ---")]
+    for precision in ("fp32", "fp16", "int8"):
+        assert f"$(GPU_OUT)/engines-{precision}" in recipe
+    assert "--gpu" in recipe and "tools/engine_sets.py" in recipe
+
+
+def test_python_promises() -> None:
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^requires-python = ">=3\.9"$', text, re.M)  # the runtime core: tests/runtime/test_imports.py
+    extras = _extras()
+    assert any(p.startswith("cuda-python==12.") for p in extras["trt-cu12"])  # 12.x has cp39 wheels
+    gpu_env = _gpu_env()
+    with pytest.raises(gpu_env.Stop):  # cuda-python 13 has no 3.9 wheels: refused before pip tries
+        gpu_env.pick_extra("13.0", (3, 9))
