@@ -7,7 +7,6 @@ torch-free and run on Python 3.9; onnxruntime, tensorrt and cuda-python are impo
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +144,7 @@ class OnnxRuntimeBackend(Backend):
             TENSORRT_EP,
             TF32_ENV,
             import_onnxruntime,
+            preload_gpu_libraries,
             provider_check,
             session_providers,
             tf32_state,
@@ -153,9 +153,8 @@ class OnnxRuntimeBackend(Backend):
         ort = import_onnxruntime()
         if not self.path.is_file():
             raise HmrTrtError(f"ONNX file not found: {self.path}")
-        if any(p in GPU_EPS for p in self.providers) and hasattr(ort, "preload_dlls"):
-            with contextlib.suppress(Exception):  # CUDA/cuDNN from nvidia-* wheels, when installed that way
-                ort.preload_dlls()
+        if any(p in GPU_EPS for p in self.providers):  # CUDA/cuDNN/TensorRT from pip wheels, when installed that way
+            preload_gpu_libraries(ort)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.threads:

@@ -190,6 +190,17 @@ def provider_check(ort: Any, provider: str) -> str:
     return ""
 
 
+def preload_gpu_libraries(ort: Any) -> None:
+    """Load the GPU libraries pip wheels put off the loader's path, as a GPU session needs them: CUDA and cuDNN
+    from the nvidia-* wheels (``onnxruntime.preload_dlls()``) and TensorRT's from tensorrt-cu1x-libs (importing
+    ``tensorrt_libs`` loads them). Each is optional."""
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+            ort.preload_dlls()
+    with contextlib.suppress(Exception):
+        import tensorrt_libs  # noqa: F401  (the import loads libnvinfer and its parser)
+
+
 def import_onnxruntime() -> Any:
     try:
         import onnxruntime as ort
@@ -272,9 +283,7 @@ class Machine:
         wanted = [p for p in GPU_EPS if p in base.available and base.usable(p)[0]]
         if not wanted:
             return base
-        if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, as the backend does before a session
-            with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
-                ort.preload_dlls()
+        preload_gpu_libraries(ort)
         checks = tuple((p, provider_check(ort, p)) for p in wanted)
         return cls(base.available, base.driver, tensorrt_library_version(), base.ort_cuda, checks)
 
