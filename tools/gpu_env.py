@@ -34,6 +34,7 @@ CONSTRAINTS = ROOT / "constraints-gpu.txt"
 TEST_MODULES = {"numpy": "numpy", "packaging": "packaging", "pytest": "pytest", "typer": "typer", "rich": "rich",
                 "cv2": "opencv-python-headless", "edgefirst.tracker": "edgefirst-tracker"}
 EXTRAS = ("auto", "none", "trt-cu12", "trt-cu13")
+NVIDIA_INDEX = "https://pypi.nvidia.com"
 
 
 class Stop(Exception):
@@ -59,12 +60,16 @@ def pip_install(what: str, extras: str, log: Path) -> None:
     print(f"installing {what} into {sys.executable} (pinned by {CONSTRAINTS.name}; log: {log})", flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as fh:
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
+        # NVIDIA's TensorRT packages on PyPI are stubs that fetch the wheels from NVIDIA's index: name it to pip
+        index = ["--extra-index-url", NVIDIA_INDEX] if extras.startswith("trt-") else []
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", *index,
                                "-c", str(CONSTRAINTS), f"{ROOT}[{extras}]"], stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         errors = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.startswith("ERROR")]
-        raise Stop(f"make test-gpu: pip could not install {what} into {sys.executable}: "
-                   f"{errors[-1] if errors else 'see ' + str(log)} (offline? add the wheels to the bundle)")
+        last = errors[-1] if errors else f"see {log}"
+        offline = any(w in last for w in ("No matching distribution", "Could not find a version", "connection"))
+        raise Stop(f"make test-gpu: pip could not install {what} into {sys.executable}: {last}"
+                   + (" (no network? bring the wheels, as the offline bundle does)" if offline else ""))
 
 
 def cuda_major(version: str) -> int:
