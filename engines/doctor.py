@@ -1,8 +1,9 @@
 """``python -m hmr_trt.engines.doctor``: the GPU routes this Python has, and which one ``--backend auto`` takes.
 
 Prints the TensorRT API (TensorRT + cuda-python + a GPU), ONNX Runtime's execution providers
-(what ``get_available_providers()`` reports, and whether each can run here: a CUDA EP needs a
-usable NVIDIA driver, the TensorRT EP also libnvinfer), and the route ``trt-run --backend auto``
+(what ``get_available_providers()`` reports, and whether each can run here: a driver that runs the
+build's CUDA version, every library the provider library links, and a real session that keeps it;
+for a usable GPU provider, how FP32 stays FP32 there), and the route ``trt-run --backend auto``
 would take. Exit status 0 when a GPU route exists, 1 when only the CPU is left (``make test-gpu``
 runs it first, so a GPU job's log says what it tested and stops early on a machine without one).
 """
@@ -13,7 +14,14 @@ import sys
 from typing import List, Optional
 
 from hmr_trt.errors import HmrTrtError
-from hmr_trt.runtime.ort_providers import GPU_EPS, PREFERENCE, Machine, auto_route, import_onnxruntime
+from hmr_trt.runtime.ort_providers import (
+    GPU_EPS,
+    PREFERENCE,
+    Machine,
+    auto_route,
+    import_onnxruntime,
+    tf32_state,
+)
 from hmr_trt.runtime.trt_compat import trt_available
 
 
@@ -31,7 +39,8 @@ def report(machine: Optional[Machine], ort_error: str = "") -> List[str]:
         [p for p in machine.available if p not in PREFERENCE]
     for p in listed:
         usable, why = machine.usable(p)
-        lines.append(f"  {p}: {'usable' if usable else why}")
+        fp32 = f" (FP32: {tf32_state(p)})" if usable and p in GPU_EPS else ""
+        lines.append(f"  {p}: {'usable' + fp32 if usable else why}")
     for p in GPU_EPS:
         if p not in machine.available:
             lines.append(f"  {p}: not in this build")
