@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,10 @@ def missing_modules(names: Sequence[str]) -> List[str]:
 
 def pip_install(what: str, extras: str, log: Path) -> None:
     """``pip install -c constraints-gpu.txt 'ROOT[extras]'`` into this Python; pip's output goes to ``log``."""
+    own_env = sys.prefix != sys.base_prefix or os.environ.get("CONDA_PREFIX") == sys.prefix
+    if not own_env:  # never pip into a system Python (a distribution's, a container's)
+        raise Stop(f"make test-gpu: TRT_PY ({sys.executable}) lacks {what} and is not a virtual environment: "
+                   "python3 -m venv .venv-trt && make test-gpu TRT_PY=.venv-trt/bin/python")
     if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode != 0:
         raise Stop(f"make test-gpu: {sys.executable} has no pip to install {what}: use a venv "
                    f"(python3 -m venv DIR; make test-gpu TRT_PY=DIR/bin/python) or install them yourself")

@@ -152,3 +152,19 @@ def test_python_promises() -> None:
     gpu_env = _gpu_env()
     with pytest.raises(gpu_env.Stop):  # cuda-python 13 has no 3.9 wheels: refused before pip tries
         gpu_env.pick_extra("13.0", (3, 9))
+
+
+def test_a_system_python_that_lacks_the_test_environment_is_not_pip_installed_into(tmp_path: Path) -> None:
+    """/usr/bin/python3 (not a venv) lacks pytest and friends: one line that says to make a venv, nothing installed."""
+    system = Path("/usr/bin/python3")
+    if not system.is_file():
+        pytest.skip("no /usr/bin/python3")
+    probe = subprocess.run([str(system), "-c", "import sys; print(sys.prefix != sys.base_prefix)\ntry:\n import pytest, typer, rich, cv2\n print('all')\nexcept ImportError:\n print('missing')"],
+                           capture_output=True, text=True)
+    if "missing" not in probe.stdout:
+        pytest.skip("/usr/bin/python3 already has the GPU test environment")
+    proc = subprocess.run([str(system), str(ROOT / "tools/gpu_env.py"), "--log", str(tmp_path / "log")],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "not a virtual environment" in proc.stderr, proc.stderr
+    assert not (tmp_path / "log").exists()  # pip never ran
