@@ -279,13 +279,15 @@ class Machine:
     @classmethod
     def probe(cls) -> Machine:
         ort = import_onnxruntime()
-        base = cls(tuple(available_providers()), cuda_driver(), tensorrt_library_version(), ort_cuda_version(ort))
-        wanted = [p for p in GPU_EPS if p in base.available and base.usable(p)[0]]
-        if not wanted:
-            return base
-        preload_gpu_libraries(ort)
+        available = tuple(available_providers())
+        if any(p in available for p in GPU_EPS):  # pip-installed CUDA/cuDNN/TensorRT first, as a GPU session does
+            preload_gpu_libraries(ort)
+        driver, cuda = cuda_driver(), ort_cuda_version(ort)
+        # the driver checks alone (every provider's own check passed for now), then each one's real check
+        driver_only = cls(available, driver, "", cuda, tuple((p, "") for p in GPU_EPS))
+        wanted = [p for p in GPU_EPS if p in available and driver_only.usable(p)[0]]
         checks = tuple((p, provider_check(ort, p)) for p in wanted)
-        return cls(base.available, base.driver, tensorrt_library_version(), base.ort_cuda, checks)
+        return cls(available, driver, tensorrt_library_version(), cuda, checks)
 
     def usable(self, provider: str) -> Tuple[bool, str]:
         """(True, "") or (False, what is missing and what would fix it)."""
