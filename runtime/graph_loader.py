@@ -23,6 +23,7 @@ Torch-free and engine-builder-free, Python 3.9.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -52,6 +53,7 @@ class VerifiedGraph:
 
 
 _SHA256: Dict[Tuple[str, int, int, int], str] = {}
+RACY_NS = 2_000_000_000  # files modified less than this before hashing are hashed again next time
 
 
 def file_sha256(path: PathLike) -> str:
@@ -59,9 +61,15 @@ def file_sha256(path: PathLike) -> str:
     many times (several videos, a Ray actor) hashes each file once; a changed file is hashed again."""
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in _SHA256:
-        _SHA256[key] = sha256_of(path)
-    return _SHA256[key]
+    if key in _SHA256:
+        return _SHA256[key]
+    started = time.time_ns()
+    digest = sha256_of(path)
+    # As git does with its index: a file modified within the file system's timestamp granularity of the
+    # hashing could change again without changing its mtime, so it is not remembered.
+    if st.st_mtime_ns < started - RACY_NS:
+        _SHA256[key] = digest
+    return digest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,9 +211,10 @@ def _verify_engine(path: Path, art: Artifact, spec: GraphSpec, manifest: Manifes
 
 
 def graph_from_manifest(export_dir: PathLike, manifest: Manifest, art: Artifact,
-                        contract: Optional[ModelContract] = None) -> VerifiedGraph:
+                        contract: Optional[ModelContract] = None, hash_engine: bool = False) -> VerifiedGraph:
     """``art``'s file under ``export_dir`` once it is the file the manifest records and matches the contract
-    (see the module docstring); ``contract``: the manifest's, already checked (default: read and checked here)."""
+    (see the module docstring); ``contract``: the manifest's, already checked (default: read and checked here).
+    ``hash_engine``: compare an engine's sha256 here too (consumers that copy engines instead of loading them)."""
     root = Path(export_dir)
     manifest_path = root / MANIFEST_NAME
     contract = contract if contract is not None else contract_from_manifest(manifest, str(manifest_path))
@@ -216,6 +225,9 @@ def graph_from_manifest(export_dir: PathLike, manifest: Manifest, art: Artifact,
         raise GraphError(f"{path} ({art.name} graph listed in {manifest_path}): {problem}; {RERUN}")
     if art.kind == "engine":
         _verify_engine(path, art, spec, manifest, root, manifest_path)
+        if hash_engine and art.sha256 and file_sha256(path) != art.sha256:
+            raise GraphError(f"{path} is not the engine {manifest_path} records for the {art.name} graph (its sha256 "
+                             f"differs): it was replaced or modified after trt-build; {RERUN}")
     else:
         _verify_onnx(path, art, spec, manifest, manifest_path)
     return VerifiedGraph(path, art, spec, art.sha256)
