@@ -55,20 +55,22 @@ def why_unreadable(exc: BaseException) -> str:
     """What torch.load's failure means, in words, without torch's own advice to retry with
     ``weights_only=False`` (that would run whatever code the file carries)."""
     text = str(exc)
-    refused = re.search(r"unsupported GLOBAL (\S+)|Unsupported global: GLOBAL (\S+)", text)
-    if refused or "Weights only load failed" in text:
-        what = f" ({next(g for g in refused.groups() if g)})" if refused else ""
-        return (f"holds Python objects besides tensors and numbers{what}: hmr-trt reads checkpoints without "
-                "executing pickled code, so it refuses this file. Released checkpoints hold weights only: check "
-                "where this file came from, or save its state dict alone (torch.save(model.state_dict(), path))")
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused:
+        return (f"holds Python objects besides tensors and numbers ({refused.group(1)}): hmr-trt reads checkpoints "
+                "without executing pickled code, so it refuses this file. Released checkpoints hold weights only: "
+                "check where this file came from, or save its state dict alone (torch.save(model.state_dict(), path))")
     truncated = ("central directory", "unexpected EOF", "Ran out of input", "file might be corrupted",
                  "truncated", "corrupted")
     if isinstance(exc, (EOFError, OSError)) or any(marker in text for marker in truncated):  # OSError: a seek past the end
         return ("is truncated or corrupt (it ends before the data it announces): its download or copy did not "
                 "finish; fetch the released file again")
-    first = text.splitlines()[0] if text else ""
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    detail = unpickler.group(1).strip() if unpickler else (text.splitlines() or [""])[0]
+    if "weights_only" in detail:  # torch's advice, not a reason
+        detail = ""
     return (f"is not a PyTorch checkpoint torch.load can read ({type(exc).__name__}"
-            f"{': ' + first if first else ''}): give the released .pth/.pth.tar/.pt file")
+            f"{': ' + detail if detail else ''}): give the released .pth/.pth.tar/.pt file")
 
 
 def state_dict_from(raw: Any, path: str | Path, model: str, keys: Iterable[str] = ("gen_state_dict",)) -> Dict[str, torch.Tensor]:
