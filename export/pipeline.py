@@ -144,8 +144,8 @@ def check_input_paths(opts: ExportOptions) -> None:
             problem = "not a folder (DecoMR's data/ with the UV files)"
         if problem:
             raise ConfigError(f"{label} {path}: {problem}")
-    problem = path_problem(opts.out, "dir")  # created if missing; anything else is said before any work
-    if problem and problem != "not found":
+    problem = path_problem(opts.out, "dir")  # a name no file system takes is said before any work
+    if problem and problem.startswith("name too long"):
         raise ConfigError(f"--out {opts.out}: {problem}")
 
 
