@@ -314,6 +314,23 @@ def test_trt_triton_copies_only_verified_graphs(exports, tmp_path) -> None:
     assert result.exit_code == 0 and (out / "glot_temporal" / "1" / "model.onnx").is_file(), result.output
 
 
+def test_the_cpu_triton_server_serves_only_verified_graphs(exports, tmp_path, capsys) -> None:
+    """python -m hmr_trt.runtime.triton_serve verifies every graph before it imports PyTriton or binds a port."""
+    from hmr_trt.runtime.triton_serve import main
+
+    export = swapped(exports, tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main([str(export), "--http-port", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1 and err.startswith("error: ") and \
+        "glot_temporal_fp32.onnx is not the file" in err, err
+    export = contradicting(exports, tmp_path, graph_too=False)
+    with pytest.raises(GraphError, match="contradicts itself: window is 8"):
+        from hmr_trt.runtime.triton_serve import serve
+
+        serve(export, http_port=1)
+
+
 # ------------------------------------------------------------------ the pieces
 
 
