@@ -10,7 +10,8 @@ returns an artifact's file only once
    engine is hashed once, and its sidecar must say it was built from this export's ONNX of that graph;
 3. its inputs and outputs (names, dtypes, shapes: read from the ONNX protobuf, no onnx package) are
    those of the model contract's graph. An engine's are compared once TensorRT has deserialized it
-   (``io_problems``, called by ``TensorRTBackend``); before that, the ONNX it was built from is.
+   (``io_problems``, called by ``TensorRTBackend``); before that, those the manifest records for it and
+   those of the ONNX it was built from (read, not hashed: the sidecar's onnx_sha256 ties the two).
 
 ``contract_from_manifest`` first refuses a contract that contradicts itself (``window`` 8 while its
 model graph takes 16 frames). Every refusal is one ``GraphError`` line naming the file that differs.
@@ -172,10 +173,10 @@ def _spec_for(contract: ModelContract, art: Artifact, manifest_path: Path) -> Gr
                          f"does not have: {RERUN}") from exc
 
 
-def _verify_onnx(path: Path, art: Artifact, spec: GraphSpec, manifest: Manifest, manifest_path: Path) -> None:
+def _verify_onnx(path: Path, art: Artifact, spec: GraphSpec, manifest: Manifest, manifest_path: Path,
+                 hash_file: bool = True) -> None:
     info = read_onnx_info(path)
-    sha = file_sha256(path)
-    if art.sha256 and sha != art.sha256:
+    if hash_file and art.sha256 and file_sha256(path) != art.sha256:
         model, graph = info.metadata.get("hmr_trt.model"), info.metadata.get("hmr_trt.graph")
         what = ""
         if model and graph and (model, graph) != (manifest.model, art.name):
@@ -208,8 +209,8 @@ def _verify_engine(path: Path, art: Artifact, spec: GraphSpec, manifest: Manifes
     if onnx_art is not None and onnx_art.sha256 and info.onnx_sha256 and info.onnx_sha256 != onnx_art.sha256:
         raise GraphError(f"{path} was built from another ONNX than the {art.name} graph {manifest_path} records "
                          f"(its sidecar's onnx_sha256 differs): the engine was replaced; {RERUN}")
-    if onnx_art is not None and path_problem(root / onnx_art.path) is None:
-        _verify_onnx(root / onnx_art.path, onnx_art, spec, manifest, manifest_path)
+    if onnx_art is not None and path_problem(root / onnx_art.path) is None:  # not hashed: the engine is what runs
+        _verify_onnx(root / onnx_art.path, onnx_art, spec, manifest, manifest_path, hash_file=False)
 
 
 def graph_from_manifest(export_dir: PathLike, manifest: Manifest, art: Artifact,
