@@ -176,7 +176,10 @@ def _spec_for(contract: ModelContract, art: Artifact, manifest_path: Path) -> Gr
 def _verify_onnx(path: Path, art: Artifact, spec: GraphSpec, manifest: Manifest, manifest_path: Path,
                  hash_file: bool = True) -> None:
     info = read_onnx_info(path)
-    if hash_file and art.sha256 and file_sha256(path) != art.sha256:
+    if hash_file and not art.sha256:
+        raise GraphError(f"{manifest_path} records no sha256 for {path.name} (trt-export always does): the manifest "
+                         f"was edited; {RERUN}")
+    if hash_file and file_sha256(path) != art.sha256:
         model, graph = info.metadata.get("hmr_trt.model"), info.metadata.get("hmr_trt.graph")
         what = ""
         if model and graph and (model, graph) != (manifest.model, art.name):

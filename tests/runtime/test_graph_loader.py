@@ -151,6 +151,12 @@ def test_open_backends_verifies_every_graph_it_opens(exports, tmp_path) -> None:
                                          r"its sha256 differs"):
         with open_backends(export, "onnxruntime", need_backbone=False):
             pass
+    manifest = Manifest.read(export)
+    manifest.find("body_model").sha256 = ""  # a blanked checksum is not a pass
+    manifest.write(export)
+    with pytest.raises(GraphError, match=r"manifest.json records no sha256 for body_model_fp32.onnx"):
+        with open_backends(export, "onnxruntime", need_backbone=False):
+            pass
     body.unlink()
     with pytest.raises(GraphError, match=r"body_model_fp32.onnx \(body_model graph listed in .*manifest.json\): "
                                          "not found"):
