@@ -22,6 +22,7 @@ from hmr_trt import __version__
 from hmr_trt.errors import EngineError
 from hmr_trt.manifest import sha256_of
 from hmr_trt.profile import ShapeProfile
+from hmr_trt.runtime.graph_loader import file_sha256
 from hmr_trt.runtime.trt_compat import Target, check_precision, current_target
 
 from .builder import DEFAULT_WORKSPACE_MIB, BuildFn, engine_from_onnx
@@ -113,7 +114,7 @@ def cached_engine(
     require_hmr_trt_graph(onnx_path)
     check_precision(precision)
     target = target or current_target()
-    onnx_sha = sha256_of(onnx_path)
+    onnx_sha = file_sha256(onnx_path)  # hashed once per file and process (trt-build verified it already)
     cache = EngineCache(cache_dir)
     key = key_for(target, precision, profile, onnx_sha)
     found = cache.lookup(key)

@@ -28,8 +28,10 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional
 
 from hmr_trt.contract import ModelContract
 from hmr_trt.errors import ConfigError, EngineError, HmrTrtError
+from hmr_trt.fileio import path_problem
 from hmr_trt.manifest import Artifact, Manifest, TensorSpec, sha256_of, staged_output
 from hmr_trt.profile import ShapeProfile
+from hmr_trt.runtime.graph_loader import check_contract, graph_from_manifest
 from hmr_trt.runtime.trt_compat import Target, check_precision, current_target
 
 from .builder import DEFAULT_WORKSPACE_MIB, BuildFn, check_build_options, engine_from_onnx
@@ -72,20 +74,23 @@ class BuildOptions:
 def read_export(export_dir: Path) -> Manifest:
     """The manifest of an export directory."""
     export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        raise ConfigError(f"{export_dir}: no such export directory")
+    problem = path_problem(export_dir, "dir")
+    if problem:
+        raise ConfigError(f"export folder {export_dir}: {problem}")
     return Manifest.read(export_dir)
 
 
 def contract_of(manifest: Manifest, where: str = "manifest.json") -> ModelContract:
-    """The export's model contract; a manifest written before contracts existed is refused (re-export)."""
+    """The export's model contract once it does not contradict itself; a manifest written before contracts
+    existed is refused (re-export)."""
     if not manifest.contract:
         raise EngineError(f"{where} records no model contract (it was written by an older hmr-trt, before "
                           f"contracts): re-export the {manifest.model} model with trt-export")
     try:
-        return manifest.model_contract()
+        contract = manifest.model_contract()
     except HmrTrtError as exc:
         raise EngineError(f"{where}: {exc}; re-export with trt-export") from exc
+    return check_contract(contract, where)
 
 
 def select_artifacts(manifest: Manifest, precision: str) -> List[Artifact]:
@@ -116,26 +121,26 @@ def graph_profile(contract: ModelContract, name: str, profile: ShapeProfile) -> 
     return ShapeProfile(profile.min, profile.opt * scale, profile.max * scale)
 
 
-def check_onnx(export_dir: Path, art: Artifact) -> Path:
-    """The artifact's ONNX path once it exists, is an hmr-trt graph and still has its manifest sha256."""
+def check_onnx(export_dir: Path, art: Artifact, manifest: Manifest) -> Path:
+    """The artifact's ONNX path once it is an hmr-trt graph and the verified loader (runtime/graph_loader.py)
+    finds it the file the manifest records, its inputs and outputs the contract's."""
     path = export_dir / art.path
-    if not path.is_file():
-        raise EngineError(f"{art.path} listed in {export_dir}/manifest.json is missing")
-    require_hmr_trt_graph(path)
-    if art.sha256 and sha256_of(path) != art.sha256:
-        raise EngineError(f"{path} changed since the export (sha256 differs from manifest.json): re-run trt-export")
-    return path
+    if path_problem(path) is None:
+        require_hmr_trt_graph(path)
+    return graph_from_manifest(export_dir, manifest, art, contract_of(manifest, str(export_dir / "manifest.json"))).path
 
 
 def plan_build(source: Path, precision: str, workspace_mib: int, opt_level: int) -> None:
     """Every check that needs no TensorRT, so bad input is reported on any machine."""
     check_build_options(precision, workspace_mib, opt_level)
-    if not source.exists():
-        raise ConfigError(f"{source}: no such export directory or ONNX file")
+    problem = path_problem(source, "any")
+    if problem:
+        raise ConfigError(f"{source}: no such export directory or ONNX file" if problem == "not found" else
+                          f"{source}: {problem} (give an export folder or one of its ONNX files)")
     if source.is_dir():
         manifest = read_export(source)
         for art in select_artifacts(manifest, precision):
-            check_onnx(source, art)
+            check_onnx(source, art, manifest)
     else:
         require_hmr_trt_graph(source)
 
@@ -174,7 +179,7 @@ def _build_all(onnx_dir: Path, engine_dir: Path, manifest: Manifest, artifacts: 
     contract = contract_of(manifest)
     added = []
     for art in artifacts:
-        onnx = check_onnx(onnx_dir, art)
+        onnx = check_onnx(onnx_dir, art, manifest)
         g_profile = graph_profile(contract, art.name, profile)
         file_name = f"{art.name}_{precision}.engine"
         with step(f"building the {art.name} engine ({art.precision} ONNX, batch {g_profile})"):
@@ -228,7 +233,7 @@ def build_engines_for_export(export_dir: Path, precision: str, profile: Optional
     profile = profile or ShapeProfile(**manifest.profile)
     artifacts = select_artifacts(manifest, precision)
     for art in artifacts:
-        check_onnx(export_dir, art)
+        check_onnx(export_dir, art, manifest)
     opts = (options or BuildOptions()).resolved()
     exported = list(manifest.artifacts)
     with staged_output(out_dir) as stage:

@@ -32,7 +32,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hmr_trt.contract import GraphSpec, ModelContract, TensorSpec
 from hmr_trt.errors import ConfigError, HmrTrtError
-from hmr_trt.manifest import Artifact, Manifest, staged_output
+from hmr_trt.manifest import MANIFEST_NAME, Artifact, Manifest, staged_output
+from hmr_trt.runtime.graph_loader import contract_from_manifest, graph_from_manifest
 
 PLATFORMS = ("auto", "tensorrt_plan", "onnxruntime_onnx")
 KINDS = ("auto", "gpu", "cpu")
@@ -215,7 +216,7 @@ def repository_from_export(export_dir: Path, out: Path, opts: RepoOptions = Repo
     Returns {Triton model name: platform}."""
     export_dir = Path(export_dir)
     manifest = Manifest.read(export_dir)
-    contract = manifest.model_contract()
+    contract = contract_from_manifest(manifest, str(export_dir / MANIFEST_NAME))
     has_engines = any(a.kind == "engine" for a in manifest.artifacts)
     if opts.platform == "tensorrt_plan" and not has_engines:
         raise HmrTrtError(f"{export_dir} holds no TensorRT engines: build them first (trt-build {export_dir} "
@@ -241,13 +242,14 @@ def repository_from_export(export_dir: Path, out: Path, opts: RepoOptions = Repo
                 for art in engines:
                     cc = _capability(art)
                     file = f"model_sm{cc.replace('.', '')}.plan"
-                    shutil.copyfile(export_dir / art.path, version / file)
+                    source = graph_from_manifest(export_dir, manifest, art, contract, hash_engine=True).path
+                    shutil.copyfile(source, version / file)
                     cc_files[cc] = file
                 return platform, cc_files
             art = _onnx_for(manifest, graph, opts.precision)
             if art is None:
                 raise HmrTrtError(f"{export_dir}/manifest.json lists no ONNX for the {graph.name} graph")
-            shutil.copyfile(export_dir / art.path, version / "model.onnx")
+            shutil.copyfile(graph_from_manifest(export_dir, manifest, art, contract).path, version / "model.onnx")
             return platform, None
 
         for graph in contract.graphs:

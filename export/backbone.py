@@ -233,15 +233,9 @@ def load_backbone_state_dict(model: ResNet50Backbone, state_dict: Mapping[str, A
 
 def backbone_from_checkpoint(path: str | os.PathLike[str]) -> ResNet50Backbone:
     """Build a ``ResNet50Backbone`` from a torchvision or SPIN checkpoint file; returned in eval mode."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {os.fspath(path)}")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or non-weights file
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        raise CheckpointError(
-            f"cannot read checkpoint {os.fspath(path)}: {type(exc).__name__}: {reason}"[:300]
-        ) from exc
+    from .models.checkpoint import load_torch_file
+
+    state_dict = load_torch_file(path, "backbone")  # weights only; what is wrong with the file, in words
     model = ResNet50Backbone(calibrate=False)
     load_backbone_state_dict(model, state_dict)
     return model.eval()

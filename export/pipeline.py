@@ -24,6 +24,7 @@ from hmr_trt import registry
 from hmr_trt.contract import GraphSpec, ModelContract
 from hmr_trt.engines.preflight import MAX_OPSET_TRT86, validate_onnx
 from hmr_trt.errors import ConfigError, InputSpecError, ParityError
+from hmr_trt.fileio import path_problem
 from hmr_trt.manifest import Artifact, Manifest, sha256_of, staged_output, tool_versions
 from hmr_trt.profile import ShapeProfile
 from hmr_trt.runtime.backends import OnnxRuntimeBackend
@@ -101,9 +102,8 @@ def check_feature_windows(windows: np.ndarray, cfg: Any, what: str) -> None:
 def _validate_options(opts: ExportOptions) -> Job:
     if opts.model not in registry.names():
         raise ConfigError(f"unknown --model {opts.model!r}; available: {', '.join(registry.names())}")
+    check_input_paths(opts)
     adapter = registry.adapter(opts.model)
-    if opts.decomr_data is not None and not Path(opts.decomr_data).is_dir():
-        raise ConfigError(f"--decomr-data {opts.decomr_data}: not a folder (DecoMR's data/ with the UV files)")
     adapter.use_data_dir(opts.decomr_data)  # models without data files refuse a folder
     cfg = opts.config if opts.config is not None else adapter.default_config()
     if opts.window is not None and opts.config is None:
@@ -127,12 +127,26 @@ def _validate_options(opts: ExportOptions) -> Job:
     job.limit_mm = contract.goal_mm(opts.precision) if opts.strict else opts.max_drift_mm
     if opts.calib is not None:
         check_calibration_source(Path(opts.calib), contract)
-    for label, path in (("--checkpoint", opts.checkpoint), ("--smpl-model", opts.smpl_model),
-                        ("--backbone-checkpoint", opts.backbone_checkpoint), ("--mean-params", opts.mean_params),
-                        ("--video", opts.video)):
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"{label} {path}: file not found")
     return job
+
+
+def check_input_paths(opts: ExportOptions) -> None:
+    """Every path the user gave that must exist, before any work: one line naming it as given, never an
+    OSError (a name too long for the file system, a device such as /dev/zero, a folder for a file)."""
+    for label, path, kind in (("--checkpoint", opts.checkpoint, "file"), ("--smpl-model", opts.smpl_model, "file"),
+                              ("--backbone-checkpoint", opts.backbone_checkpoint, "file"),
+                              ("--mean-params", opts.mean_params, "file"), ("--video", opts.video, "file"),
+                              ("--calib", opts.calib, "any"), ("--decomr-data", opts.decomr_data, "dir")):
+        problem = path_problem(path, kind) if path is not None else None
+        if problem == "not found" and kind == "file":
+            problem = "file not found"
+        if problem == "is not a folder" and label == "--decomr-data":
+            problem = "not a folder (DecoMR's data/ with the UV files)"
+        if problem:
+            raise ConfigError(f"{label} {path}: {problem}")
+    problem = path_problem(opts.out, "dir")  # a name no file system takes is said before any work
+    if problem and problem.startswith("name too long"):
+        raise ConfigError(f"--out {opts.out}: {problem}")
 
 
 def artifact_file(model: str, graph: GraphSpec, precision: str) -> str:

@@ -24,13 +24,20 @@ DEBUG_ENV = "HMR_TRT_DEBUG"
 
 
 def run_cli(fn: Callable[[], T]) -> T:
-    """Call ``fn``; a project error becomes one line on stderr and exit code 1 (HMR_TRT_DEBUG=1: traceback)."""
+    """Call ``fn``; a project error (or an OSError about a path) becomes one line on stderr and exit code 1
+    (HMR_TRT_DEBUG=1: traceback)."""
     try:
         return fn()
     except HmrTrtError as exc:
         if os.environ.get(DEBUG_ENV):
             raise
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:  # a path the checks above did not foresee (too long, unreadable, disk full)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)

@@ -31,6 +31,10 @@ class EngineError(HmrTrtError):
     """A TensorRT engine cannot be built or does not match this machine."""
 
 
+class GraphError(HmrTrtError):
+    """A graph file is not the one its manifest records, or contradicts the model contract."""
+
+
 class ParityError(HmrTrtError):
     """Outputs drifted from the reference beyond the written-down tolerance."""
 

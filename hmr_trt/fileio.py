@@ -6,14 +6,42 @@ through ``atomic_write``: an error or Ctrl-C mid-write leaves the old file (or n
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Type, Union
+from typing import IO, Any, Callable, Optional, Type, Union
 
 from .errors import HmrTrtError, OutputDirError
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def path_problem(path: PathLike, kind: str = "file") -> Optional[str]:
+    """Why ``path`` is not an existing ``kind`` ("file": a regular file, "dir": a folder, "any": either), in
+    words, or None when it is one. Never raises: a name too long for the file system, a part of the path
+    that is a file, or a permission problem is a reason like "not found" (``Path.is_file()`` raises
+    OSError for the first and last of these)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "not found"
+    except NotADirectoryError:
+        return "not found (a part of the path is a file, not a folder)"
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            longest = max(len(part) for part in Path(path).parts)
+            return (f"name too long for the file system ({len(str(path))} characters, the longest part "
+                    f"{longest}; most allow 255 per part)")
+        return f"cannot be read ({exc.strerror or exc})"
+    if kind == "dir" and not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if kind == "file" and stat.S_ISDIR(st.st_mode):
+        return "is a folder, not a file"
+    if kind in ("file", "any") and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return "is not a regular file (a device, pipe or socket)"
+    return None
 
 
 def default_mode(directory: bool = False) -> int:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from . import __version__
 from .contract import ModelContract
 from .errors import HmrTrtError, OutputDirError
-from .fileio import atomic_write, default_mode
+from .fileio import atomic_write, default_mode, path_problem
 
 MANIFEST_NAME = "manifest.json"
 
@@ -94,11 +94,13 @@ class Manifest:
 
     @classmethod
     def read(cls, directory: str | Path) -> Manifest:
-        path = Path(directory)
-        if path.is_dir():
-            path = path / MANIFEST_NAME
+        given = Path(directory)  # every message names the folder as the user gave it
+        problem = path_problem(given, "any")
+        if problem:
+            raise HmrTrtError(f"export folder {given}: {problem}")
+        path = given / MANIFEST_NAME if given.is_dir() else given
         if not path.is_file():
-            raise HmrTrtError(f"no {MANIFEST_NAME} in {path.parent}: is this an hmr-trt export directory?")
+            raise HmrTrtError(f"no {MANIFEST_NAME} in {given}: is this an hmr-trt export folder?")
         try:
             d = json.loads(path.read_text())
             d["artifacts"] = [Artifact.from_dict(a) for a in d.get("artifacts", [])]

@@ -21,6 +21,7 @@ from hmr_trt.errors import ConfigError, HmrTrtError
 from hmr_trt.manifest import Manifest
 
 from .backends import Backend, OnnxRuntimeBackend
+from .graph_loader import check_contract, graph_from_manifest
 from .ort_providers import TENSORRT_EP, Machine, OrtGraph, choose_providers, parse_providers, short
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "triton")
@@ -74,7 +75,7 @@ def _chunked(backend: Backend, feed: dict) -> dict:
 
 def _tensorrt_choice(manifest: Manifest, export_dir: Path, precision: str,
                      model_graph: str = "temporal") -> Tuple[Optional[dict], str]:
-    """({graph: engine path}, reason) when TensorRT can run this export's engines here, else (None, why not)."""
+    """({graph: engine artifact}, reason) when TensorRT can run this export's engines here, else (None, why not)."""
     engines = {a.name: a for a in manifest.artifacts if a.kind == "engine" and a.precision in (precision, "fp32")}
     if model_graph not in engines or engines[model_graph].precision != precision:
         return None, f"no {precision} TensorRT engine in {export_dir} (build one with trt-build)"
@@ -86,7 +87,7 @@ def _tensorrt_choice(manifest: Manifest, export_dir: Path, precision: str,
         ok, why = engine_runs_here(art.extra)
         if not ok:
             return None, why
-    return {name: export_dir / a.path for name, a in engines.items()}, "a matching engine exists"
+    return dict(engines), "a matching engine exists"
 
 
 @contextlib.contextmanager
@@ -97,7 +98,8 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     export_dir = Path(export_dir)
     manifest = Manifest.read(export_dir)
-    contract = contract_of(manifest)
+    # every graph opened below is first verified against the manifest and this contract (runtime/graph_loader.py)
+    contract = check_contract(contract_of(manifest), str(export_dir / "manifest.json"))
     model_graph = contract.model_graph.name
     body_graph = contract.graph_for("body_model")
     extractor = contract.graph_for("feature_extractor")
@@ -137,11 +139,13 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
         if name in engines:
             from .trt_backend import TensorRTBackend
 
-            return TensorRTBackend(engines[name])
+            verified = graph_from_manifest(export_dir, manifest, engines[name], contract)
+            return TensorRTBackend(verified.path, expect=verified)
         art = manifest.find(name, "onnx", precision if name == model_graph else "fp32") or \
             manifest.find(name, "onnx", "fp32")
         if art is None:
             raise HmrTrtError(f"{export_dir}/manifest.json lists no ONNX for the {name} graph")
+        graph_from_manifest(export_dir, manifest, art, contract)
         return on_ort().backend(manifest, contract, export_dir, art, threads)
 
     with contextlib.ExitStack() as stack:

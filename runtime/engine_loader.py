@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from hmr_trt.errors import EngineError
+from hmr_trt.errors import EngineError, GraphError
+from hmr_trt.fileio import path_problem
 from hmr_trt.profile import ShapeProfile
 
 from . import trt_compat
@@ -119,12 +120,14 @@ def engine_runs_here(extra: Dict[str, Any], target: Optional[Target] = None) -> 
     return True, f"engine built for TensorRT {info.tensorrt_version} on {info.compute_capability}, as this machine"
 
 
-def verify_engine(path: PathLike, info: Optional[EngineInfo] = None,
-                  target: Optional[Target] = None) -> Tuple[bytes, EngineInfo]:
-    """The engine's bytes once its sidecar matches this machine and its sha256; EngineError otherwise."""
+def verify_engine(path: PathLike, info: Optional[EngineInfo] = None, target: Optional[Target] = None,
+                  manifest_sha256: str = "") -> Tuple[bytes, EngineInfo]:
+    """The engine's bytes once its sidecar matches this machine and its sha256 (and, given, the sha256 the
+    export's manifest records: ``graph_loader.VerifiedGraph.sha256``); EngineError otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise EngineError(f"engine file not found: {path}")
+    problem = path_problem(path)
+    if problem:
+        raise EngineError(f"engine file not found: {path}" if problem == "not found" else f"engine file {path}: {problem}")
     info = info or read_sidecar(path)
     target = target or trt_compat.current_target()
     problem = mismatch(info, target)
@@ -134,9 +137,13 @@ def verify_engine(path: PathLike, info: Optional[EngineInfo] = None,
         warnings.warn(f"{path.name} was built on {info.gpu_name}, this GPU is {target.gpu_name} (same "
                       f"{target.compute_capability}): it runs, but may be slower than a rebuilt engine", stacklevel=2)
     data = path.read_bytes()
-    if info.engine_sha256 and hashlib.sha256(data).hexdigest() != info.engine_sha256:
+    digest = hashlib.sha256(data).hexdigest()  # once, for the sidecar and the manifest
+    if info.engine_sha256 and digest != info.engine_sha256:
         raise EngineError(f"{path} is truncated or corrupt ({len(data)} bytes; its sha256 does not match the "
                           f"sidecar's, {info.engine_bytes} bytes): rebuild with {rebuild_hint(info)}")
+    if manifest_sha256 and digest != manifest_sha256:
+        raise GraphError(f"{path} is not the engine its manifest.json records (its sha256 differs): it was replaced "
+                         f"after trt-build, sidecar and all; rebuild with {rebuild_hint(info)}")
     return data, info
 
 
@@ -178,7 +185,8 @@ def engine_from_bytes(data: Any, what: str = "the serialized engine", hint: str 
     return engine
 
 
-def engine_from_path(path: PathLike, info: Optional[EngineInfo] = None, target: Optional[Target] = None) -> Any:
+def engine_from_path(path: PathLike, info: Optional[EngineInfo] = None, target: Optional[Target] = None,
+                     manifest_sha256: str = "") -> Any:
     """The engine at ``path`` once ``verify_engine`` passes (sidecar, TensorRT version, GPU, sha256)."""
-    data, info = verify_engine(path, info, target)
+    data, info = verify_engine(path, info, target, manifest_sha256)
     return engine_from_bytes(data, str(path), rebuild_hint(info))

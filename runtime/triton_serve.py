@@ -23,9 +23,12 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from hmr_trt.manifest import Manifest
+from hmr_trt.cli_common import run_cli
+from hmr_trt.errors import HmrTrtError
+from hmr_trt.manifest import MANIFEST_NAME, Manifest
 
 from .backends import OnnxRuntimeBackend
+from .graph_loader import contract_from_manifest, graph_from_manifest
 
 
 def _infer_fn(backend: OnnxRuntimeBackend) -> Callable[[List], List[Dict[str, np.ndarray]]]:
@@ -43,21 +46,26 @@ def _infer_fn(backend: OnnxRuntimeBackend) -> Callable[[List], List[Dict[str, np
 
 
 def serve(export_dir: Path, http_port: int = 8000, grpc_port: int = 8001, precision: str = "fp32") -> None:
+    manifest = Manifest.read(export_dir)
+    contract = contract_from_manifest(manifest, str(Path(export_dir) / MANIFEST_NAME))
+    served = {}  # graph -> its ONNX, verified against the manifest and the contract before the server starts
+    for graph in contract.graphs:
+        if graph.role == "step":
+            continue  # sequence batching with implicit state needs the onnxruntime/tensorrt backends
+        wanted = precision if graph.precision_passes else "fp32"
+        art = manifest.find(graph.name, "onnx", wanted) or manifest.find(graph.name, "onnx", "fp32")
+        if art is None:
+            raise HmrTrtError(f"{export_dir}/{MANIFEST_NAME} lists no ONNX for the {graph.name} graph")
+        served[graph.name] = graph_from_manifest(export_dir, manifest, art, contract).path
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    manifest = Manifest.read(export_dir)
-    contract = manifest.model_contract()
     config = TritonConfig(http_address="127.0.0.1", http_port=http_port, grpc_address="127.0.0.1",
                           grpc_port=grpc_port, allow_metrics=False, log_verbose=0)
     with ExitStack() as stack:
         triton = stack.enter_context(Triton(config=config))
-        for graph in contract.graphs:
-            if graph.role == "step":
-                continue  # sequence batching with implicit state needs the onnxruntime/tensorrt backends
-            wanted = precision if graph.precision_passes else "fp32"
-            art = manifest.find(graph.name, "onnx", wanted) or manifest.find(graph.name, "onnx", "fp32")
-            backend = stack.enter_context(OnnxRuntimeBackend(export_dir / art.path, threads=1))
+        for graph in (g for g in contract.graphs if g.name in served):
+            backend = stack.enter_context(OnnxRuntimeBackend(served[graph.name], threads=1))
             max_batch = int(manifest.profile["max"]) * contract.rows_per_item(graph)
             triton.bind(
                 model_name=f"{contract.name}_{graph.name}",
@@ -83,7 +91,7 @@ def main(argv: List[str] = sys.argv[1:]) -> None:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--precision", default="fp32")
     args = parser.parse_args(argv)
-    serve(args.export_dir, args.http_port, args.grpc_port, args.precision)
+    run_cli(lambda: serve(args.export_dir, args.http_port, args.grpc_port, args.precision))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from hmr_trt.errors import ConfigError, EngineError, HmrTrtError, InputSpecError
+from hmr_trt.errors import ConfigError, EngineError, GraphError, HmrTrtError, InputSpecError
 from hmr_trt.runtime import trt_compat
 
 from .backends import Backend, IOSpec
@@ -182,8 +182,12 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, engine: Any, *, num_buffers: int = 1, cuda_graphs: bool = False, device: int = 0) -> None:
+    def __init__(self, engine: Any, *, num_buffers: int = 1, cuda_graphs: bool = False, device: int = 0,
+                 expect: Any = None) -> None:
+        """``expect``: a ``graph_loader.VerifiedGraph`` (trt-run's backends): the engine file's sha256 must be
+        the manifest's, and its inputs and outputs the contract graph's, before the first batch."""
         super().__init__()
+        self.expect = expect
         if num_buffers < 1:
             raise ConfigError(f"num_buffers must be >= 1, got {num_buffers}")
         self.engine_source = engine
@@ -224,6 +228,7 @@ class TensorRTBackend(Backend):
             if self._context is None:
                 raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
             self._describe(trt)
+            self._check_expected()
             self._allocate()
         except BaseException:
             self._release()
@@ -235,7 +240,8 @@ class TensorRTBackend(Backend):
         deserialized as given; anything else is taken as an ICudaEngine from ``engine_from_path``."""
         source = self.engine_source
         if isinstance(source, (str, Path)):
-            return engine_from_path(source, target=trt_compat.current_target(self.device))
+            return engine_from_path(source, target=trt_compat.current_target(self.device),
+                                    manifest_sha256=self.expect.sha256 if self.expect is not None else "")
         if isinstance(source, (bytes, bytearray, memoryview)):
             return engine_from_bytes(source)
         return source
@@ -267,6 +273,20 @@ class TensorRTBackend(Backend):
         self._out = [_Tensor(n, s, d, out_max[n]) for n, s, d in raw_out]
         self.inputs, self.outputs = [t.spec() for t in self._in], [t.spec() for t in self._out]
         self.min_batch, self.max_batch = lo, hi
+
+    def _check_expected(self) -> None:
+        """The deserialized engine's inputs and outputs against the contract graph (``expect``)."""
+        if self.expect is None:
+            return
+        from .graph_loader import io_problems
+
+        def triples(tensors: List[_Tensor]) -> list:
+            return [(t.name, t.dtype.name, tuple(d if d >= 0 else "" for d in t.shape)) for t in tensors]
+
+        problems = io_problems(triples(self._in), triples(self._out), self.expect.spec)
+        if problems:
+            raise GraphError(f"{self.expect.path} contradicts the contract of its export ({self.expect.spec.name} "
+                             f"graph): {'; '.join(problems)}; rebuild the engine with trt-build from a fresh trt-export")
 
     def _set_shapes(self, shapes: Dict[str, Shape]) -> Dict[str, Shape]:
         """Set the context's input shapes (when they change); the output shapes they give."""

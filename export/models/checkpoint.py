@@ -9,6 +9,7 @@ pickle that tries to run code fails with a ``CheckpointError``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from hmr_trt.errors import CheckpointError
+from hmr_trt.fileio import path_problem
 
 
 def _numpy_safe_globals() -> list:
@@ -31,16 +33,44 @@ def _numpy_safe_globals() -> list:
 
 
 def load_torch_file(path: str | Path, model: str) -> Any:
-    """``torch.load`` with weights only (plus numpy scalars); any failure names the model and the file."""
+    """``torch.load`` with weights only (plus numpy scalars); any failure names the model and the file and
+    says what is wrong in words (``why_unreadable``)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{model}: checkpoint not found: {path}")
+    problem = path_problem(path)
+    if problem:
+        raise CheckpointError(f"{model}: checkpoint not found: {path}" if problem == "not found" else
+                              f"{model}: checkpoint {path}: {problem}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{model}: cannot read checkpoint {path}: it is empty (0 bytes): its download or copy "
+                              "did not finish; fetch the released file again")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types: truncated zip, bad pickle, refused global
-        raise CheckpointError(f"{model}: cannot read checkpoint {path} as weights only: "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise CheckpointError(f"{model}: cannot read checkpoint {path} ({size} bytes): it {why_unreadable(exc)}") from exc
+
+
+def why_unreadable(exc: BaseException) -> str:
+    """What torch.load's failure means, in words, without torch's own advice to retry with
+    ``weights_only=False`` (that would run whatever code the file carries)."""
+    text = str(exc)
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused:
+        return (f"holds Python objects besides tensors and numbers ({refused.group(1)}): hmr-trt reads checkpoints "
+                "without executing pickled code, so it refuses this file. Released checkpoints hold weights only: "
+                "check where this file came from, or save its state dict alone (torch.save(model.state_dict(), path))")
+    truncated = ("central directory", "unexpected EOF", "Ran out of input", "file might be corrupted",
+                 "truncated", "corrupted")
+    if isinstance(exc, (EOFError, OSError)) or any(marker in text for marker in truncated):  # OSError: a seek past the end
+        return ("is truncated or corrupt (it ends before the data it announces): its download or copy did not "
+                "finish; fetch the released file again")
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    detail = unpickler.group(1).strip() if unpickler else (text.splitlines() or [""])[0]
+    if "weights_only" in detail:  # torch's advice, not a reason
+        detail = ""
+    return (f"is not a PyTorch checkpoint torch.load can read ({type(exc).__name__}"
+            f"{': ' + detail if detail else ''}): give the released .pth/.pth.tar/.pt file")
 
 
 def state_dict_from(raw: Any, path: str | Path, model: str, keys: Iterable[str] = ("gen_state_dict",)) -> Dict[str, torch.Tensor]:

@@ -831,6 +831,36 @@ def test_sim_backend_verifies_an_engine_file_before_tensorrt_reads_it(sim, tmp_p
     assert not cuda.buffers and not cuda.live
 
 
+def test_sim_backend_checks_the_engine_against_the_manifest_and_contract(sim, tmp_path) -> None:
+    """trt-run hands the backend what graph_loader verified: the manifest's sha256 (checked on the bytes TensorRT
+    gets) and the contract's graph (checked on the deserialized engine's own inputs and outputs)."""
+    from hmr_trt.contract import GraphSpec
+    from hmr_trt.contract import TensorSpec as GraphTensor
+    from hmr_trt.errors import GraphError
+    from hmr_trt.manifest import Artifact
+    from hmr_trt.runtime.graph_loader import VerifiedGraph
+    from hmr_trt.runtime.trt_backend import TensorRTBackend
+
+    cuda = sim()
+    path = sim_engine(tmp_path)
+    info = read_sidecar(path)
+
+    def expect(window: int, sha: str = info.engine_sha256) -> VerifiedGraph:
+        spec = GraphSpec("temporal", "model", (GraphTensor("features", ("batch", window, 8)),),
+                         (GraphTensor("out", ("batch", window, 2)),))
+        return VerifiedGraph(path, Artifact("temporal", path.name, "engine", "fp32", sha, [], []), spec, sha)
+
+    with TensorRTBackend(path, expect=expect(4)) as backend:
+        assert backend.infer(windows(2))["out"].shape == (2, 4, 2)
+    with pytest.raises(GraphError, match=r"sim.engine contradicts the contract of its export \(temporal graph\): "
+                                         r"input features is float32 \(\?, 4, 8\), the contract says float32 "
+                                         r"\(batch, 8, 8\); output out is float32 \(\?, 4, 2\)"):
+        TensorRTBackend(path, expect=expect(8)).activate()
+    with pytest.raises(GraphError, match="sim.engine is not the engine its manifest.json records"):
+        TensorRTBackend(path, expect=expect(4, sha="0" * 64)).activate()
+    assert not cuda.buffers and not cuda.live
+
+
 def test_engine_runs_here_reads_the_manifest_engine_info() -> None:
     from hmr_trt.runtime.trt_backend import engine_runs_here
 

@@ -46,9 +46,14 @@ GRAPHS = {  # name -> (inputs, outputs), leading axis dynamic
 }
 
 
-def stamped_onnx(path: Path, graph: str | None) -> None:
+def stamped_onnx(path: Path, graph: str | None, spec: GraphSpec | None = None) -> None:
+    """An ONNX file stamped as trt-export stamps them; its inputs/outputs are ``spec``'s when given
+    (the verified loader compares them with the contract), else (batch, 3)."""
     ins, outs = GRAPHS.get(graph or "temporal", GRAPHS["temporal"])
-    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3]) for n in ins + outs]
+    shapes = {t.name: list(t.shape) for t in (spec.inputs + spec.outputs)} if spec is not None else {}
+    if spec is not None:
+        ins, outs = list(spec.input_names), list(spec.output_names)
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shapes.get(n, ["batch", 3])) for n in ins + outs]
     nodes = [helper.make_node("Identity", [ins[0]], [o]) for o in outs]
     model = helper.make_model(helper.make_graph(nodes, graph or "g", vi[:len(ins)], vi[len(ins):]),
                               opset_imports=[helper.make_opsetid("", 17)])
@@ -78,7 +83,7 @@ def make_export(root: Path, precisions: dict | None = None, contract: ModelContr
     for name, precs in precisions.items():
         for prec in precs:
             path = root / f"{name}_{prec}.onnx"
-            stamped_onnx(path, name)
+            stamped_onnx(path, name, next((g for g in contract.graphs if g.name == name), None))
             ins, outs = GRAPHS.get(name, GRAPHS["temporal"])
             manifest.add(Artifact(name, path.name, "onnx", prec, sha256_of(path),
                                   [TensorSpec(n, ["batch", 3]) for n in ins], [TensorSpec(n, ["batch", 3]) for n in outs]))
@@ -189,11 +194,11 @@ def test_missing_source_and_changed_onnx(tmp_path, no_tensorrt) -> None:
     export = make_export(tmp_path / "export")
     stamped_onnx(export / "body_model_fp32.onnx", "temporal")  # overwritten after the export
     assert_fails([str(export), "--precision", "fp32", "--out", str(tmp_path / "o")],
-                 "body_model_fp32.onnx changed since the export")
+                 "body_model_fp32.onnx is not the file")
     other = make_export(tmp_path / "other")
     (other / "backbone_fp32.onnx").unlink()
     assert_fails([str(other), "--precision", "fp32", "--out", str(tmp_path / "o")],
-                 "backbone_fp32.onnx listed in")
+                 "backbone_fp32.onnx (backbone graph listed in")
 
 
 def test_directory_without_manifest_is_refused(tmp_path, no_tensorrt) -> None:

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
+from hmr_trt.engines.sidecar import EngineInfo, write_sidecar
 from hmr_trt.errors import HmrTrtError
-from hmr_trt.manifest import Artifact, Manifest
+from hmr_trt.manifest import Artifact, Manifest, sha256_of
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (the triton extra) brings Triton's model-config protobuf")
 from google.protobuf import text_format  # noqa: E402
@@ -79,8 +80,11 @@ def test_plans_map_compute_capabilities(full_export, tmp_path) -> None:
         for cc in ("sm_90", "sm_89"):
             path = f"{art.name}_{cc}.engine"
             (fake / path).write_bytes(b"plan bytes for " + cc.encode())
-            manifest.artifacts.append(Artifact(art.name, path, "engine", "fp32", "0", art.inputs, art.outputs,
-                                               extra={"engine": {"compute_capability": cc}}))
+            info = EngineInfo("10.3.0", "", cc, "fp32", manifest.profile, art.sha256, "0.1.0", 0.0, graph=art.name,
+                              engine_sha256=sha256_of(fake / path))
+            write_sidecar(fake / path, info)  # trt-triton verifies engines (sha256, sidecar) before copying them
+            manifest.artifacts.append(Artifact(art.name, path, "engine", "fp32", info.engine_sha256, art.inputs,
+                                               art.outputs, extra={"engine": info.to_dict()}))
     manifest.write(fake)
     written = repository_from_export(fake, tmp_path / "repo")
     contract = manifest.model_contract()

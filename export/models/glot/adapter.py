@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -24,6 +25,15 @@ class GlotAdapter(ModelAdapter):
 
     def tiny_config(self) -> config.GlotConfig:
         return config.tiny_config()
+
+    def with_window(self, cfg: config.GlotConfig, window: int) -> config.GlotConfig:
+        """``trt-export --window T``: GLoT's config calls the window ``seqlen`` (the peers' ``window``)."""
+        need = 2 * cfg.stride_short + 1
+        if window < need:
+            raise ConfigError(f"glot: --window {window} is too short: GLoT's local branch reads 2 * stride_short + 1 "
+                              f"= {need} frames around the middle, so --window must be >= {need} (the released "
+                              f"config and checkpoint use {config.GlotConfig().seqlen})")
+        return dataclasses.replace(cfg, seqlen=window)
 
     def contract_for(self, cfg: config.GlotConfig) -> ModelContract:
         return glot_contract(window=cfg.seqlen, feature_dim=cfg.feature_dim)

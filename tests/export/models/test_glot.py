@@ -117,8 +117,9 @@ def test_full_parameter_count():
     ("other_config", r"glot: .*shape mismatches \(\d+\): .*vs expected"),
     ("no_body_model", r"glot: .*not a released GLoT state dict; missing SMPL buffer keys \(24\)"),
     ("not_state_dict", r"glot: .* holds no state dict of tensors under gen_state_dict"),
-    ("truncated", r"glot: cannot read checkpoint .* as weights only"),
-    ("pickled_code", r"glot: cannot read checkpoint .* as weights only"),
+    ("truncated", r"glot: cannot read checkpoint .* \(5000 bytes\): it is truncated or corrupt"),
+    ("pickled_code", r"glot: cannot read checkpoint .*: it (holds Python objects besides tensors|is not a PyTorch "
+                     r"checkpoint torch.load can read \(UnpicklingError)"),
 ])
 def test_bad_checkpoints_fail_with_one_line(tmp_path, case, message):
     cfg = tiny_config()
