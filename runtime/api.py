@@ -78,9 +78,11 @@ class Runtime:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def stream(self, frames: FrameSource, max_frames: Optional[int] = None) -> Iterator[FrameOutput]:
+    def stream(self, frames: FrameSource, max_frames: Optional[int] = None,
+               keep_images: bool = True) -> Iterator[FrameOutput]:
         """Each input frame's people, in order, as soon as they are final. ``frames``: a source string or
-        camera index (as ``trt-run --video``), or any iterable of BGR uint8 (H, W, 3) arrays of one size."""
+        camera index (as ``trt-run --video``), or any iterable of BGR uint8 (H, W, 3) arrays of one size.
+        ``keep_images``: each ``FrameOutput`` carries its frame as ``image`` (held only until it is final)."""
         from .pipeline import FrameLoop, StageTimer, make_stage
 
         if self.backends is None:
@@ -95,7 +97,8 @@ class Runtime:
             source = None
             first, items = _arrays(frames, max_frames)
             size = (first.shape[1], first.shape[0]) if first is not None else (0, 0)
-        loop = FrameLoop(stage, self.backends, timer, size, vertices=self.opts.vertices, keep_rows=False)
+        loop = FrameLoop(stage, self.backends, timer, size, vertices=self.opts.vertices, keep_images=keep_images,
+                         keep_rows=False)
         try:
             yield from loop.run(items, on_track=lambda t, a: None)
         finally:

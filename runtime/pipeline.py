@@ -254,7 +254,7 @@ def _tracker(detector: Any = None) -> Any:
 
 
 def run_video(opts: RunOptions, progress: Optional[Progress] = None,
-              opened: Optional[Backends] = None, frames: Optional[Iterable[np.ndarray]] = None) -> Dict[str, Any]:
+              opened: Optional[Backends] = None) -> Dict[str, Any]:
     """The whole path on a video file, camera or stream URL (``opts.video``); returns the summary (also written
     to ``out/summary.json``). ``opened``: backends already open (a Ray actor runs many videos on one set).
 
@@ -264,7 +264,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
     kept and summary.json written. A file interrupted or failing leaves --out as it was."""
     _check_options(opts)
     formats = formats_of(opts.format)
-    if opts.video is None and frames is None:
+    if opts.video is None:
         raise ConfigError("run_video needs a video")
     family = export_family(opts.export_dir)
     _check_family_options(opts, family, "video")
