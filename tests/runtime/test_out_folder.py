@@ -107,3 +107,32 @@ def test_out_at_a_mount_point(vibe_video_export, features, tmp_path) -> None:
     assert sorted(p.name for p in volume.iterdir()) == sorted([RUN_FILE, "notes.txt", "summary.json",
                                                                "track_a.npz", "track_b.npz"])
     assert (volume / "notes.txt").read_text() == "mine"
+
+
+def test_output_folder_publishes_at_the_end_or_file_by_file(tmp_path) -> None:
+    from hmr_trt.errors import OutputDirError
+    from hmr_trt.manifest import OutputFolder
+
+    out = tmp_path / "out"
+    first = OutputFolder(out, publish="end")
+    first.write("a.npz", lambda f: f.write(b"old a"))
+    first.write("summary.json", lambda f: f.write(b"{}"))
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".tmp")) == []  # nothing in place yet
+    first.commit()
+    assert listed(out) == {"a.npz", "summary.json"}
+    # a file run interrupted mid-way: the earlier output stays exactly as it was, no temporary file is left
+    second = OutputFolder(out, publish="end")
+    second.write("a.npz", lambda f: f.write(b"new a"))
+    second.write("b.npz", lambda f: f.write(b"new b"))
+    second.abort()
+    assert sorted(p.name for p in out.iterdir()) == [RUN_FILE, "a.npz", "summary.json"]
+    assert (out / "a.npz").read_bytes() == b"old a"
+    # a live run: each file is in place (and listed) as soon as it is complete
+    live = OutputFolder(out, publish="now")
+    live.write("c.npz", lambda f: f.write(b"c"))
+    assert (out / "c.npz").read_bytes() == b"c" and "c.npz" in listed(out)
+    (out / "mine.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match="holds mine.txt"):
+        live.write("mine.txt", lambda f: f.write(b"x"))
+    live.commit()  # the earlier run's a.npz and summary.json were not written again: removed; mine.txt kept
+    assert sorted(p.name for p in out.iterdir()) == [RUN_FILE, "c.npz", "mine.txt"]
