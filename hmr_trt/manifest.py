@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from . import __version__
 from .contract import ModelContract
@@ -160,3 +160,159 @@ def staged_output(out: str | Path, *, replace_marker: str = MANIFEST_NAME) -> It
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+RUN_FILE = ".hmr-trt-run.json"  # in a run's --out: the files that run wrote (what the next run may replace)
+
+
+class OutputFolder:
+    """A run's ``--out``: files written one by one under temporary names in the folder itself, renamed into place.
+
+    Nothing is ever removed that hmr-trt did not write: the folder may be fresh, empty, a mount point
+    or hold the user's own files. What an earlier run wrote is recognised only through ``RUN_FILE``
+    (a list of its files, kept up to date as files are put in place); the new run may replace those,
+    and at ``commit`` removes the ones it did not write again. A name that exists but is not listed
+    there is refused (one line) instead of overwritten.
+
+    ``publish``: ``"now"`` renames each file into place as soon as it is complete (live sources: what
+    is final is kept whatever happens later); ``"end"`` keeps them under temporary names until
+    ``commit`` (files: an error or Ctrl-C leaves ``--out`` as it was). ``abort`` removes the
+    temporary files and, in ``"end"`` mode, nothing else.
+    """
+
+    def __init__(self, out: str | Path, publish: str = "end") -> None:
+        if publish not in ("now", "end"):
+            raise HmrTrtError(f"OutputFolder: publish must be 'now' or 'end', got {publish!r}")
+        self.out = Path(out)
+        self.publish = publish
+        try:
+            if self.out.exists() and not self.out.is_dir():
+                raise OutputDirError(f"--out {out} exists and is not a directory")
+            missing = [p for p in (self.out, *self.out.parents) if not p.exists()]
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.created = missing  # folders this run made (removed again by abort when left empty)
+        except OSError as exc:
+            raise OutputDirError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
+        self.earlier = self._read_run_file()  # names an earlier run wrote (and may be replaced)
+        self.written: list[str] = []  # names this run has put in place, in order
+        self._pending: dict[str, Path] = {}  # name -> temporary file ("end" mode)
+        self._temps: set[Path] = set()
+
+    # -- names -----------------------------------------------------------------------------------
+
+    def _read_run_file(self) -> list[str]:
+        path = self.out / RUN_FILE
+        if not path.is_file():
+            return []
+        try:
+            data = json.loads(path.read_text())
+            files = [str(f) for f in data["files"]]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise OutputDirError(f"--out {self.out}: {RUN_FILE} is not an hmr-trt run file ({exc}); move it "
+                                 "away or choose another folder") from exc
+        return [f for f in files if f and "/" not in f and f not in (".", "..")]
+
+    def claim(self, name: str) -> Path:
+        """The final path of ``name`` in --out, refused when a file of that name is not hmr-trt's."""
+        if "/" in name or name in ("", ".", "..", RUN_FILE):
+            raise HmrTrtError(f"OutputFolder: bad file name {name!r}")
+        path = self.out / name
+        if (path.exists() or path.is_symlink()) and name not in self.earlier and name not in self.written \
+                and name not in self._pending:
+            raise OutputDirError(f"--out {self.out} holds {name}, which no earlier hmr-trt run there wrote "
+                                 f"(it is not in {RUN_FILE}); move it away or choose another folder")
+        return path
+
+    def check_free(self, names: Iterable[str]) -> None:
+        """Refuse before any work when one of ``names`` would overwrite a file hmr-trt did not write."""
+        for name in names:
+            self.claim(name)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def temp_path(self, name: str) -> Path:
+        """A fresh temporary path beside ``name`` (hidden, removed by ``abort``)."""
+        self.claim(name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.out)
+        os.close(fd)
+        os.chmod(tmp, default_mode())
+        self._temps.add(Path(tmp))
+        return Path(tmp)
+
+    def place(self, name: str, tmp: Path) -> Path:
+        """A complete temporary file becomes ``name``: now, or at ``commit`` ("end" mode)."""
+        if self.publish == "end":
+            old = self._pending.get(name)
+            if old is not None and old != tmp:
+                old.unlink(missing_ok=True)
+                self._temps.discard(old)
+            self._pending[name] = tmp
+            return self.out / name
+        return self._rename(name, tmp)
+
+    def write(self, name: str, write: Callable[[IO[bytes]], Any]) -> Path:
+        """A whole file written through ``write(f)`` into a temporary name, then ``place``d."""
+        tmp = self.temp_path(name)
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            self._drop(tmp)
+            raise OutputDirError(f"cannot write {self.out / name}: {exc.strerror or exc}") from exc
+        except BaseException:
+            self._drop(tmp)
+            raise
+        return self.place(name, tmp)
+
+    def record(self, path: str | Path) -> None:
+        """A file this run wrote by other means (e.g. ``--render`` inside --out): listed in the run file."""
+        p = Path(path).absolute()
+        if p.parent == self.out.absolute() and p.name not in self.written:
+            self.written.append(p.name)
+            self._write_run_file()
+
+    def _rename(self, name: str, tmp: Path) -> Path:
+        if name not in self.written:
+            self.written.append(name)
+            self._write_run_file()  # listed before it exists: never a file of ours that the list forgets
+        try:
+            os.replace(tmp, self.out / name)
+        except OSError as exc:
+            self._drop(tmp)
+            raise OutputDirError(f"cannot write {self.out / name}: {exc.strerror or exc}") from exc
+        self._temps.discard(tmp)
+        return self.out / name
+
+    def _drop(self, tmp: Path) -> None:
+        tmp.unlink(missing_ok=True)
+        self._temps.discard(tmp)
+
+    def _write_run_file(self) -> None:
+        files = sorted(set(self.written) | {n for n in self.earlier if (self.out / n).exists()})
+        text = json.dumps({"tool": "hmr-trt", "version": __version__, "files": files}, indent=1) + "\n"
+        atomic_write(self.out / RUN_FILE, lambda f: f.write(text.encode()))
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Put every pending file in place, remove the earlier run's files this run did not rewrite."""
+        for name, tmp in list(self._pending.items()):
+            self._rename(name, tmp)
+            del self._pending[name]
+        for name in self.earlier:
+            if name not in self.written:
+                with contextlib.suppress(OSError):
+                    (self.out / name).unlink()
+        self.earlier = []
+        self._write_run_file()
+
+    def abort(self) -> None:
+        """Remove this run's temporary files (files already in place stay: they are complete)."""
+        for tmp in list(self._temps):
+            self._drop(tmp)
+        self._pending.clear()
+        for folder in self.created:  # innermost first; only folders this run made, only when empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()

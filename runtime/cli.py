@@ -12,7 +12,11 @@ from typing_extensions import Annotated
 from hmr_trt.cli_common import Precision, run_cli
 from hmr_trt.errors import ConfigError
 
+from .sinks import FORMATS
+from .sources import DEFAULT_STALL_S
 from .track import MIN_TRACK_LENGTH
+
+PROGRESS_EVERY_S = 5.0  # a progress line this often when stderr is not a terminal
 
 
 class BackendChoice(str, Enum):
@@ -34,9 +38,12 @@ class Emit(str, Enum):
     all = "all"
 
 
-class OutputFormat(str, Enum):
-    npz = "npz"
-    vibe = "vibe"
+OutputFormat = Enum("OutputFormat", {name: name for name in FORMATS}, type=str)  # runtime/sinks.FORMATS
+
+
+class LiveDrop(str, Enum):
+    oldest = "oldest"
+    none = "none"
 
 
 class Border(str, Enum):
@@ -50,7 +57,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @app.command()
 def run(
     out: Annotated[Path, typer.Option("--out", help="Output directory: track_<id>.npz files and summary.json.")],
-    video: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Input video.")] = None,
+    video: Annotated[Optional[str], typer.Option(help="Input: a video file, a camera index (0) or a stream URL "
+                                                 "(rtsp://, http(s):// MJPEG or HLS, udp://).")] = None,
     image: Annotated[Optional[List[Path]], typer.Option("--image", dir_okay=False, help="Still image(s) for frame "
                                                         "and scene models (repeat --image): one result file "
                                                         "each.")] = None,
@@ -69,9 +77,14 @@ def run(
     detector: Annotated[str, typer.Option(help="auto (SSDLite when tools/convert_ssdlite.py has converted it, "
                                           "else HOG), ssdlite, hog (OpenCV's people detector), or a YOLO-style "
                                           "detector .onnx.")] = "auto",
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="npz: track_<id>.npz files; vibe: also "
-                                                        "vibe_output.pkl in the peers' (VIBE) format.")]
-    = OutputFormat.npz,
+    output_format: Annotated[Optional[List[OutputFormat]], typer.Option(
+        "--format", help="Repeatable. " + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()) + " (default npz).")]
+    = None,
+    live_drop: Annotated[LiveDrop, typer.Option(help="Live sources, when inference falls behind: drop the oldest "
+                                                "queued frame (counted in the summary), or none (wait).")]
+    = LiveDrop.oldest,
+    stall_s: Annotated[float, typer.Option(min=0.1, help="A source that cannot be opened, or a stream that sends "
+                                           "nothing, for this many seconds ends the run.")] = DEFAULT_STALL_S,
     render: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Write the meshes over the video "
                                                    "to this .mp4.")] = None,
     no_vertices: Annotated[bool, typer.Option("--no-vertices", help="Leave vertices out of the .npz files.")]
@@ -114,7 +127,8 @@ def run(
             raise ConfigError("--ray runs a folder of videos: give --videos DIR")
         opts = RunOptions(out=out, export_dir=export_dir, video=video, features=features, backend=backend.value,
                           precision=precision.value, emit=emit.value, detector=detector, render=render,
-                          format=output_format.value,
+                          format=tuple(f.value for f in output_format) if output_format else "npz",
+                          live_drop=live_drop.value, stall_s=stall_s,
                           vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
                           threads=threads, border=border.value, device=device.value, ort_providers=ort_providers,
                           triton_url=triton_url, images=list(image) if image is not None else None,
@@ -158,20 +172,45 @@ def _videos_on_ray(console, folder: Path, opts, address: Optional[str], actors: 
 
 
 def _with_progress(console, opts, run_video, quiet: bool):  # noqa: ANN001 - rich types imported lazily
+    import sys
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .video import open_video
+    from .sources import open_source, source_kind
 
-    cap, info = open_video(opts.video)
-    cap.release()
-    total = min(info.frames_declared or 0, opts.max_frames or 1 << 30) or None
+    total = None
+    if source_kind(opts.video) == "file":
+        with open_source(opts.video) as source:  # a bad file fails here, in one line, before anything runs
+            total = min(source.info.frames_declared or 0, opts.max_frames or 1 << 30) or None
     if quiet:
         return run_video(opts)
+    if not sys.stderr.isatty():  # a log file: a line every few seconds
+        return run_video(opts, progress=_progress_lines(console, total))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("frames", total=total)
         opts.on_backends = lambda b: bar.update(task, description=f"frames ({_ran_on(b.providers)})")
         return run_video(opts, progress=lambda n: bar.advance(task, n))
+
+
+def _progress_lines(console, total: Optional[int]):  # noqa: ANN001, ANN202
+    """A progress callback printing ``frames N[/total], X frames/s, K open tracks`` every PROGRESS_EVERY_S seconds."""
+    import time
+
+    state = {"frames": 0, "start": time.perf_counter(), "last": time.perf_counter()}
+
+    def progress(n: int, tracks: int = 0) -> None:
+        state["frames"] += n
+        now = time.perf_counter()
+        if now - state["last"] >= PROGRESS_EVERY_S:
+            state["last"] = now
+            fps = state["frames"] / max(now - state["start"], 1e-9)
+            of = f"/{total}" if total else ""
+            console.print(f"frames {state['frames']}{of}, {fps:.1f} frames/s, {tracks} open tracks", highlight=False,
+                          soft_wrap=True)
+
+    progress.with_tracks = True  # type: ignore[attr-defined]
+    return progress
 
 
 def _ran_on(providers: dict) -> str:
@@ -196,6 +235,15 @@ def print_summary(console, summary: dict) -> None:  # noqa: ANN001
     for stage, sec in summary["timings_s"].items():
         table.add_row(stage, f"{sec:.2f}", f"{100 * sec / total:.0f}%")
     console.print(table)
+    if summary.get("frames_dropped_live"):
+        console.print(f"[yellow]{summary['frames_dropped_live']} live frames dropped (inference fell behind; "
+                      "--live-drop)[/]")
+    if summary.get("source") not in (None, "file"):
+        console.print(f"live source ended: {summary.get('ended')}")
+    if summary.get("latency_ms", {}).get("frames"):
+        lat = summary["latency_ms"]
+        console.print(f"latency per frame (decode to final): p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
+                      f"max {lat['max']} ms")
     if summary.get("frames_lost"):
         console.print(f"[yellow]{summary['frames_lost']} frames could not be decoded (damaged video)[/]")
     if "image_files" in summary:

@@ -33,6 +33,15 @@ class FrameStage(CropBatcher):
         for i, (track_id, frame_index, _) in enumerate(pending):
             self.results.append(FrameResult(track_id, frame_index, {k: v[i] for k, v in outputs.items()}))
 
+    def step(self) -> List[FrameResult]:
+        """Run the crops waiting now (results land in ``results``)."""
+        self.run()
+        return []
+
+    def end_track(self, track_id: Any) -> List[FrameResult]:
+        self.run()
+        return []
+
 
 def infer_model(backends: Any, feed: dict) -> dict:
     """The model graph on ``feed``, in chunks of the backend's largest batch (an engine's profile max)."""

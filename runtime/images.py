@@ -4,8 +4,8 @@ Frame models: the detector finds every person, each is cropped as in videos (the
 size and box scale) and all crops of all images go through the model graph in batches. Scene models:
 each image is letterboxed and the maps graph gives its people (runtime/scene_stage.py). No tracker:
 ``image_<NNN>_<stem>.npz`` holds the image's people in rows (runtime/outputs.write_people_npz), and
-``summary.json`` lists the files. Every image is read before anything runs, and everything is written
-into a staging directory that becomes ``--out`` at the end: a bad image leaves nothing behind.
+``summary.json`` lists the files. Every image is read before anything runs, and every file is written
+under a temporary name in ``--out``, all renamed into place at the end: a bad image leaves nothing behind.
 numpy + OpenCV only; Python 3.9-compatible.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from hmr_trt.errors import ConfigError, InputSpecError
-from hmr_trt.manifest import staged_output
+from hmr_trt.manifest import OutputFolder
 
 from .cameras import crop_box_cxcyh, crop_cam_to_orig_cam, joints_to_pixels
 
@@ -61,16 +61,19 @@ def run_images(opts: Any) -> Dict[str, Any]:
             people, detector = _scene_people(opts, backends, timer, images)
         else:
             people, detector = _frame_people(opts, backends, timer, images, _crop_geometry(backends))
-        from .outputs import write_people_npz, write_summary_json
+        from .outputs import people_arrays, summary_text
 
-        with staged_output(opts.out, replace_marker=SUMMARY_NAME) as stage:
+        folder = OutputFolder(opts.out, publish="end")
+        try:
             rows = []
-            for i, (path, found) in enumerate(zip(paths, people)):
-                name = f"image_{i:03d}_{path.stem}.npz"
+            names = [f"image_{i:03d}_{path.stem}.npz" for i, path in enumerate(paths)]
+            folder.check_free([SUMMARY_NAME, *names])
+            for name, path, found in zip(names, paths, people):
                 if not opts.vertices:
                     found.pop("vertices", None)
+                arrays = people_arrays(str(path), found)
                 with timer("writing"):
-                    write_people_npz(stage / name, str(path), found)
+                    folder.write(name, lambda f, a=arrays: np.savez(f, **a))
                 rows.append({"image": str(path), "file": name, "people": int(len(found["boxes"]))})
             total = time.perf_counter() - start
             summary = {"input": [str(p) for p in paths], "images": len(paths), "image_files": rows,
@@ -80,7 +83,11 @@ def run_images(opts: Any) -> Dict[str, Any]:
                        "timings_s": {k: round(v, 4) for k, v in timer.seconds.items()}, "total_s": round(total, 3),
                        "frames_decoded": len(paths), "tracks": 0, "emit": "-",
                        "frames_per_second": round(len(paths) / total, 2) if total > 0 else None}
-            write_summary_json(stage / SUMMARY_NAME, summary)
+            folder.write(SUMMARY_NAME, lambda f: f.write(summary_text(summary)))
+            folder.commit()
+        except BaseException:
+            folder.abort()
+            raise
     return summary
 
 

@@ -89,6 +89,15 @@ def write_track_npz(path: PathLike, track_id: Any, frames: np.ndarray, boxes: np
     """Write one track's results (keys in the module docstring) to ``path`` atomically. Models that
     regress vertices directly (the frame family's DecoMR) have no ``pose_rotmat``/``betas``/``joints3d``:
     pass None and those keys are left out."""
+    arrays = track_arrays(track_id, frames, boxes, pose_rotmat, betas, cam, joints3d, vertices, extra)
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def track_arrays(track_id: Any, frames: np.ndarray, boxes: np.ndarray, pose_rotmat: Optional[np.ndarray],
+                 betas: Optional[np.ndarray], cam: np.ndarray, joints3d: Optional[np.ndarray],
+                 vertices: Optional[np.ndarray] = None,
+                 extra: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
+    """The arrays of one track file (checked shapes), as ``write_track_npz`` writes them."""
     frames = np.asarray(frames)
     if frames.ndim != 1 or len(frames) == 0:
         raise InputSpecError(f"track file: 'frames' must be a non-empty (N,) array, got shape {frames.shape}")
@@ -110,13 +119,19 @@ def write_track_npz(path: PathLike, track_id: Any, frames: np.ndarray, boxes: np
         arrays["vertices"] = _rows("vertices", vertices, n, (-1, 3))
     for key, value in (extra or {}).items():  # image-space results (runtime/cameras.py), N rows each
         arrays[key] = _rows(key, value, n, tuple(-1 for _ in np.shape(value)[1:]))
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
+    return arrays
 
 
 def write_people_npz(path: PathLike, image: str, people: Dict[str, np.ndarray]) -> Path:
     """``--image``: one image's people (P rows each, P >= 0, best first): ``image`` (the path), ``boxes``
     (P, 4), ``cam`` (P, 3), ``vertices`` (P, V, 3) and, where the model has them, ``scores``, ``pose_rotmat``,
     ``pose_axis_angle``, ``betas``, ``joints3d``, ``crop_boxes``, ``orig_cam``, ``joints2d``."""
+    arrays = people_arrays(image, people)
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def people_arrays(image: str, people: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The arrays of one image file, as ``write_people_npz`` writes them (checked row counts)."""
     arrays = {"image": np.asarray(str(image))}
     n = len(people["boxes"])
     for key, value in people.items():
@@ -126,7 +141,7 @@ def write_people_npz(path: PathLike, image: str, people: Dict[str, np.ndarray]) 
         arrays[key] = np.ascontiguousarray(arr)
     if "pose_rotmat" in arrays:
         arrays["pose_axis_angle"] = rotmat_to_axis_angle(arrays["pose_rotmat"].astype(np.float32)).reshape(n, 72)
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
+    return arrays
 
 
 def _jsonable(value: Any) -> Any:
@@ -148,7 +163,12 @@ def _jsonable(value: Any) -> Any:
     raise InputSpecError(f"summary: {type(value).__name__} value {value!r} is not JSON serialisable")
 
 
+def summary_text(summary: Dict[str, Any]) -> bytes:
+    """``summary`` as indented JSON (numpy values, paths converted; NaN -> null), UTF-8."""
+    return (json.dumps(_jsonable(summary), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
 def write_summary_json(path: PathLike, summary: Dict[str, Any]) -> Path:
     """Write ``summary`` as indented JSON (numpy values, paths converted; NaN -> null) atomically."""
-    text = json.dumps(_jsonable(summary), indent=2, allow_nan=False) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    text = summary_text(summary)
+    return atomic_write(path, lambda f: f.write(text))

@@ -1,4 +1,6 @@
-"""Decoding video frames (OpenCV), tolerant of damaged files: what decodes is returned, losses counted."""
+"""Decoding video files (OpenCV), tolerant of damaged files: what decodes is returned, losses counted.
+
+Cameras and stream URLs: runtime/sources.py (which the run loop uses for files too)."""
 
 from __future__ import annotations
 
@@ -23,11 +25,11 @@ class VideoInfo:
 def open_video(path: str | Path):  # -> (cv2.VideoCapture, VideoInfo)
     import cv2
 
+    from .sources import check_video_file
+
+    shown = str(path)
     path = Path(path)
-    if not path.is_file():
-        raise InputSpecError(f"video not found: {path}")
-    if path.stat().st_size == 0:
-        raise InputSpecError(f"video file is empty: {path}")
+    check_video_file(path, shown)  # missing, too long a name, a folder, a device (/dev/zero), empty: one line each
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise InputSpecError(f"cannot decode {path}: not a video OpenCV can read")

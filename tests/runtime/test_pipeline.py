@@ -90,9 +90,11 @@ def test_bad_inputs(full_export, tmp_path) -> None:
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "precious.txt").write_text("mine")
+    (taken / "summary.json").write_text("{}")  # not hmr-trt's: no run file lists it
     np.savez(tmp_path / "ok.npz", features=np.zeros((20, 2048), np.float32))
-    _fails([*exp, "--features", str(tmp_path / "ok.npz")], "exists with other content", taken)
-    assert (taken / "precious.txt").read_text() == "mine"
+    _fails([*exp, "--features", str(tmp_path / "ok.npz")], "which no earlier hmr-trt run there wrote", taken)
+    assert (taken / "precious.txt").read_text() == "mine" and (taken / "summary.json").read_text() == "{}"
+    assert sorted(p.name for p in taken.iterdir()) == ["precious.txt", "summary.json"]
 
 
 def test_truncated_video_processes_what_decodes(full_export, sample_video, tmp_path) -> None:

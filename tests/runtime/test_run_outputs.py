@@ -32,7 +32,7 @@ def vibe_run(full_export, sample_video, tmp_path_factory):
 def test_vibe_file_reads_back_with_joblib_and_matches_the_track_files(vibe_run) -> None:
     out, _ = vibe_run
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["format"] == "vibe" and summary["tracks"] >= 1 and summary["detector"]
+    assert summary["format"].split(",") == ["npz", "vibe"] and summary["tracks"] >= 1 and summary["detector"]
     results = joblib.load(out / VIBE_FILE)
     assert len(results) == summary["tracks"]
     for row in summary["track_files"]:
