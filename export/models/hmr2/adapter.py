@@ -1,0 +1,65 @@
+"""The torch side of HMR 2.0 for the export job, parity and benchmarks (``registry.adapter("hmr2")``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import torch
+
+from hmr_trt.contract import ModelContract
+from hmr_trt.export.models.adapter import ModelAdapter
+from hmr_trt.export.models.checkpoint import match_state_dict
+
+from .checkpoint import check_config, read_checkpoint
+from .config import Hmr2Config
+from .contract import CONTRACT, hmr2_graph
+from .model import HMR2
+
+
+def load_official_checkpoint(model: HMR2, path: Union[str, Path]) -> None:
+    """A released Lightning checkpoint (``epoch=35-step=1000000.ckpt``, ``hmr2a.ckpt``): no pickled code
+    runs; its config must describe ``model``'s configuration; the network's keys match strictly."""
+    path = Path(path)
+    state, fields, where = read_checkpoint(path)
+    pos = state.get("backbone.pos_embed")
+    width = f"backbone width {int(pos.shape[-1])}" if isinstance(pos, torch.Tensor) and pos.dim() == 3 else None
+    check_config(fields, model.cfg, path, where, width if width and pos.shape[-1] != model.cfg.embed_dim else None)
+    match_state_dict(model, state, path, "hmr2")
+
+
+class Hmr2Adapter(ModelAdapter):
+    contract = CONTRACT
+    Config = Hmr2Config
+
+    def tiny_config(self) -> Hmr2Config:
+        """The same code at small widths (seconds in tests); the crop geometry stays the released one."""
+        return Hmr2Config(embed_dim=32, depth=2, heads=2, token_dim=64, head_depth=2, head_heads=2, head_dim_head=16,
+                          head_mlp=64)
+
+    def contract_for(self, cfg: Hmr2Config) -> ModelContract:
+        graph = hmr2_graph(cfg.image_size, cfg.token_dim, cfg.num_body_joints + 1)
+        return replace(CONTRACT, graphs=(graph,) + CONTRACT.graphs[1:], crop_size=cfg.image_size)
+
+    def reference(self, cfg: Hmr2Config, checkpoint: Optional[Path] = None) -> HMR2:
+        model = HMR2(cfg)
+        if checkpoint is not None:
+            load_official_checkpoint(model, checkpoint)
+        return model.eval()
+
+    def example_inputs(self, cfg: Hmr2Config, graph: str, batch: int, seed: int = 0) -> Tuple[torch.Tensor, ...]:
+        CONTRACT.graph(graph)
+        gen = torch.Generator().manual_seed(seed)
+        return (torch.randn(batch, 3, cfg.image_size, cfg.image_size, generator=gen),)
+
+    def video_inputs(self, cfg: Hmr2Config, graph: str, video: Path, n: int) -> dict:
+        """Crops of people in ``video``, cut as the runtime cuts them for this contract."""
+        from hmr_trt.export.family_inputs import person_crops
+
+        contract = self.contract_for(cfg)
+        return {"images": person_crops(Path(video), n, contract.crop_size, contract.bbox_scale,
+                                       aspect=contract.crop_aspect, antialias=contract.crop_antialias)}
+
+
+ADAPTER = Hmr2Adapter()
