@@ -10,6 +10,7 @@ numpy + OpenCV only (OpenCV imported where used), so it runs on a bare Python 3.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, List
 
 import numpy as np
@@ -36,6 +37,38 @@ def square_box(box: np.ndarray, scale: float = BOX_SCALE, aspect: float = 0.0) -
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     half = scale * max(x2 - x1, y2 - y1) / 2
     return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """How a model's crops are cut from a detection box (from the export's contract)."""
+
+    size: int = CROP_SIZE
+    scale: float = BOX_SCALE
+    aspect: float = 0.0  # > 0: widen/heighten the box to this width:height ratio first (HMR 2.0: 0.75)
+    antialias: bool = False  # blur before downsampling over 2.2x (HMR 2.0), float32 crops then
+
+    @classmethod
+    def of(cls, contract: Any) -> CropGeometry:
+        """The contract's crop geometry (224 and 1.2 for exports without one)."""
+        if contract is None:
+            return cls()
+        return cls(int(contract.crop_size) or CROP_SIZE, float(contract.bbox_scale) or BOX_SCALE,
+                   float(getattr(contract, "crop_aspect", 0.0) or 0.0),
+                   bool(getattr(contract, "crop_antialias", False)))
+
+    def box(self, detection: np.ndarray) -> np.ndarray:
+        """The square the crop is cut from (x1, y1, x2, y2)."""
+        return square_box(np.asarray(detection), self.scale, self.aspect)
+
+    def crop(self, frame_bgr: np.ndarray, square: np.ndarray) -> np.ndarray:
+        """The crop of the square ``square`` (a ``box``): (S, S, 3) RGB, uint8 or float32 0-255."""
+        return crop_from_frame(frame_bgr, square, self.size, self.antialias)
+
+    @property
+    def default_cameras(self) -> bool:
+        """Whether the crops are the runtime's historical ones (square at 1.2, no aspect step)."""
+        return self.scale == BOX_SCALE and not self.aspect
 
 
 def centre_box(height: int, width: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from hmr_trt.manifest import staged_output
 
 from .backends_select import FACES_NAME, Backends, open_backends
 from .cameras import image_space
-from .crops import CropBatcher, crop_from_frame, square_box
+from .crops import CropBatcher, CropGeometry
 from .detect import describe_detector
 from .streaming import BORDERS, FrameResult, StreamSpec, WindowStreamer, check_emit, stack_by_track
 from .track import MIN_TRACK_LENGTH, Track, TrackLog
@@ -239,7 +239,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
     with _video_backends(opts, opened) as backends:
         stage = family_stage(backends, timer, opts)
         features = _TrackGate(stage, opts.min_track_frames)
-        crop_size, crop_scale = _crop_geometry(backends)
+        geometry = _crop_geometry(backends)
         decoded = 0
         for frame_index, frame in _timed_frames(opts.video, opts.max_frames, timer):
             decoded += 1
@@ -250,7 +250,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
                 log.add(frame_index, active)
             for track_id, box in active:
                 with timer("crop"):
-                    crop = crop_from_frame(frame, square_box(np.asarray(box), crop_scale), crop_size)
+                    crop = geometry.crop(frame, geometry.box(box))
                 features.add(track_id, frame_index, crop)
             if progress:
                 progress(1)
@@ -268,11 +268,10 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
     return summary
 
 
-def _crop_geometry(backends: Backends) -> tuple:
-    """(crop side, box scale) of the export's contract (224 and 1.2 for exports without them)."""
-    c = backends.contract
-    return (int(c.crop_size) if c is not None and c.crop_size else 224,
-            float(c.bbox_scale) if c is not None and c.bbox_scale else 1.2)
+def _crop_geometry(backends: Backends) -> CropGeometry:
+    """Crop side, box scale, aspect step and antialiasing of the export's contract (224 and 1.2 for exports
+    without them)."""
+    return CropGeometry.of(backends.contract)
 
 
 def _run_scene_video(opts: RunOptions, info: Any, progress: Optional[Progress],
@@ -417,7 +416,7 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
     with staged_output(opts.out, replace_marker=SUMMARY_NAME) as stage:
         meshes: Dict[Any, Dict[str, np.ndarray]] = {}
         track_rows = []
-        crop_scale = _crop_geometry(backends)[1]
+        geometry = _crop_geometry(backends)
         for track_id, res in sorted(results.items(), key=lambda kv: str(kv[0])):
             if "vertices" in res:  # the model (frame family) or the scene stage gave the mesh already
                 verts, joints = res["vertices"], res.get("joints3d")
@@ -428,7 +427,7 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
             frames = np.asarray(res["frame_index"])
             box_of = dict(zip(log.frames, log.boxes))
             boxes = np.stack([box_of[int(f)][:4] for f in frames]).astype(np.float32)  # drop the score
-            image = _image_facts(res, boxes, joints, facts.get("width"), facts.get("height"), crop_scale)
+            image = _image_facts(res, boxes, joints, facts.get("width"), facts.get("height"), geometry)
             with timer("writing"):
                 name = f"track_{track_id}.npz"
                 write_track_npz(stage / name, track_id, frames, boxes, res.get("pose_rotmat"), res.get("betas"),
@@ -462,17 +461,17 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
 
 
 def _image_facts(res: Dict[str, np.ndarray], boxes: np.ndarray, joints: Optional[np.ndarray], width: Any,
-                 height: Any, crop_scale: float) -> Dict[str, np.ndarray]:
+                 height: Any, geometry: CropGeometry) -> Dict[str, np.ndarray]:
     """crop_boxes, bboxes_cxcyh, orig_cam and (where the model has joints) joints2d in the original image.
     Scene results carry their own crop boxes (the letterboxed square) and 2D joints."""
     from .cameras import crop_box_cxcyh, crop_cam_to_orig_cam, joints_to_pixels
 
-    if "crop_boxes" not in res and joints is not None and crop_scale == 1.2:
+    if "crop_boxes" not in res and joints is not None and geometry.default_cameras:
         return image_space(res["cam"], boxes, joints, width, height)
     if not width or not height:
         return {}
     crop_boxes = res["crop_boxes"] if "crop_boxes" in res else \
-        np.stack([square_box(b, crop_scale) for b in boxes]).astype(np.float32)
+        np.stack([geometry.box(b) for b in boxes]).astype(np.float32)
     cxcyh = crop_box_cxcyh(crop_boxes)
     out = {"crop_boxes": np.asarray(crop_boxes, np.float32), "bboxes_cxcyh": cxcyh,
            "orig_cam": crop_cam_to_orig_cam(res["cam"], cxcyh, int(width), int(height))}

@@ -42,6 +42,23 @@ class Hmr2Adapter(ModelAdapter):
         graph = hmr2_graph(cfg.image_size, cfg.token_dim, cfg.num_body_joints + 1)
         return replace(CONTRACT, graphs=(graph,) + CONTRACT.graphs[1:], crop_size=cfg.image_size)
 
+    def exportable(self, reference: torch.nn.Module, graph: str) -> torch.nn.Module:
+        """A copy whose LayerNorms are written out in primitive ops (the TensorRT 8.6 parser has no
+        LayerNormalization; TensorRT fuses the pattern); the weights are shared, not copied (2.5 GB at
+        ViT-H), and the module names stay, so node scopes do too."""
+        import copy
+
+        from hmr_trt.export.models.glot.model import LayerNormForExport
+
+        CONTRACT.graph(graph)
+        shared = {id(t): t for t in list(reference.parameters()) + list(reference.buffers())}
+        module = copy.deepcopy(reference, memo=shared).eval()
+        for parent in list(module.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.LayerNorm):
+                    setattr(parent, name, LayerNormForExport(child))
+        return module
+
     def reference(self, cfg: Hmr2Config, checkpoint: Optional[Path] = None) -> HMR2:
         model = HMR2(cfg)
         if checkpoint is not None:

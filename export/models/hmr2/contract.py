@@ -29,24 +29,24 @@ def hmr2_graph(crop: int = CROP, token: int = TOKEN, joints: int = JOINTS) -> Gr
                       TensorSpec("token", ("batch", token))))
 
 
-LAYERNORM = KeepRule("layernorm", ("LayerNormalization",), r"/LayerNormalization$",
-                     "LayerNorm statistics over 1280 (1024) channels: the mean of squares of the residual "
-                     "stream overflows or loses its low bits in FP16")
+LAYERNORM = KeepRule("layernorm", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Div"),
+                     r"/(norm\d?|last_norm)/(ReduceMean|Sub|Mul|Add|Sqrt|Div)(_\d+)?$",
+                     "LayerNorm (exported in primitive ops, which TensorRT fuses; the 8.6 parser has no "
+                     "LayerNormalization): statistics over 1280 (1024) channels of the residual stream overflow "
+                     "or lose their low bits in FP16")
 SOFTMAX = KeepRule("softmax", ("Softmax",), r"/Softmax$",
                    "attention softmax over 192 tokens: exponentials of FP16 logits lose the small weights")
-READOUT = KeepRule("readout", ("Gemm", "MatMul", "Add"), r"^/smpl_head/dec(pose|shape|cam)/",
-                   "the linear read-outs added to the mean pose, shape and camera: outputs directly")
-POSTPROCESS = KeepRule("postprocess", ("Mul", "Div", "Sub", "Add", "ReduceSum", "ReduceL2", "Clip", "Max",
-                                       "Expand", "Concat", "Unsqueeze", "Gather", "Slice", "Reshape", "Sqrt",
-                                       "Pow"),
-                       r"^/[A-Za-z]+(_\d+)?$",
+READOUT = KeepRule("readout", ("Gemm", "Add"), r"^/smpl_head/(dec(pose|shape|cam)/Gemm|Add(_\d+)?)$",
+                   "the linear read-outs and their sums with the mean pose, shape and camera: outputs directly")
+POSTPROCESS = KeepRule("postprocess", ("Mul", "Div", "Sub", "Add", "ReduceSum", "ReduceL2", "Clip", "Expand",
+                                       "Reciprocal", "Concat", "Gather", "Unsqueeze", "Slice", "Reshape"),
+                       r"^/[A-Za-z0-9]+(_\d+)?$",
                        "Gram-Schmidt of the 6D rotations and the camera translation 2 f / (S s): top-level "
                        "arithmetic on the outputs")
-HEAD = KeepRule("head", ("MatMul", "Gemm", "Add", "Mul", "Div", "Softmax", "LayerNormalization", "Erf", "Reshape",
-                         "Transpose", "Split", "Slice", "Expand", "Sqrt", "Pow", "Sub", "ReduceMean", "Squeeze",
-                         "Gather", "Concat", "Unsqueeze", "Shape"),
+HEAD = KeepRule("head", ("MatMul", "Gemm", "Add", "Mul", "Div", "Softmax", "ReduceMean", "Sqrt", "Sub", "Erf",
+                         "Reshape", "Transpose", "Slice", "Expand", "Concat"),
                 r"^/smpl_head/",
-                "the SMPL head (6 cross-attention layers on one token: ~1% of the FLOPs)")
+                "the SMPL head (6 cross-attention layers on one query token: ~1% of the FLOPs)")
 
 CONTRACT = ModelContract(
     name="hmr2",

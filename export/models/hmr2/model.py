@@ -263,7 +263,10 @@ class HMR2(nn.Module):
                 std = 0.02 if p.dim() <= 2 or "patch_embed" not in name else 1.0 / math.sqrt(fan_in)
                 p.copy_((torch.randn(p.shape, generator=gen) * std).clamp_(-2 * std, 2 * std))
         head = self.smpl_head
-        for lin, gain in ((head.decpose, 100.0), (head.decshape, 100.0), (head.deccam, 2.0)):
+        for name, p in head.named_parameters():  # sharp cross-attention: the token follows a few image patches
+            if name.endswith(("to_q.weight", "to_kv.weight")):
+                p.mul_(3.0 / (0.02 * math.sqrt(p.shape[1])))
+        for lin, gain in ((head.decpose, 10.0), (head.decshape, 5.0), (head.deccam, 1.0)):
             lin.weight.mul_(gain)
         npose = head.init_body_pose.shape[1]
         pose = torch.tensor([1.0, 0, 0, 0, 1, 0]).repeat(npose // 6)
