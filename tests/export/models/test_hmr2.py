@@ -280,11 +280,15 @@ def test_fp16_recipe_keeps_layernorm_and_softmax_fp32(tiny, tiny_onnx, tmp_path)
     assert all(np.isfinite(o).all() for o in outs)
 
 
-def test_export_from_the_released_layout_checkpoint_end_to_end(tmp_path, sample_video):
-    """``trt-export --model hmr2 --checkpoint ...`` at the tiny configuration: FP32 parity through the
-    body-model graph on random and real crops, the token a named graph output, nothing else in the folder."""
+def test_export_from_the_released_layout_checkpoint_end_to_end(tmp_path, sample_video, monkeypatch):
+    """``trt-export --model hmr2 --checkpoint ...`` at the tiny configuration, its graphs written as a > 2 GB
+    graph is (threshold lowered): FP32 parity through the body-model graph on random and real crops, the
+    token a named graph output, each graph's data file beside it with its sha256 in the manifest."""
+    from hmr_trt import external_data
     from hmr_trt.export.pipeline import ExportOptions, run_export
-    from hmr_trt.manifest import Manifest
+    from hmr_trt.manifest import Manifest, sha256_of
+
+    monkeypatch.setattr(external_data, "THRESHOLD_BYTES", 0)
 
     out = tmp_path / "export"
     run_export(ExportOptions(out=out, model="hmr2", config=ADAPTER.tiny_config(), checkpoint=CKPT,
@@ -296,3 +300,50 @@ def test_export_from_the_released_layout_checkpoint_end_to_end(tmp_path, sample_
     assert manifest.contract["crop_aspect"] == pytest.approx(0.75)
     model = next(a for a in manifest.artifacts if a.name == "hmr2")
     assert [o.name for o in model.outputs][-1] == "token"
+    for artifact in manifest.artifacts:
+        record = artifact.extra["external_data"]
+        assert record["location"] == artifact.path + ".data"
+        assert sha256_of(out / record["location"]) == record["sha256"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no scratch left behind
+
+
+# --- graphs over 2 GB: one external data file, checked ------------------------------------------------------
+
+def test_external_data_is_one_file_checked_against_its_graph(tiny, tmp_path, monkeypatch):
+    from hmr_trt import external_data
+    from hmr_trt.engines.preflight import validate_onnx
+    from hmr_trt.errors import ExportError
+
+    cfg, model = tiny
+    spec = ADAPTER.contract_for(cfg).model_graph
+    example = ADAPTER.example_inputs(cfg, "hmr2", 2)
+    inline = tmp_path / "inline" / "hmr2.onnx"
+    inline.parent.mkdir()
+    onnx_export.onnx_from_module(ADAPTER.exportable(model, "hmr2"), spec, example, inline)
+    monkeypatch.setattr(external_data, "THRESHOLD_BYTES", 0)
+    folder = tmp_path / "external"
+    folder.mkdir()
+    graph = folder / "hmr2.onnx"
+    onnx_export.onnx_from_module(ADAPTER.exportable(model, "hmr2"), spec, example, graph)
+    assert sorted(p.name for p in folder.iterdir()) == ["hmr2.onnx", "hmr2.onnx.data"]
+    assert graph.stat().st_size < inline.stat().st_size / 2  # the weights left the graph
+    validate_onnx(graph)
+    x = ADAPTER.example_inputs(cfg, "hmr2", 3, seed=4)[0].numpy()
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})  # noqa: E731
+    assert all(np.array_equal(a, b) for a, b in zip(run(graph), run(inline)))
+    data = folder / "hmr2.onnx.data"
+    whole = data.read_bytes()
+    # another graph's data of the same size: the recorded sha256 names it
+    other = ADAPTER.reference(dataclasses.replace(cfg, seed=9))
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    onnx_export.onnx_from_module(ADAPTER.exportable(other, "hmr2"), spec, example, other_dir / "hmr2.onnx")
+    data.write_bytes((other_dir / "hmr2.onnx.data").read_bytes())
+    with pytest.raises(ExportError, match=r"hmr2\.onnx\.data: does not match hmr2\.onnx: sha256"):
+        validate_onnx(graph)
+    data.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ExportError, match=r"hmr2\.onnx\.data: truncated: \d+ bytes, hmr2\.onnx reads \d+"):
+        validate_onnx(graph)
+    data.unlink()
+    with pytest.raises(ExportError, match=r"hmr2\.onnx\.data: the external data file of hmr2\.onnx is missing"):
+        validate_onnx(graph)
