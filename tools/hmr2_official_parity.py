@@ -194,7 +194,7 @@ def main() -> int:
     cap = cv2.VideoCapture(str(args.video))
     frames = [cap.read()[1] for _ in range(max(f for f, _ in CROP_BOXES) + 1)]
     cap.release()
-    for (frame_index, box), (img, _, size, centre) in zip(CROP_BOXES, crops):
+    for (frame_index, box), (img, _, size, _centre) in zip(CROP_BOXES, crops):
         square = square_box(np.array(box), 1.0, 192 / 256)
         mine = normalise_crops(crop_from_frame(frames[frame_index], square, 256, antialias=True)[None])[0]
         print(f"crop {box}: side {size:.2f} (ours {float(square[2] - square[0]):.2f}), "

@@ -18,15 +18,20 @@ from .contract import CONTRACT, hmr2_graph
 from .model import HMR2
 
 
-def load_official_checkpoint(model: HMR2, path: Union[str, Path]) -> None:
-    """A released Lightning checkpoint (``epoch=35-step=1000000.ckpt``, ``hmr2a.ckpt``): no pickled code
-    runs; its config must describe ``model``'s configuration; the network's keys match strictly."""
+def read_official_checkpoint(cfg: Hmr2Config, path: Union[str, Path]) -> dict:
+    """A released Lightning checkpoint (``epoch=35-step=1000000.ckpt``, ``hmr2a.ckpt``) read with no pickled
+    code run; its config must describe ``cfg`` (checked before any model is built). The network's state."""
     path = Path(path)
     state, fields, where = read_checkpoint(path)
     pos = state.get("backbone.pos_embed")
-    width = f"backbone width {int(pos.shape[-1])}" if isinstance(pos, torch.Tensor) and pos.dim() == 3 else None
-    check_config(fields, model.cfg, path, where, width if width and pos.shape[-1] != model.cfg.embed_dim else None)
-    match_state_dict(model, state, path, "hmr2")
+    width = int(pos.shape[-1]) if isinstance(pos, torch.Tensor) and pos.dim() == 3 else cfg.embed_dim
+    check_config(fields, cfg, path, where, f"backbone width {width}" if width != cfg.embed_dim else None)
+    return state
+
+
+def load_official_checkpoint(model: HMR2, path: Union[str, Path]) -> None:
+    """``read_official_checkpoint`` for ``model``'s config, then the network's keys matched strictly."""
+    match_state_dict(model, read_official_checkpoint(model.cfg, path), path, "hmr2")
 
 
 class Hmr2Adapter(ModelAdapter):
@@ -60,9 +65,10 @@ class Hmr2Adapter(ModelAdapter):
         return module
 
     def reference(self, cfg: Hmr2Config, checkpoint: Optional[Path] = None) -> HMR2:
+        state = read_official_checkpoint(cfg, checkpoint) if checkpoint is not None else None  # before 2.5 GB of model
         model = HMR2(cfg)
-        if checkpoint is not None:
-            load_official_checkpoint(model, checkpoint)
+        if state is not None:
+            match_state_dict(model, state, checkpoint, "hmr2")
         return model.eval()
 
     def example_inputs(self, cfg: Hmr2Config, graph: str, batch: int, seed: int = 0) -> Tuple[torch.Tensor, ...]:

@@ -347,3 +347,21 @@ def test_external_data_is_one_file_checked_against_its_graph(tiny, tmp_path, mon
     data.unlink()
     with pytest.raises(ExportError, match=r"hmr2\.onnx\.data: the external data file of hmr2\.onnx is missing"):
         validate_onnx(graph)
+
+
+def test_cli_bad_checkpoints_exit_1_with_one_line_and_nothing_written(tmp_path):
+    """``trt-export --model hmr2 --checkpoint X``: the released-size model refuses the tiny file before any
+    export work (its config says other sizes); a truncated file is named; --out is never created."""
+    from typer.testing import CliRunner
+
+    from hmr_trt.export.cli import app
+
+    truncated = tmp_path / "epoch=35-step=1000000.ckpt"
+    truncated.write_bytes(CKPT.read_bytes()[:50000])
+    for ckpt, message in ((CKPT, "variant this export does not build"), (truncated, "cannot read checkpoint")):
+        out = tmp_path / "out"
+        result = CliRunner().invoke(app, ["--model", "hmr2", "--checkpoint", str(ckpt), "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        errors = [line for line in result.output.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1 and message in errors[0] and ckpt.name in errors[0], result.output
+        assert not out.exists()
