@@ -431,7 +431,8 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
             with timer("writing"):
                 name = f"track_{track_id}.npz"
                 write_track_npz(stage / name, track_id, frames, boxes, res.get("pose_rotmat"), res.get("betas"),
-                                res["cam"], joints, verts if opts.vertices else None, extra=image)
+                                res["cam"], joints, verts if opts.vertices else None,
+                                extra={**_model_extras(res, backends.contract), **image})
             meshes[track_id] = {"frames": frames, "boxes": boxes, "vertices": verts, "cam": res["cam"],
                                 "pose_rotmat": res.get("pose_rotmat"), "betas": res.get("betas"), "joints3d": joints,
                                 **image}
@@ -460,6 +461,16 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
     return summary
 
 
+STANDARD_OUTPUTS = ("pose_rotmat", "betas", "cam", "vertices", "joints3d")
+
+
+def _model_extras(res: Dict[str, np.ndarray], contract: Any) -> Dict[str, np.ndarray]:
+    """Frame models' own outputs beyond the standard ones (HMR 2.0's ``cam_t`` and ``token``), per row."""
+    if contract is None or contract.family != "frame":
+        return {}
+    return {k: res[k] for k in contract.model_graph.output_names if k not in STANDARD_OUTPUTS and k in res}
+
+
 def _image_facts(res: Dict[str, np.ndarray], boxes: np.ndarray, joints: Optional[np.ndarray], width: Any,
                  height: Any, geometry: CropGeometry) -> Dict[str, np.ndarray]:
     """crop_boxes, bboxes_cxcyh, orig_cam and (where the model has joints) joints2d in the original image.
@@ -479,6 +490,10 @@ def _image_facts(res: Dict[str, np.ndarray], boxes: np.ndarray, joints: Optional
         out["joints2d"] = np.asarray(res["joints2d"], np.float32)
     elif joints is not None:
         out["joints2d"] = joints_to_pixels(joints, res["cam"], crop_boxes).astype(np.float32)
+    if "cam_t" in res:  # a perspective crop camera (HMR 2.0): the demo's full-image camera beside it
+        from .cameras import crop_cam_t_to_full
+
+        out.update(crop_cam_t_to_full(res["cam"], res["cam_t"], cxcyh, int(width), int(height)))
     return out
 
 

@@ -57,10 +57,29 @@ def test_video_writes_tracks_and_render_equal_to_the_graph_on_official_crops(hmr
     with OnnxRuntimeBackend(hmr2_export / art.path) as model:
         for row in summary["track_files"]:
             track = np.load(out / row["file"])
-            for name in ("pose_rotmat", "betas", "cam", "cam_t", "token", "vertices", "orig_cam"):
+            for name in ("pose_rotmat", "betas", "cam", "cam_t", "token", "vertices", "orig_cam", "cam_t_full"):
                 assert name in track.files and len(track[name]) == row["frames"], name
             crops = [geometry.crop(frames[int(f)], geometry.box(b))
                      for f, b in zip(track["frame_indices"], track["boxes"])]
             direct = model.infer({"images": normalise_crops(np.stack(crops))})
             for name in ("pose_rotmat", "betas", "cam", "token"):
                 np.testing.assert_allclose(track[name], direct[name], atol=2e-5)
+
+
+def test_full_image_camera_is_the_official_demo_conversion():
+    """cam_crop_to_full of the official renderer, written out here with the demo's focal length
+    FOCAL_LENGTH / IMAGE_SIZE * max(W, H), against crop_cam_t_to_full (which needs neither)."""
+    from hmr_trt.runtime.cameras import crop_cam_t_to_full
+
+    rng = np.random.default_rng(0)
+    n, width, height, focal, crop = 5, 768, 576, 5000.0, 256
+    cam = np.c_[rng.uniform(0.5, 1.2, n), rng.normal(0, 0.1, (n, 2))]
+    cam_t = np.c_[cam[:, 1:], 2 * focal / (crop * cam[:, 0] + 1e-9)]
+    centre, side = rng.uniform(100, 500, (n, 2)), rng.uniform(80, 400, n)
+    scaled = focal / crop * max(width, height)
+    bs = side * cam[:, 0] + 1e-9
+    official = np.c_[2 * (centre[:, 0] - width / 2) / bs + cam[:, 1], 2 * (centre[:, 1] - height / 2) / bs + cam[:, 2],
+                     2 * scaled / bs]
+    got = crop_cam_t_to_full(cam, cam_t, np.c_[centre, side, side], width, height)
+    np.testing.assert_allclose(got["cam_t_full"], official, rtol=1e-5)
+    np.testing.assert_allclose(got["focal_length_px"], scaled, rtol=1e-5)
