@@ -122,6 +122,7 @@ def save(model: Any, graph: Path, external: bool) -> Optional[Dict[str, Any]]:
     prop = model.metadata_props.add()
     prop.key, prop.value = METADATA_KEY, json.dumps(record)
     onnx.save(model, str(tmp_graph))  # the tensors are external now: the graph alone
+    os.chmod(tmp_data, os.stat(tmp_graph).st_mode & 0o777)  # onnx creates the data file 0600; match the graph
     os.replace(tmp_data, graph.parent / name)
     os.replace(tmp_graph, graph)
     return record

@@ -103,22 +103,22 @@ def joints_to_pixels(joints3d: np.ndarray, cam: np.ndarray, crop_boxes: np.ndarr
     return np.stack([u, v], axis=-1).astype(np.float32)
 
 
-def crop_cam_t_to_full(cam: np.ndarray, cam_t: np.ndarray, bboxes_cxcyh: np.ndarray, width: int,
-                       height: int) -> Dict[str, np.ndarray]:
-    """HMR 2.0's perspective camera in the whole image (its demo's ``cam_crop_to_full``).
-
-    The model gives ``cam = (s, tx, ty)`` and ``cam_t = (tx, ty, 2 f / (S s))`` at focal length ``f`` for
-    the ``S``-pixel crop. The demo renders the whole image with the focal length ``f / S * max(W, H)``;
-    for the crop square of side ``b`` centred at ``(cx, cy)`` the translation is then
-    ``(tx + 2 (cx - W / 2) / (b s), ty + 2 (cy - H / 2) / (b s), 2 f_full / (b s))``. ``f / S`` is
-    ``cam_t_z * s / 2``, so neither needs to be known here. Returns ``cam_t_full`` (N, 3) and
-    ``focal_length_px`` (N,)."""
+def perspective_cameras(cam: np.ndarray, bboxes_cxcyh: np.ndarray, width: int, height: int, focal_length: float,
+                        crop: int) -> Dict[str, np.ndarray]:
+    """HMR 2.0's perspective cameras from its crop camera ``cam = (s, tx, ty)``: the crop's translation
+    ``cam_t = (tx, ty, 2 f / (S s))`` at focal length ``f`` for the ``S``-pixel crop (the official
+    ``pred_cam_t``), and the whole image's as its demo renders it (``cam_crop_to_full``): focal length
+    ``f / S * max(W, H)``, and for the crop square of side ``b`` centred at ``(cx, cy)`` the translation
+    ``(tx + 2 (cx - W / 2) / (b s), ty + 2 (cy - H / 2) / (b s), 2 f_full / (b s))``.
+    Returns ``cam_t`` (N, 3), ``cam_t_full`` (N, 3) and ``focal_length_px`` (N,)."""
     cam = _as_rows("cam", cam, 3)
-    cam_t = _as_rows("cam_t", cam_t, 3)
     box = _as_rows("bboxes_cxcyh", bboxes_cxcyh, 4)
+    n = len(cam)
+    cam_t = np.stack([cam[:, 1], cam[:, 2], 2 * focal_length / (crop * cam[:, 0] + 1e-9)], axis=-1)
     bs = box[:, 2] * cam[:, 0] + 1e-9
-    focal = cam_t[:, 2] * cam[:, 0] / 2.0 * max(int(width), int(height))
+    focal = np.full(n, focal_length / crop * max(int(width), int(height)))
     full = np.stack([2 * (box[:, 0] - width / 2.0) / bs + cam[:, 1],
                      2 * (box[:, 1] - height / 2.0) / bs + cam[:, 2],
                      2 * focal / bs], axis=-1)
-    return {"cam_t_full": full.astype(np.float32), "focal_length_px": focal.astype(np.float32)}
+    return {"cam_t": cam_t.astype(np.float32), "cam_t_full": full.astype(np.float32),
+            "focal_length_px": focal.astype(np.float32)}

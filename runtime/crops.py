@@ -47,6 +47,7 @@ class CropGeometry:
     scale: float = BOX_SCALE
     aspect: float = 0.0  # > 0: widen/heighten the box to this width:height ratio first (HMR 2.0: 0.75)
     antialias: bool = False  # blur before downsampling over 2.2x (HMR 2.0), float32 crops then
+    focal_length: float = 0.0  # > 0: the crop camera is perspective with this focal length at ``size``
 
     @classmethod
     def of(cls, contract: Any) -> CropGeometry:
@@ -55,7 +56,7 @@ class CropGeometry:
             return cls()
         return cls(int(contract.crop_size) or CROP_SIZE, float(contract.bbox_scale) or BOX_SCALE,
                    float(getattr(contract, "crop_aspect", 0.0) or 0.0),
-                   bool(getattr(contract, "crop_antialias", False)))
+                   bool(getattr(contract, "crop_antialias", False)), float(getattr(contract, "focal_length", 0.0)))
 
     def box(self, detection: np.ndarray) -> np.ndarray:
         """The square the crop is cut from (x1, y1, x2, y2)."""

@@ -465,7 +465,7 @@ STANDARD_OUTPUTS = ("pose_rotmat", "betas", "cam", "vertices", "joints3d")
 
 
 def _model_extras(res: Dict[str, np.ndarray], contract: Any) -> Dict[str, np.ndarray]:
-    """Frame models' own outputs beyond the standard ones (HMR 2.0's ``cam_t`` and ``token``), per row."""
+    """Frame models' own outputs beyond the standard ones (HMR 2.0's ``token``), per row."""
     if contract is None or contract.family != "frame":
         return {}
     return {k: res[k] for k in contract.model_graph.output_names if k not in STANDARD_OUTPUTS and k in res}
@@ -490,10 +490,11 @@ def _image_facts(res: Dict[str, np.ndarray], boxes: np.ndarray, joints: Optional
         out["joints2d"] = np.asarray(res["joints2d"], np.float32)
     elif joints is not None:
         out["joints2d"] = joints_to_pixels(joints, res["cam"], crop_boxes).astype(np.float32)
-    if "cam_t" in res:  # a perspective crop camera (HMR 2.0): the demo's full-image camera beside it
-        from .cameras import crop_cam_t_to_full
+    if geometry.focal_length > 0:  # a perspective crop camera (HMR 2.0): its translation, the demo's full-image one
+        from .cameras import perspective_cameras
 
-        out.update(crop_cam_t_to_full(res["cam"], res["cam_t"], cxcyh, int(width), int(height)))
+        out.update(perspective_cameras(res["cam"], cxcyh, int(width), int(height), geometry.focal_length,
+                                       geometry.size))
     return out
 
 

@@ -183,8 +183,11 @@ def main() -> int:
     import dataclasses
 
     ours_model = ADAPTER.reference(dataclasses.replace(cfg, seed=SEED + 1), args.checkpoint_out)
+    from hmr_trt.export.models.hmr2.model import crop_translation
+
     with torch.no_grad():
         ours = dict(zip(ADAPTER.contract_for(cfg).model_graph.output_names, ours_model(images)))
+    ours["cam_t"] = crop_translation(ours["cam"], cfg.focal_length, cfg.image_size)  # the host's, from cam
     for name, value in official.items():
         print(f"max |{name} - official| = {float((ours[name] - value).abs().max()):.3g} "
               f"(range {float(value.abs().max()):.3g})")

@@ -57,7 +57,8 @@ def test_video_writes_tracks_and_render_equal_to_the_graph_on_official_crops(hmr
     with OnnxRuntimeBackend(hmr2_export / art.path) as model:
         for row in summary["track_files"]:
             track = np.load(out / row["file"])
-            for name in ("pose_rotmat", "betas", "cam", "cam_t", "token", "vertices", "orig_cam", "cam_t_full"):
+            for name in ("pose_rotmat", "betas", "cam", "cam_t", "token", "vertices", "orig_cam", "cam_t_full",
+                         "focal_length_px"):
                 assert name in track.files and len(track[name]) == row["frames"], name
             crops = [geometry.crop(frames[int(f)], geometry.box(b))
                      for f, b in zip(track["frame_indices"], track["boxes"])]
@@ -67,9 +68,9 @@ def test_video_writes_tracks_and_render_equal_to_the_graph_on_official_crops(hmr
 
 
 def test_full_image_camera_is_the_official_demo_conversion():
-    """cam_crop_to_full of the official renderer, written out here with the demo's focal length
-    FOCAL_LENGTH / IMAGE_SIZE * max(W, H), against crop_cam_t_to_full (which needs neither)."""
-    from hmr_trt.runtime.cameras import crop_cam_t_to_full
+    """The official pred_cam_t and the renderer's cam_crop_to_full with the demo's focal length
+    FOCAL_LENGTH / IMAGE_SIZE * max(W, H), written out here, against perspective_cameras."""
+    from hmr_trt.runtime.cameras import perspective_cameras
 
     rng = np.random.default_rng(0)
     n, width, height, focal, crop = 5, 768, 576, 5000.0, 256
@@ -80,6 +81,7 @@ def test_full_image_camera_is_the_official_demo_conversion():
     bs = side * cam[:, 0] + 1e-9
     official = np.c_[2 * (centre[:, 0] - width / 2) / bs + cam[:, 1], 2 * (centre[:, 1] - height / 2) / bs + cam[:, 2],
                      2 * scaled / bs]
-    got = crop_cam_t_to_full(cam, cam_t, np.c_[centre, side, side], width, height)
+    got = perspective_cameras(cam, np.c_[centre, side, side], width, height, focal, crop)
+    np.testing.assert_allclose(got["cam_t"], cam_t, rtol=1e-6)
     np.testing.assert_allclose(got["cam_t_full"], official, rtol=1e-5)
     np.testing.assert_allclose(got["focal_length_px"], scaled, rtol=1e-5)

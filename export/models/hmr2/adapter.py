@@ -45,7 +45,8 @@ class Hmr2Adapter(ModelAdapter):
 
     def contract_for(self, cfg: Hmr2Config) -> ModelContract:
         graph = hmr2_graph(cfg.image_size, cfg.token_dim, cfg.num_body_joints + 1)
-        return replace(CONTRACT, graphs=(graph,) + CONTRACT.graphs[1:], crop_size=cfg.image_size)
+        return replace(CONTRACT, graphs=(graph,) + CONTRACT.graphs[1:], crop_size=cfg.image_size,
+                       focal_length=cfg.focal_length)
 
     def exportable(self, reference: torch.nn.Module, graph: str) -> torch.nn.Module:
         """A copy whose LayerNorms are written out in primitive ops (the TensorRT 8.6 parser has no

@@ -20,13 +20,12 @@ JOINTS = 24
 
 def hmr2_graph(crop: int = CROP, token: int = TOKEN, joints: int = JOINTS) -> GraphSpec:
     """images (B, 3, 256, 256) ImageNet-normalised RGB -> pose_rotmat (B, 24, 3, 3), betas (B, 10),
-    cam (B, 3) = [s, tx, ty] of the crop (weak perspective, SPIN's convention), cam_t (B, 3) the camera
-    translation at the official focal length (5000 px at the 256 crop), token (B, 1024) the SMPL head's
-    output token (the feature WHAM and GVHMR read)."""
+    cam (B, 3) = [s, tx, ty] of the crop (weak perspective, SPIN's convention), token (B, 1024) the SMPL
+    head's output token (the feature WHAM and GVHMR read). The perspective cameras (the crop's at the
+    contract's ``focal_length``, the whole image's) are the host's (runtime/cameras.py)."""
     return GraphSpec("hmr2", "model", (TensorSpec("images", ("batch", 3, crop, crop)),),
                      (TensorSpec("pose_rotmat", ("batch", joints, 3, 3)), TensorSpec("betas", ("batch", 10)),
-                      TensorSpec("cam", ("batch", 3)), TensorSpec("cam_t", ("batch", 3)),
-                      TensorSpec("token", ("batch", token))))
+                      TensorSpec("cam", ("batch", 3)), TensorSpec("token", ("batch", token))))
 
 
 LAYERNORM = KeepRule("layernorm", ("ReduceMean", "Sub", "Mul", "Add", "Sqrt", "Div"),
@@ -38,11 +37,10 @@ SOFTMAX = KeepRule("softmax", ("Softmax",), r"/Softmax$",
                    "attention softmax over 192 tokens: exponentials of FP16 logits lose the small weights")
 READOUT = KeepRule("readout", ("Gemm", "Add"), r"^/smpl_head/(dec(pose|shape|cam)/Gemm|Add(_\d+)?)$",
                    "the linear read-outs and their sums with the mean pose, shape and camera: outputs directly")
-POSTPROCESS = KeepRule("postprocess", ("Mul", "Div", "Sub", "Add", "ReduceSum", "ReduceL2", "Clip", "Expand",
-                                       "Reciprocal", "Concat", "Gather", "Unsqueeze", "Slice", "Reshape"),
+POSTPROCESS = KeepRule("postprocess", ("Mul", "Div", "Sub", "ReduceSum", "ReduceL2", "Clip", "Expand", "Concat",
+                                       "Gather", "Unsqueeze", "Slice", "Reshape"),
                        r"^/[A-Za-z0-9]+(_\d+)?$",
-                       "Gram-Schmidt of the 6D rotations and the camera translation 2 f / (S s): top-level "
-                       "arithmetic on the outputs")
+                       "Gram-Schmidt of the 6D rotations: top-level arithmetic on the outputs")
 HEAD = KeepRule("head", ("MatMul", "Gemm", "Add", "Mul", "Div", "Softmax", "ReduceMean", "Sqrt", "Sub", "Erf",
                          "Reshape", "Transpose", "Slice", "Expand", "Concat"),
                 r"^/smpl_head/",
@@ -60,6 +58,7 @@ CONTRACT = ModelContract(
     bbox_scale=1.0,  # the official demo uses the detector's box as given
     crop_aspect=192 / 256,
     crop_antialias=True,
+    focal_length=5000.0,  # EXTRA.FOCAL_LENGTH at MODEL.IMAGE_SIZE 256
     recipes=(
         Recipe("fp16", "fp16", keep=(LAYERNORM, SOFTMAX, READOUT, POSTPROCESS),
                description="FP16 GEMMs and residual stream; LayerNorm, softmax, the read-outs and the rotation/"

@@ -8,8 +8,9 @@ Data flow for one crop (released config, shapes per crop):
      self-attention, cross-attention to the 192 image tokens (8 heads of 64) and MLP 1024
      -> token (1024,): the feature WHAM and GVHMR read
      -> linear read-outs added to the mean parameters: 24 6D rotations, 10 betas, camera [s, tx, ty]
-  -> rotation matrices (Gram-Schmidt of the 6D pairs); camera translation [tx, ty, 2 f / (S s)]
-     with the config's focal length f at crop side S (the official ``pred_cam_t``).
+  -> rotation matrices (Gram-Schmidt of the 6D pairs). The camera translation [tx, ty, 2 f / (S s)]
+     at the config's focal length f for crop side S (the official ``pred_cam_t``) is the host's
+     (``crop_translation``): a depth of ~40 m is no output for a 1e-3 float32 tier.
 The body model (vertices, joints) is the pipeline's body-model graph on pose_rotmat and betas.
 
 Attention is written as MatMul -> Softmax -> MatMul (the official form; ``attention="sdpa"`` uses
@@ -241,7 +242,7 @@ def rot6d_to_rotmat(x: torch.Tensor) -> torch.Tensor:
 
 class HMR2(nn.Module):
     """crop (B, 3, S, S) -> pose_rotmat (B, 24, 3, 3), betas (B, 10), cam (B, 3) = [s, tx, ty] of the
-    crop, cam_t (B, 3) the camera translation at the config's focal length, token (B, token_dim)."""
+    crop, token (B, token_dim)."""
 
     def __init__(self, cfg: Hmr2Config):
         super().__init__()
@@ -280,7 +281,10 @@ class HMR2(nn.Module):
         lo = (s - self.cfg.width) // 2
         tokens = self.backbone(images[:, :, :, lo:lo + self.cfg.width])
         pose6d, betas, cam, token = self.smpl_head(tokens)
-        b = images.shape[0]
-        pose_rotmat = rot6d_to_rotmat(pose6d.reshape(b, -1, 6))
-        cam_t = torch.stack([cam[:, 1], cam[:, 2], 2 * self.cfg.focal_length / (s * cam[:, 0] + 1e-9)], dim=-1)
-        return pose_rotmat, betas, cam, cam_t, token
+        pose_rotmat = rot6d_to_rotmat(pose6d.reshape(images.shape[0], -1, 6))
+        return pose_rotmat, betas, cam, token
+
+
+def crop_translation(cam: torch.Tensor, focal_length: float, crop: int) -> torch.Tensor:
+    """The official ``pred_cam_t`` from the crop camera: [tx, ty, 2 f / (S s + 1e-9)]."""
+    return torch.stack([cam[:, 1], cam[:, 2], 2 * focal_length / (crop * cam[:, 0] + 1e-9)], dim=-1)
