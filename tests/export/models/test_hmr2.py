@@ -58,6 +58,12 @@ def test_config_round_trip_and_validation():
 
 
 def test_contract_is_torch_free_and_round_trips():
+    import subprocess
+    import sys
+
+    code = ("import sys; from hmr_trt import registry; c = registry.contract('hmr2'); "
+            "assert 'torch' not in sys.modules, 'contract imported torch'; print(c.focal_length)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "5000.0"
     contract = registry.contract("hmr2")
     assert ModelContract.from_dict(contract.to_dict()) == contract
     assert contract.family == "frame" and contract.crop_size == 256 and contract.bbox_scale == 1.0
