@@ -37,15 +37,16 @@ def sampled_frames(video: PathLike, stride: int = STRIDE, start_frame: int = 0) 
 
 
 def iter_person_crops(video: PathLike, crop: int = 224, scale: float = 1.2, per_frame: int = 2,
-                      start_frame: int = 0) -> Iterator[np.ndarray]:
-    """(crop, crop, 3) uint8 RGB crops of the ``per_frame`` best HOG detections of each sampled frame."""
+                      start_frame: int = 0, aspect: float = 0.0, antialias: bool = False) -> Iterator[np.ndarray]:
+    """(crop, crop, 3) RGB crops of the ``per_frame`` best HOG detections of each sampled frame (uint8; float32
+    0-255 where ``antialias`` blurred; ``aspect``, ``antialias``: the contract's ``crop_aspect``/``crop_antialias``)."""
     from hmr_trt.runtime.crops import crop_from_frame, square_box
     from hmr_trt.runtime.detect import HogPeopleDetector
 
     detector = HogPeopleDetector()
     for _, frame in sampled_frames(video, start_frame=start_frame):
         for box in detector.detect(frame)[:per_frame]:
-            yield crop_from_frame(frame, square_box(box, scale), crop)
+            yield crop_from_frame(frame, square_box(box, scale, aspect), crop, antialias)
 
 
 def iter_letterboxed(video: PathLike, size: int = 512, start_frame: int = 0) -> Iterator[np.ndarray]:
@@ -57,11 +58,11 @@ def iter_letterboxed(video: PathLike, size: int = 512, start_frame: int = 0) -> 
 
 
 def person_crops(video: Path, n: int, crop: int = 224, scale: float = 1.2, per_frame: int = 2,
-                 start_frame: int = 0) -> np.ndarray:
+                 start_frame: int = 0, aspect: float = 0.0, antialias: bool = False) -> np.ndarray:
     """(n, 3, crop, crop) float32 ImageNet-normalised crops of people in ``video`` (parity: exactly ``n``)."""
     from hmr_trt.runtime.crops import normalise_crops
 
-    crops = _take(iter_person_crops(video, crop, scale, per_frame, start_frame), n)
+    crops = _take(iter_person_crops(video, crop, scale, per_frame, start_frame, aspect, antialias), n)
     if len(crops) < n:
         raise InputSpecError(f"--video {video}: {len(crops)} people found, parity needs {n} crops; "
                              "give a video with people in it")
@@ -100,7 +101,8 @@ def images_from_videos(source: Union[PathLike, Sequence[PathLike]], contract: Mo
     seen = []
     for path in _files(source, VIDEO_SUFFIXES, "videos"):
         if contract.family == "frame":
-            got = _take(iter_person_crops(path, contract.crop_size, contract.bbox_scale, start_frame=start_frame),
+            got = _take(iter_person_crops(path, contract.crop_size, contract.bbox_scale, start_frame=start_frame,
+                                          aspect=contract.crop_aspect, antialias=contract.crop_antialias),
                         max_images - len(images))
         else:
             got = _take(iter_letterboxed(path, contract.image_size, start_frame), max_images - len(images))

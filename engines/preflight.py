@@ -94,7 +94,10 @@ def validate_onnx(path: str | Path, *, max_opset: int | None = MAX_OPSET_TRT86) 
     """
     import onnx
 
+    from hmr_trt import external_data
+
     path = Path(path)
+    external_data.check(path)  # a data file missing, cut short or from another graph: one line naming it
     failures: list[str] = []
     try:
         onnx.checker.check_model(str(path), full_check=True)

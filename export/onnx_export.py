@@ -63,16 +63,14 @@ def _export(
             )
 
 
-def _stamp(path: Path, spec: GraphSpec, metadata: dict[str, Any]) -> onnx.ModelProto:
+def _stamp(model: onnx.ModelProto, spec: GraphSpec, metadata: dict[str, Any]) -> onnx.ModelProto:
     """Record what the graph is, so the engine builder can refuse ONNX files that are not ours."""
-    model = onnx.load(str(path))
     props = {f"{METADATA_PREFIX}graph": spec.name, f"{METADATA_PREFIX}version": __version__}
     props.update({f"{METADATA_PREFIX}{k}": v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name = "hmr-trt"
-    onnx.save(model, str(path))
     return model
 
 
@@ -139,16 +137,35 @@ def onnx_from_module(
     max_batch: int = 64,
     metadata: dict[str, Any] | None = None,
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Export ``module`` to ``path`` and stamp it; returns the graph's input and output specs."""
+    """Export ``module`` to ``path`` and stamp it; returns the graph's input and output specs.
+
+    Graphs whose weights exceed protobuf's 2 GB (``external_data.THRESHOLD_BYTES``) are written as the graph
+    plus one ``<name>.onnx.data`` beside it (hmr_trt/external_data.py); the exporter's own output (one file
+    per tensor for such graphs) goes to a scratch folder beside ``path`` that is removed afterwards."""
+    import shutil
+    import tempfile
+
+    from hmr_trt import external_data
+
     path = Path(path)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.stem}-export-", dir=path.parent))
     try:
-        _export(module, spec, example, path, exporter, max_batch)
-    except ConfigError:
-        raise
-    except Exception as exc:  # exporters raise many types; name the graph and the exporter
-        raise ExportError(f"{exporter} export of the {spec.name} graph failed: {type(exc).__name__}: {exc}") from exc
-    model = declare_static_shapes(_stamp(path, spec, metadata or {}), spec)
-    onnx.save(model, str(path))
+        raw = scratch / path.name
+        try:
+            _export(module, spec, example, raw, exporter, max_batch)
+        except ConfigError:
+            raise
+        except Exception as exc:  # exporters raise many types; name the graph and the exporter
+            raise ExportError(f"{exporter} export of the {spec.name} graph failed: {type(exc).__name__}: "
+                              f"{exc}") from exc
+        model = onnx.load(str(raw), load_external_data=False)  # the graph alone: shape inference stays small
+        model = declare_static_shapes(_stamp(model, spec, metadata or {}), spec)
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(scratch))  # the exporter's per-tensor files, if it wrote any
+        external_data.save(model, path, external_data.initializer_bytes(model) > external_data.THRESHOLD_BYTES)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return tensor_specs(model.graph.input), tensor_specs(model.graph.output)
 
 

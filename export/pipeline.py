@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from hmr_trt import registry
+from hmr_trt import external_data, registry
 from hmr_trt.contract import GraphSpec, ModelContract
 from hmr_trt.engines.preflight import MAX_OPSET_TRT86, validate_onnx
 from hmr_trt.errors import ConfigError, InputSpecError, ParityError
@@ -251,6 +251,7 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
         for graph in contract.graphs:
             g_ins, g_outs = specs[graph.name]
             extra = {"faces": FACES_NAME} if graph.role == "body_model" else {}
+            extra.update(external_data.manifest_extra(paths[graph.name]))  # weights beside a > 2 GB graph
             graph_parity = {"model": report.to_dict(), "step": step_report}.get(graph.role)
             manifest.add(Artifact(graph.name, paths[graph.name].name, "onnx", "fp32", sha256_of(paths[graph.name]),
                                   g_ins, g_outs, parity=graph_parity, extra=extra))
@@ -390,7 +391,8 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
     model = onnx_load(path)
     manifest.add(Artifact(graph.name, path.name, "onnx", opts.precision, sha256_of(path),
                           tensor_specs(model.graph.input), tensor_specs(model.graph.output),
-                          parity=report.to_dict(), extra={"conversion": _jsonable(info), "recipe": recipe.name}))
+                          parity=report.to_dict(), extra={"conversion": _jsonable(info), "recipe": recipe.name,
+                                                          **external_data.manifest_extra(path)}))
     manifest.parity[opts.precision] = report.to_dict()
     return report
 

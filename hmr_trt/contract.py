@@ -189,6 +189,9 @@ class ModelContract:
     feature_extractor: str = "spin_resnet50"  # the graph that makes the model's input; "none" for image models
     crop_size: int = 224  # crop side in pixels (window/frame families)
     bbox_scale: float = 1.2  # square box scale around a detection (the official demo's value)
+    crop_aspect: float = 0.0  # > 0: the box is first widened/heightened to this width:height ratio (HMR 2.0: 0.75)
+    crop_antialias: bool = False  # blur the frame before a crop that downsamples over 2.2x (HMR 2.0's demo)
+    focal_length: float = 0.0  # > 0: the crop camera is perspective, this focal length at crop_size (HMR 2.0: 5000)
     image_size: int = 0  # scene family: padded square input side
     body_model: str = "smpl"  # "smpl" (body_model graph applied to pose_rotmat/betas) or "none" (vertices out)
     recipes: Tuple[Recipe, ...] = ()

@@ -25,6 +25,7 @@ MODELS = {
     "vibe": "hmr_trt.export.models.vibe",
     "decomr": "hmr_trt.export.models.decomr",
     "instancehmr": "hmr_trt.export.models.instancehmr",
+    "hmr2": "hmr_trt.export.models.hmr2",
 }
 
 

@@ -101,3 +101,24 @@ def joints_to_pixels(joints3d: np.ndarray, cam: np.ndarray, crop_boxes: np.ndarr
     u = b[:, 0:1] + (xn + 1) / 2 * (b[:, 2:3] - b[:, 0:1])
     v = b[:, 1:2] + (yn + 1) / 2 * (b[:, 3:4] - b[:, 1:2])
     return np.stack([u, v], axis=-1).astype(np.float32)
+
+
+def perspective_cameras(cam: np.ndarray, bboxes_cxcyh: np.ndarray, width: int, height: int, focal_length: float,
+                        crop: int) -> Dict[str, np.ndarray]:
+    """HMR 2.0's perspective cameras from its crop camera ``cam = (s, tx, ty)``: the crop's translation
+    ``cam_t = (tx, ty, 2 f / (S s))`` at focal length ``f`` for the ``S``-pixel crop (the official
+    ``pred_cam_t``), and the whole image's as its demo renders it (``cam_crop_to_full``): focal length
+    ``f / S * max(W, H)``, and for the crop square of side ``b`` centred at ``(cx, cy)`` the translation
+    ``(tx + 2 (cx - W / 2) / (b s), ty + 2 (cy - H / 2) / (b s), 2 f_full / (b s))``.
+    Returns ``cam_t`` (N, 3), ``cam_t_full`` (N, 3) and ``focal_length_px`` (N,)."""
+    cam = _as_rows("cam", cam, 3)
+    box = _as_rows("bboxes_cxcyh", bboxes_cxcyh, 4)
+    n = len(cam)
+    cam_t = np.stack([cam[:, 1], cam[:, 2], 2 * focal_length / (crop * cam[:, 0] + 1e-9)], axis=-1)
+    bs = box[:, 2] * cam[:, 0] + 1e-9
+    focal = np.full(n, focal_length / crop * max(int(width), int(height)))
+    full = np.stack([2 * (box[:, 0] - width / 2.0) / bs + cam[:, 1],
+                     2 * (box[:, 1] - height / 2.0) / bs + cam[:, 2],
+                     2 * focal / bs], axis=-1)
+    return {"cam_t": cam_t.astype(np.float32), "cam_t_full": full.astype(np.float32),
+            "focal_length_px": focal.astype(np.float32)}

@@ -91,23 +91,21 @@ def run_images(opts: Any) -> Dict[str, Any]:
     return summary
 
 
-def _frame_people(opts: Any, backends: Any, timer: Any, images: List[np.ndarray], geometry: tuple) -> tuple:
-    from .crops import crop_from_frame, square_box
+def _frame_people(opts: Any, backends: Any, timer: Any, images: List[np.ndarray], geometry: Any) -> tuple:
     from .detect import describe_detector
     from .frame_stage import FrameStage
     from .pipeline import _detector
 
-    size, scale = geometry
     detector = _detector(opts.detector, opts.threads)
     stage = FrameStage(backends, timer, opts.backbone_batch)
     found: List[tuple] = []  # per image: (boxes (P, 5), crop boxes (P, 4))
     for i, image in enumerate(images):
         with timer("detect"):
             dets = np.asarray(detector.detect(image), np.float32).reshape(-1, 5)
-        crop_boxes = np.stack([square_box(d, scale) for d in dets]) if len(dets) else np.zeros((0, 4), np.float32)
+        crop_boxes = np.stack([geometry.box(d) for d in dets]) if len(dets) else np.zeros((0, 4), np.float32)
         for p, box in enumerate(crop_boxes):
             with timer("crop"):
-                crop = crop_from_frame(image, box, size)
+                crop = geometry.crop(image, box)
             stage.add((i, p), i, crop)
         found.append((dets, crop_boxes))
     stage.end()

@@ -35,7 +35,7 @@ from hmr_trt.manifest import OutputFolder
 
 from .backends_select import FACES_NAME, Backends, open_backends
 from .cameras import image_space
-from .crops import CropBatcher, crop_from_frame, square_box
+from .crops import CropBatcher, CropGeometry
 from .detect import describe_detector
 from .outputs import rotmat_to_axis_angle, summary_text, track_arrays
 from .sinks import FORMATS, FrameOutput, NpzSink, Person, formats_of, make_sinks
@@ -444,7 +444,7 @@ class CropFamilyStage:
         self.timer = timer
         self.inner = family_stage(backends, timer, opts)
         self.gate = _TrackGate(self.inner, opts.min_track_frames)
-        self.crop_size, self.crop_scale = _crop_geometry(backends)
+        self.geometry = _crop_geometry(backends)
         self.detector_note = describe_detector(self.detector)
 
     def feed(self, index: int, image: np.ndarray) -> Tuple[List[Tuple[Any, np.ndarray]], List[FrameResult]]:
@@ -454,7 +454,7 @@ class CropFamilyStage:
             active = self.tracker.update(index, detections)
         for track_id, box in active:
             with self.timer("crop"):
-                crop = crop_from_frame(image, square_box(np.asarray(box), self.crop_scale), self.crop_size)
+                crop = self.geometry.crop(image, self.geometry.box(box))
             self.gate.add(track_id, index, crop)
         return active, self._take(self.inner.step())
 
@@ -581,7 +581,7 @@ class FrameLoop:
         self.keep_rows = keep_rows  # False: no track rows kept (the Python API hands out frames only)
         self.width, self.height = size
         self.vertices, self.keep_images = vertices, keep_images
-        self.crop_scale = _crop_geometry(backends)[1]
+        self.geometry = _crop_geometry(backends)
         self.open: OrderedDict[int, _OpenFrame] = OrderedDict()
         self.boxes: Dict[Tuple[Any, int], np.ndarray] = {}  # (track, frame) -> detection box, until its result
         self.rows: Dict[Any, List[Dict[str, np.ndarray]]] = {}  # live tracks' final rows
@@ -654,7 +654,8 @@ class FrameLoop:
         else:
             with self.timer("body_model"):
                 verts, joints = self.backends.infer_body(res["pose_rotmat"], res["betas"])
-        image = _image_facts(res, boxes, joints, self.width, self.height, self.crop_scale)
+        image = _image_facts(res, boxes, joints, self.width, self.height, self.geometry)
+        extras = _model_extras(res, self.backends.contract)
         pose = None
         if "pose_rotmat" in res:
             pose = rotmat_to_axis_angle(np.asarray(res["pose_rotmat"], np.float32)).reshape(len(results), 72)
@@ -669,7 +670,7 @@ class FrameLoop:
                 row["joints3d"] = joints[i]
             if self.vertices:
                 row["vertices"] = verts[i]
-            for key, value in image.items():
+            for key, value in {**extras, **image}.items():
                 row[key] = value[i]
             if self.keep_rows:
                 self.rows.setdefault(r.track_id, []).append(row)
@@ -710,11 +711,10 @@ def _track_arrays(track_id: Any, rows: List[Dict[str, np.ndarray]]) -> Dict[str,
                         extra={k: v for k, v in stacked.items() if k not in core})
 
 
-def _crop_geometry(backends: Backends) -> tuple:
-    """(crop side, box scale) of the export's contract (224 and 1.2 for exports without them)."""
-    c = backends.contract
-    return (int(c.crop_size) if c is not None and c.crop_size else 224,
-            float(c.bbox_scale) if c is not None and c.bbox_scale else 1.2)
+def _crop_geometry(backends: Backends) -> CropGeometry:
+    """Crop side, box scale, aspect step and antialiasing of the export's contract (224 and 1.2 for exports
+    without them)."""
+    return CropGeometry.of(backends.contract)
 
 
 @contextlib.contextmanager
@@ -818,18 +818,28 @@ def features_from_npz(path: Optional[Path]) -> Dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tracks.items()}
 
 
+STANDARD_OUTPUTS = ("pose_rotmat", "betas", "cam", "vertices", "joints3d")
+
+
+def _model_extras(res: Dict[str, np.ndarray], contract: Any) -> Dict[str, np.ndarray]:
+    """Frame models' own outputs beyond the standard ones (HMR 2.0's ``token``), per row."""
+    if contract is None or contract.family != "frame":
+        return {}
+    return {k: res[k] for k in contract.model_graph.output_names if k not in STANDARD_OUTPUTS and k in res}
+
+
 def _image_facts(res: Dict[str, np.ndarray], boxes: np.ndarray, joints: Optional[np.ndarray], width: Any,
-                 height: Any, crop_scale: float) -> Dict[str, np.ndarray]:
+                 height: Any, geometry: CropGeometry) -> Dict[str, np.ndarray]:
     """crop_boxes, bboxes_cxcyh, orig_cam and (where the model has joints) joints2d in the original image.
     Scene results carry their own crop boxes (the letterboxed square) and 2D joints."""
     from .cameras import crop_box_cxcyh, crop_cam_to_orig_cam, joints_to_pixels
 
-    if "crop_boxes" not in res and joints is not None and crop_scale == 1.2:
+    if "crop_boxes" not in res and joints is not None and geometry.default_cameras:
         return image_space(res["cam"], boxes, joints, width, height)
     if not width or not height:
         return {}
     crop_boxes = res["crop_boxes"] if "crop_boxes" in res else \
-        np.stack([square_box(b, crop_scale) for b in boxes]).astype(np.float32)
+        np.stack([geometry.box(b) for b in boxes]).astype(np.float32)
     cxcyh = crop_box_cxcyh(crop_boxes)
     out = {"crop_boxes": np.asarray(crop_boxes, np.float32), "bboxes_cxcyh": cxcyh,
            "orig_cam": crop_cam_to_orig_cam(res["cam"], cxcyh, int(width), int(height))}
@@ -837,4 +847,9 @@ def _image_facts(res: Dict[str, np.ndarray], boxes: np.ndarray, joints: Optional
         out["joints2d"] = np.asarray(res["joints2d"], np.float32)
     elif joints is not None:
         out["joints2d"] = joints_to_pixels(joints, res["cam"], crop_boxes).astype(np.float32)
+    if geometry.focal_length > 0:  # a perspective crop camera (HMR 2.0): its translation, the demo's full-image one
+        from .cameras import perspective_cameras
+
+        out.update(perspective_cameras(res["cam"], cxcyh, int(width), int(height), geometry.focal_length,
+                                       geometry.size))
     return out
