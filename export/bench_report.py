@@ -30,6 +30,7 @@ class BenchResult:
     goals: List[Dict[str, Any]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     scene_vs_window: Dict[str, Any] = field(default_factory=dict)  # bench_sections.bench_scene_vs_window
+    provenance: List[Dict[str, Any]] = field(default_factory=list)  # per model: when, load, kept from a record
 
     def find(self, model: str, system: str, batch: int, section: Optional[str] = None) -> Optional[Timing]:
         return next((t for t in self.timings if (t.model, t.system, t.batch) == (model, system, batch)
@@ -39,7 +40,20 @@ class BenchResult:
         return {"machine": self.machine, "models": self.models, "timings": [t.to_dict() for t in self.timings],
                 "floors": self.floors, "e2e": self.e2e, "tracks_scaling": self.tracks_scaling,
                 "memory": self.memory, "goals": self.goals, "notes": self.notes,
-                "scene_vs_window": self.scene_vs_window}
+                "scene_vs_window": self.scene_vs_window, "provenance": self.provenance}
+
+
+def describe_rows(rows: List[Timing]) -> str:
+    """One progress line for one round robin: each system's minimum, its ratio to the baseline, noisy marks."""
+    if not rows:
+        return "(nothing timed)"
+    first = rows[0]
+    base = next((r for r in rows if r.system == BASELINE), None)
+    parts = []
+    for r in rows:
+        ratio = f" = {base.min_ms / r.min_ms:.2f}x" if base is not None and r is not base else ""
+        parts.append(f"{r.system} {r.min_ms:.1f} ms{ratio}{' (noisy)' if r.noisy else ''}")
+    return f"{first.model} {first.section} batch {first.batch}: " + ", ".join(parts) + f" [{first.runs} rounds]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +128,19 @@ def timing_table(result: BenchResult) -> List[str]:
     return lines
 
 
+def provenance_lines(provenance: List[Dict[str, Any]]) -> List[str]:
+    """When each model was measured, under which load, and whether this run kept an earlier record."""
+    if not provenance:
+        return []
+    lines = ["## Runs", "", "| model | measured (UTC) | seconds | load avg before / after (1, 5, 15 min) | export "
+             "| this run |", "|---|---|---|---|---|---|"]
+    for p in provenance:
+        load = " / ".join(", ".join(f"{x:.1f}" for x in p.get(k) or []) or "n/a" for k in ("load_before", "load_after"))
+        lines.append(f"| {p['model']} | {p['measured_at']} | {p['seconds']:.0f} | {load} | {p.get('export') or 'none'} "
+                     f"| {'kept from ' + p['record'] if p.get('kept') else 'measured'} |")
+    return lines + [""]
+
+
 def floor_lines(model: str, f: Dict[str, Any], ort1: Optional[Timing]) -> List[str]:
     lines = [f"### {model}", "",
              f"- FLOPs per item: {f['flops_per_item'] / 1e9:.3f} GFLOP; parameters {f['params'] / 1e6:.2f} M "
@@ -136,17 +163,18 @@ def write_report(result: BenchResult, out: Path, plots: bool = True) -> Path:
         write_plots(result, out)
     lines = ["# hmr-trt benchmark", "", f"Machine: {result.machine}", "",
              f"Systems at one batch size are timed in alternation (round robin); goals use each row's minimum; "
-             f"a row is noisy when p90/median > {NOISY_SPREAD}.", "", "## Models", "", *timing_table(result)]
+             f"a row is noisy when p90/median > {NOISY_SPREAD}.", "", *provenance_lines(result.provenance),
+             "## Models", "", *timing_table(result)]
     if result.floors:
         lines += ["", "## The floor", ""]
         for model, f in result.floors.items():
             lines += floor_lines(model, f, result.find(model, "onnxruntime fp32", 1))
     if result.e2e:
         stages = list(result.e2e[0]["timings_s"])
-        lines += ["", "## End to end (trt-run)", "", "| frames | tracks | frames/s | " + " | ".join(stages) + " |",
-                  "|---" * (3 + len(stages)) + "|"]
+        lines += ["", "## End to end (trt-run)", "",
+                  "| model | frames | tracks | frames/s | " + " | ".join(stages) + " |", "|---" * (4 + len(stages)) + "|"]
         for e in result.e2e:
-            lines.append(f"| {e['frames']} | {e['tracks']} | {e['fps']} | " +
+            lines.append(f"| {e.get('model', '')} | {e['frames']} | {e['tracks']} | {e['fps']} | " +
                          " | ".join(f"{v:.2f}" for v in e["timings_s"].values()) + " |")
         lines.append(f"\nBackend: {result.e2e[0]['backend']}. Stage columns are seconds.")
     if result.tracks_scaling:
