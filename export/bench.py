@@ -262,8 +262,7 @@ def _finish(result: BenchResult, records: List[ModelRecord], out: Path, plots: b
         if batches:
             evaluate_goals(result, model, max(batches))
     write_report(result, Path(out), plots=plots)
-    pngs = sorted(Path(out).glob("*_vs_batch.png")) if plots else []
-    say(f"wrote {Path(out) / 'report.md'}, results.json" + (f" and {len(pngs)} plot(s)" if pngs else ""))
+    say(f"wrote {Path(out) / 'report.md'}, results.json" + (f" and {', '.join(result.plots)}" if result.plots else ""))
     if readme is not None:
         update_readme(readme, records)
         say(f"rewrote the zoo table in {readme} ({len(records)} models)")

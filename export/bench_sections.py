@@ -416,12 +416,27 @@ def bench_e2e(result: BenchResult, export_dir: Path, video: Optional[Path], leng
         say(f"{model} end to end: trt-run on the first {n} frames of {Path(video).name} ...")
         with tempfile.TemporaryDirectory() as tmp:
             summary = run_video(RunOptions(out=Path(tmp) / "run", export_dir=export_dir, video=video,
-                                           max_frames=n, min_track_frames=1))
+                                           max_frames=n, min_track_frames=1), progress=_frame_ticks(say, model, n))
         result.e2e.append({"model": model, "frames": summary["frames_decoded"], "tracks": summary["tracks"],
                            "fps": summary["frames_per_second"], "timings_s": summary["timings_s"],
                            "total_s": summary["total_s"], "backend": summary["backend"]})
         say(f"{model} end to end, {summary['frames_decoded']} frames: {summary['frames_per_second']} frames/s, "
             f"{summary['tracks']} tracks ({summary['backend']})")
+
+
+def _frame_ticks(say: Say, model: str, total: int, parts: int = 4) -> Callable[[int], None]:
+    """trt-run's per-frame progress callback as a line every ``total / parts`` frames."""
+    every = max(1, total // parts)
+    state = {"done": 0, "next": every, "start": time.perf_counter()}
+
+    def tick(frames: int) -> None:
+        state["done"] += frames
+        if state["done"] >= state["next"] and state["done"] < total:
+            state["next"] += every
+            say(f"{model} end to end: {state['done']}/{total} frames read "
+                f"({time.perf_counter() - state['start']:.0f} s)")
+
+    return tick
 
 
 def bench_tracks(result: BenchResult, export_dir: Path, contract: ModelContract, counts: Sequence[int],

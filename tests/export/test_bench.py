@@ -448,3 +448,20 @@ def test_a_valid_export_is_reused_and_a_broken_one_is_made_again(tmp_path, toy_r
     assert "is missing" in check_export(demo, "toy")
     assert check_export(tmp_path / "nowhere", "toy") == "no manifest.json"
     assert check_export(got, "other").startswith("an export of toy")
+
+
+def test_end_to_end_progress_and_the_stage_plot(tmp_path) -> None:
+    from hmr_trt.export.bench_sections import _frame_ticks
+
+    said: list = []
+    tick = _frame_ticks(said.append, "toy", 100)
+    for _ in range(100):
+        tick(1)
+    assert [m.split(" frames read")[0] for m in said] == [f"toy end to end: {n}/100" for n in (25, 50, 75)]
+    result = BenchResult(machine={}, models=[])
+    result.e2e.append({"model": "toy", "frames": 10, "tracks": 2, "fps": 5.0, "total_s": 2.0, "backend": "ort",
+                       "timings_s": {"decode": 0.5, "detect": 1.0, "track": 0.0, "backbone": 0.5}})
+    write_report(result, tmp_path, plots=True)
+    assert result.plots == ["e2e_stages.png"] and (tmp_path / "e2e_stages.png").stat().st_size > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| toy | 10 | 2 | 5.0 | 0.50 | 1.00 | 0.00 | 0.50 |" in report and "![e2e_stages.png]" in report
