@@ -29,7 +29,7 @@ from hmr_trt import registry
 from hmr_trt.errors import ConfigError, HmrTrtError
 
 from .bench_report import BenchResult, evaluate_goals, write_report
-from .bench_store import Mark, ModelRecord, RecordStore, update_readme
+from .bench_store import Mark, ModelRecord, RecordStore, rewrite_between_markers, update_readme
 
 __all__ = ["parse_models", "run_bench", "check_export", "resolve_export", "Progress", "main"]
 
@@ -310,8 +310,10 @@ def main() -> None:
                 raise ConfigError(f"--export {export}: no manifest.json (make one with trt-export)")
             if scene_export is not None and not (scene_export / "manifest.json").is_file():
                 raise ConfigError(f"--scene-export {scene_export}: no manifest.json (make one with trt-export)")
-            if readme is not None and not readme.is_file():
-                raise ConfigError(f"--readme {readme}: file not found")
+            if readme is not None:  # before the long run, not after it
+                if not readme.is_file():
+                    raise ConfigError(f"--readme {readme}: file not found")
+                rewrite_between_markers(readme.read_text(), [])
             vid = video if video is not None and video.is_file() else None
             t = time.perf_counter()
             say = Progress()

@@ -72,7 +72,7 @@ class BenchPlan:
 # quick: `make bench` (the default model in minutes on 2 cores); full: `make bench-zoo` (every model, the
 # README's zoo table); tiny: the tests' seconds-long run on tiny configurations.
 PLANS: Dict[str, BenchPlan] = {
-    "quick": BenchPlan("quick", (1, 8), 2.0, 30, (1, 8), (1, 4), 32, (100,)),
+    "quick": BenchPlan("quick", (1, 8), 2.0, 30, (1, 8), (1, 4), 32, (60,)),
     "full": BenchPlan("full", (1, 4, 16, 32), 4.0, 50, (1, 8, 32), (1, 4, 16), 64, (50, 200)),
     "tiny": BenchPlan("tiny", (1, 4), 0.1, 5, (), (), 0, (), tiny=True),
 }
