@@ -471,6 +471,8 @@ def measure_model(result: BenchResult, name: str, export_dir: Optional[Path], vi
     say(f"{name}: building the torch reference ({'tiny' if plan.tiny else 'default'} configuration)")
     mut = load_model(name, plan.tiny)
     with tempfile.TemporaryDirectory() as tmp:
+        if export_of(export_dir, name) is None:
+            say(f"{name}: exporting the {mut.graph.name} graph to ONNX (FP32) for timing")
         onnx_paths = onnx_by_precision(mut, export_dir, Path(tmp), result)
         say(f"{name}: timing the {mut.graph.name} graph: torch eager vs ONNX Runtime "
             f"{'/'.join(onnx_paths)} at batch {', '.join(map(str, plan.batches))}")
