@@ -22,6 +22,7 @@ import dataclasses
 import resource
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import IO, Callable, Iterator, List, Optional, Sequence
 
@@ -35,6 +36,13 @@ __all__ = ["parse_models", "run_bench", "check_export", "resolve_export", "Progr
 
 DEMO_EXPORT = Path("out/demo/export")  # `make demo`'s export of the default model: reused when it checks out
 EXPORT_PROFILE = "1:8:64"  # the batch profile of an export made here (the demo's)
+
+
+class Plan(str, Enum):
+    """--plan: how much to measure per model (bench_sections.PLANS)."""
+
+    quick = "quick"
+    full = "full"
 
 
 def parse_models(text: Optional[str]) -> List[str]:
@@ -278,7 +286,7 @@ def main() -> None:
                                  "of measured models (models/<plan>/) and exports made here (export/<model>)."),
         models: Optional[str] = typer.Option(None, "--models", help="Comma-separated registered models, or all "
                                              f"(default: {registry.DEFAULT_MODEL}, the default model)."),
-        plan: str = typer.Option("quick", help="quick: batches 1 and 8, 2 s per batch size, 100 video frames "
+        plan: Plan = typer.Option(Plan.quick, help="quick: batches 1 and 8, 2 s per batch size, 100 video frames "
                                  "(minutes); full: batches 1-32, 4 s, 50 and 200 frames (the zoo table)."),
         force: bool = typer.Option(False, "--force", help="Measure again the models already measured with this "
                                    "plan in --out (default: keep them; an interrupted run resumes)."),
@@ -321,7 +329,7 @@ def main() -> None:
                 say(f"no video at {video}: the end-to-end section is skipped (make data/vtest.avi fetches it)")
             try:
                 result = run_bench(out, chosen, export, vid, tiny=tiny, budget_s=budget_s, scene_export=scene_export,
-                                   plan="tiny" if tiny else plan, force=force,
+                                   plan="tiny" if tiny else plan.value, force=force,
                                    make_export=len(chosen) == 1 if make_export is None else make_export,
                                    reuse=(DEMO_EXPORT,), readme=readme, say=say)
             except KeyboardInterrupt:

@@ -465,3 +465,20 @@ def test_end_to_end_progress_and_the_stage_plot(tmp_path) -> None:
     assert result.plots == ["e2e_stages.png"] and (tmp_path / "e2e_stages.png").stat().st_size > 0
     report = (tmp_path / "report.md").read_text()
     assert "| toy | 10 | 2 | 5.0 | 0.50 | 1.00 | 0.00 | 0.50 |" in report and "![e2e_stages.png]" in report
+
+
+def test_trt_bench_without_models_measures_the_default_model_only(tmp_path, toy_registry, monkeypatch,
+                                                                    capsys) -> None:
+    import sys
+
+    from hmr_trt.export import bench
+
+    out = tmp_path / "bench"
+    monkeypatch.setattr(sys, "argv", ["trt-bench", "--tiny", "--out", str(out), "--video", str(tmp_path / "none")])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code in (0, None)
+    assert sorted(p.name for p in (out / "models" / "tiny").iterdir()) == ["other.json"]  # registry.DEFAULT_MODEL
+    printed = capsys.readouterr().out
+    assert "1 model(s) (other)" in printed and "[1/1] other: measuring" in printed
+    assert "end-to-end section is skipped" in printed and "finished in" in printed
