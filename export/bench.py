@@ -85,10 +85,11 @@ class Progress:
 # the export the end-to-end sections run on
 
 
-def check_export(export_dir: Path, model: str) -> Optional[str]:
-    """Why ``export_dir`` is not a usable export of ``model`` at its default configuration, or None: its
-    manifest reads, names the model, takes the inputs the benchmark feeds, has the FP32 model graph, its
-    FP32 parity (when recorded) passed, and every file it lists is there with the sha256 it records."""
+def check_export(export_dir: Path, model: str, default_inputs: bool = True) -> Optional[str]:
+    """Why ``export_dir`` is not a usable export of ``model``, or None: its manifest reads, names the model,
+    takes the inputs the benchmark feeds (``default_inputs``: the default configuration's), has the FP32
+    model graph, its FP32 parity (when recorded) passed, and every file it lists is there with the sha256
+    it records."""
     from hmr_trt.manifest import MANIFEST_NAME, Manifest, sha256_of
 
     export_dir = Path(export_dir)
@@ -103,10 +104,12 @@ def check_export(export_dir: Path, model: str) -> Optional[str]:
         return str(exc)
     adapter = registry.adapter(model)
     graph = adapter.contract_for(adapter.default_config()).model_graph
-    if exported is None or exported.inputs != graph.inputs:
+    if exported is None:
+        return "no model graph in its contract"
+    if default_inputs and exported.inputs != graph.inputs:
         return "other model-graph inputs than the default configuration's (another --window?)"
-    if manifest.find(graph.name, "onnx", "fp32") is None:
-        return f"no FP32 ONNX of the {graph.name} graph"
+    if manifest.find(exported.name, "onnx", "fp32") is None:
+        return f"no FP32 ONNX of the {exported.name} graph"
     verdict = (manifest.verdict.get("fp32") or {}).get("verdict")
     if verdict not in (None, "PASS"):
         return f"its FP32 parity verdict is {verdict}"
@@ -123,15 +126,15 @@ def resolve_export(model: str, explicit: Optional[Path], out: Path, make: bool, 
                    say: Callable[[str], None], reuse: Sequence[Path] = (),
                    exporter: Optional[Callable[[str, Path, Optional[Path], Callable[[str], None]], None]] = None
                    ) -> Optional[Path]:
-    """The export of ``model`` to benchmark: ``explicit`` (``--export``) when it holds this model (refused in
-    one line when its files do not check out), else the first of ``reuse`` and ``<out>/export/<model>`` that
+    """The export of ``model`` to benchmark: ``explicit`` (``--export``) when it holds this model (any window;
+    refused in one line when its files do not check out), else the first of ``reuse`` and ``<out>/export/<model>`` that
     checks out, else (``make``) a new one exported into ``<out>/export/<model>``, else None."""
     own = Path(out) / "export" / model
     candidates = list(dict.fromkeys([*([Path(explicit)] if explicit is not None else []), *map(Path, reuse), own]))
     for cand in candidates:
         if not (cand / "manifest.json").is_file():
             continue
-        problem = check_export(cand, model)
+        problem = check_export(cand, model, default_inputs=cand != explicit)  # --export may have another window
         if problem is None:
             say(f"{model}: reusing the export in {cand} (manifest, inputs and file checksums match)")
             return cand

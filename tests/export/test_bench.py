@@ -10,6 +10,7 @@ import torch
 
 from hmr_trt import registry
 from hmr_trt.contract import GraphSpec, ModelContract, TensorSpec
+from hmr_trt.contract import TensorSpec as TensorSpec_  # beside the manifest's TensorSpec in _hand_export
 from hmr_trt.errors import ConfigError
 from hmr_trt.export.bench import parse_models, run_bench
 from hmr_trt.export.bench_report import BenchResult, evaluate_goals, write_report
@@ -406,13 +407,16 @@ def test_readme_zoo_table_is_rewritten_between_its_markers_only(tmp_path, toy_re
 # export reuse: a manifest written by hand (the checks read the manifest and the files, not the ONNX inside)
 
 
-def _hand_export(folder, data: bytes = b"onnx bytes"):
+def _hand_export(folder, data: bytes = b"onnx bytes", window: int = 4):
     from hmr_trt.manifest import Artifact, Manifest, TensorSpec, sha256_of
 
     folder.mkdir(parents=True)
     (folder / "toy_graph_fp32.onnx").write_bytes(data)
-    specs = [TensorSpec("features", ["batch", 4, 8])], [TensorSpec("y", ["batch", 4, 3])]
-    manifest = Manifest(model="toy", config={}, profile={}, contract=ToyAdapter.contract.to_dict(),
+    specs = [TensorSpec("features", ["batch", window, 8])], [TensorSpec("y", ["batch", window, 3])]
+    contract = ModelContract("toy", "frame", "a toy", (
+        GraphSpec("toy_graph", "model", (TensorSpec_("features", ("batch", window, 8)),),
+                  (TensorSpec_("y", ("batch", window, 3)),)),))
+    manifest = Manifest(model="toy", config={}, profile={}, contract=contract.to_dict(),
                         verdict={"fp32": {"verdict": "PASS"}})
     manifest.add(Artifact("toy_graph", "toy_graph_fp32.onnx", "onnx", "fp32", sha256_of(folder / "toy_graph_fp32.onnx"),
                           *specs))
@@ -448,6 +452,10 @@ def test_a_valid_export_is_reused_and_a_broken_one_is_made_again(tmp_path, toy_r
     assert "is missing" in check_export(demo, "toy")
     assert check_export(tmp_path / "nowhere", "toy") == "no manifest.json"
     assert check_export(got, "other").startswith("an export of toy")
+    wider = _hand_export(tmp_path / "window6", window=6)  # another --window: not the benchmarked inputs
+    assert "other model-graph inputs" in check_export(wider, "toy")
+    assert resolve_export("toy", wider, tmp_path / "fresh", False, None, said.append, (), exporter) == wider
+    assert resolve_export("toy", None, tmp_path / "fresh", False, None, said.append, (wider,), exporter) is None
 
 
 def test_end_to_end_progress_and_the_stage_plot(tmp_path) -> None:
