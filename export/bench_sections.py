@@ -1,14 +1,16 @@
 """What the benchmark measures, per registered model, through the model adapter only (no model names).
 
-For each model (``hmr_trt.registry.adapter(name)``): its reference module (``reference(cfg)``) and
-model graph (``contract_for(cfg).model_graph``) are timed at each batch size on torch eager FP32
-and ONNX Runtime (FP32 exported here for timing, or the export's ONNX per precision when
-``--export`` holds this model), all systems of one batch in one round robin (``bench_timing``);
-on a GPU also torch eager FP16, torch.compile and the export's TensorRT engines. Then the floor:
-FLOPs per item (torch's FlopCounterMode), weight bytes, and this machine's measured memory
-bandwidth and SGEMM rate. Outside ``--tiny``: the feature extractor the contract names (once per
-extractor, however many models share it), and, when ``--export`` holds the model, ``trt-run`` end
-to end and the cost as the number of tracks grows.
+``measure_model`` runs every section for one model (``hmr_trt.registry.adapter(name)``), sized by a
+``BenchPlan`` (quick: ``make bench``; full: ``make bench-zoo``; tiny: tests): its reference module
+(``reference(cfg)``) and model graph (``contract_for(cfg).model_graph``) timed at each batch size on
+torch eager FP32 and ONNX Runtime (FP32 exported here for timing, or the export's ONNX per precision),
+all systems of one batch in one round robin (``bench_timing``); the per-frame step of a model with a
+recurrent step graph; on a GPU also torch eager FP16, torch.compile and the export's TensorRT engines.
+Then the floor: FLOPs per item (torch's FlopCounterMode), weight bytes, and this machine's measured
+memory bandwidth and SGEMM rate. Outside the tiny plan: the feature extractor the contract names (once
+per extractor, however many models share it), and, with an export of the model, the cost as the
+number of tracks grows and ``trt-run`` end to end on the first frames of the video. Each round robin
+reports one progress line through ``say``.
 """
 
 from __future__ import annotations
