@@ -235,8 +235,11 @@ def run_bench(out: Path, models: List[str], export_dir: Optional[Path] = None, v
             result.provenance.append(_provenance(rec, store, kept=False))
             say(f"{tag}: done in {rec.seconds:.0f} s; saved {store.path(model)}")
     except KeyboardInterrupt:
-        if records:
-            _finish(result, records, out, plots, None, say)
+        if records:  # the report of the finished models only (not the rows of the one cut short)
+            finished = BenchResult(result.machine, models=[], provenance=result.provenance)
+            for rec in records:
+                rec.add_to(finished)
+            _finish(finished, records, out, plots, None, say)
         say(f"interrupted: {len(records)} of {len(models)} model(s) are saved in {store.folder}; run the same "
             "command again to measure the rest")
         raise

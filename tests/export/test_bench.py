@@ -309,7 +309,8 @@ def test_plain_trt_bench_writes_progress_to_a_pipe(tmp_path) -> None:
 
 
 def _counting_measure(monkeypatch, interrupt_on: str = ""):
-    """bench_sections.measure_model, counted; Ctrl-C (KeyboardInterrupt) when it starts on ``interrupt_on``."""
+    """bench_sections.measure_model, counted; Ctrl-C (KeyboardInterrupt) as it ends on ``interrupt_on`` (its rows
+    are in the run's result, its record not yet saved)."""
     from hmr_trt.export import bench_sections
 
     calls: list = []
@@ -317,9 +318,11 @@ def _counting_measure(monkeypatch, interrupt_on: str = ""):
 
     def measure(result, name, *args, **kwargs):
         calls.append(name)
+        done = real(result, name, *args, **kwargs)
         if name == interrupt_on:
+            assert any(t.model == name for t in result.timings)
             raise KeyboardInterrupt
-        return real(result, name, *args, **kwargs)
+        return done
 
     monkeypatch.setattr(bench_sections, "measure_model", measure)
     return calls
@@ -367,7 +370,8 @@ def test_an_interrupted_run_keeps_the_finished_models_and_the_next_run_resumes(t
     assert "interrupted: 1 of 2 model(s) are saved" in said[-1]
     kept = json.loads((out / "models" / "tiny" / "toy.json").read_text())
     assert {t["batch"] for t in kept["timings"]} == {1, 4} and not (out / "models" / "tiny" / "other.json").exists()
-    assert "| toy | toy_graph | onnxruntime fp32 | 4 |" in (out / "report.md").read_text()  # usable now
+    report = (out / "report.md").read_text()
+    assert "| toy | toy_graph | onnxruntime fp32 | 4 |" in report and "| other |" not in report  # usable now
     assert not list((out / "models" / "tiny").glob(".*.tmp"))  # no half-written record
     calls = _counting_measure(monkeypatch)
     resumed = run_bench(out, ["toy", "other"], tiny=True, plots=False, say=lambda _m: None)
