@@ -245,7 +245,8 @@ def bench_step(result: BenchResult, mut: ModelUnderTest, window_onnx: Path, tmp:
 
     graph = recurrent_step_graph(mut.contract)
     if graph is None:
-        say(f"{mut.name}: no recurrent step graph (each new frame costs a window): no per-frame step rows")
+        say(f"{mut.name}: no recurrent step graph (each new frame costs a window): no per-frame step rows"
+            if mut.contract.family == "window" else f"{mut.name}: a {mut.contract.family} model: no per-frame step rows")
         return
     step = mut.adapter.exportable(mut.reference, graph.name).eval()
     path = tmp / f"{mut.name}_{graph.name}.onnx"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,16 +175,20 @@ def _ms(t: Optional[Timing]) -> str:
 
 
 def zoo_block(records: List[ModelRecord]) -> List[str]:
-    """The generated block: how it was measured, then the table."""
-    plans = sorted({f"{r.plan.get('name')} (batches {', '.join(map(str, r.plan.get('batches', [])))}, "
-                    f"{r.plan.get('budget_s')} s per batch size)" for r in records})
+    """The generated block: how it was measured (wrapped to the README's width), then the table."""
+    plans: Dict[str, List[str]] = {}
+    for r in records:
+        key = (f"{r.plan.get('name')} (batches {', '.join(map(str, r.plan.get('batches', [])))}, "
+               f"{r.plan.get('budget_s')} s of round robin per batch size)")
+        plans.setdefault(key, []).append(r.model)
+    how = "; ".join(f"{k}: {', '.join(v)}" if len(plans) > 1 else k for k, v in plans.items())
     machine = records[0].machine if records else {}
-    return [f"`make bench-zoo` ({len(records)} models, plan {'; '.join(plans)}; {machine.get('cpu', '?')}, "
+    text = (f"`trt-bench --readme` from {len(records)} model records, plan {how}; {machine.get('cpu', '?')}, "
             f"{machine.get('cores', '?')} cores, torch {machine.get('torch', '?')}, ONNX Runtime "
-            f"{machine.get('onnxruntime', '?')}). Minimum ms of a round robin; ratios within one model's run; "
-            "load average (1 min) before/after each model; a noisy row has p90/median > 1.2. ONNX Runtime times "
-            "each model's FP32 graph (the export's, or one exported by the benchmark).", "",
-            *zoo_table(records)]
+            f"{machine.get('onnxruntime', '?')}. Minimum ms of a round robin; ratios within one model's run; "
+            "load average (1 min) before / after each model; a noisy row has p90/median > 1.2. ONNX Runtime "
+            "times each model's FP32 graph (the export's, or one exported by the benchmark).")
+    return [*textwrap.wrap(text, width=110, break_on_hyphens=False), "", *zoo_table(records)]
 
 
 def rewrite_between_markers(text: str, lines: List[str], begin: str = README_BEGIN, end: str = README_END) -> str:
