@@ -290,7 +290,7 @@ def test_progress_is_one_flushed_line_per_measurement_when_stdout_is_not_a_termi
     for line, batch in zip(measured, (1, 4)):
         assert f"batch {batch}: torch eager fp32 " in line and "onnxruntime fp32 " in line and " rounds]" in line
     assert any("toy: floor" in line for line in lines) and any("saved" in line for line in lines)
-    assert "no recurrent step graph" in stream.text and "wrote " in lines[-1]
+    assert "toy: a frame model: no per-frame step rows" in stream.text and "wrote " in lines[-1]
 
 
 def test_plain_trt_bench_writes_progress_to_a_pipe(tmp_path) -> None:
