@@ -30,6 +30,8 @@ class BenchResult:
     goals: List[Dict[str, Any]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     scene_vs_window: Dict[str, Any] = field(default_factory=dict)  # bench_sections.bench_scene_vs_window
+    provenance: List[Dict[str, Any]] = field(default_factory=list)  # per model: when, load, kept from a record
+    plots: List[str] = field(default_factory=list)  # PNG files write_report wrote beside report.md
 
     def find(self, model: str, system: str, batch: int, section: Optional[str] = None) -> Optional[Timing]:
         return next((t for t in self.timings if (t.model, t.system, t.batch) == (model, system, batch)
@@ -39,7 +41,20 @@ class BenchResult:
         return {"machine": self.machine, "models": self.models, "timings": [t.to_dict() for t in self.timings],
                 "floors": self.floors, "e2e": self.e2e, "tracks_scaling": self.tracks_scaling,
                 "memory": self.memory, "goals": self.goals, "notes": self.notes,
-                "scene_vs_window": self.scene_vs_window}
+                "scene_vs_window": self.scene_vs_window, "provenance": self.provenance}
+
+
+def describe_rows(rows: List[Timing]) -> str:
+    """One progress line for one round robin: each system's minimum, its ratio to the baseline, noisy marks."""
+    if not rows:
+        return "(nothing timed)"
+    first = rows[0]
+    base = next((r for r in rows if r.system == BASELINE), None)
+    parts = []
+    for r in rows:
+        ratio = f" = {base.min_ms / r.min_ms:.2f}x" if base is not None and r is not base else ""
+        parts.append(f"{r.system} {r.min_ms:.1f} ms{ratio}{' (noisy)' if r.noisy else ''}")
+    return f"{first.model} {first.section} batch {first.batch}: " + ", ".join(parts) + f" [{first.runs} rounds]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +129,19 @@ def timing_table(result: BenchResult) -> List[str]:
     return lines
 
 
+def provenance_lines(provenance: List[Dict[str, Any]]) -> List[str]:
+    """When each model was measured, under which load, and whether this run kept an earlier record."""
+    if not provenance:
+        return []
+    lines = ["## Runs", "", "| model | measured (UTC) | seconds | load avg before / after (1, 5, 15 min) | export "
+             "| this run |", "|---|---|---|---|---|---|"]
+    for p in provenance:
+        load = " / ".join(", ".join(f"{x:.1f}" for x in p.get(k) or []) or "n/a" for k in ("load_before", "load_after"))
+        lines.append(f"| {p['model']} | {p['measured_at']} | {p['seconds']:.0f} | {load} | {p.get('export') or 'none'} "
+                     f"| {'kept from ' + p['record'] if p.get('kept') else 'measured'} |")
+    return lines + [""]
+
+
 def floor_lines(model: str, f: Dict[str, Any], ort1: Optional[Timing]) -> List[str]:
     lines = [f"### {model}", "",
              f"- FLOPs per item: {f['flops_per_item'] / 1e9:.3f} GFLOP; parameters {f['params'] / 1e6:.2f} M "
@@ -132,21 +160,21 @@ def floor_lines(model: str, f: Dict[str, Any], ort1: Optional[Timing]) -> List[s
 def write_report(result: BenchResult, out: Path, plots: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    if plots:
-        write_plots(result, out)
+    result.plots = [p.name for p in write_plots(result, out)] if plots else []
     lines = ["# hmr-trt benchmark", "", f"Machine: {result.machine}", "",
              f"Systems at one batch size are timed in alternation (round robin); goals use each row's minimum; "
-             f"a row is noisy when p90/median > {NOISY_SPREAD}.", "", "## Models", "", *timing_table(result)]
+             f"a row is noisy when p90/median > {NOISY_SPREAD}.", "", *provenance_lines(result.provenance),
+             "## Models", "", *timing_table(result)]
     if result.floors:
         lines += ["", "## The floor", ""]
         for model, f in result.floors.items():
             lines += floor_lines(model, f, result.find(model, "onnxruntime fp32", 1))
     if result.e2e:
         stages = list(result.e2e[0]["timings_s"])
-        lines += ["", "## End to end (trt-run)", "", "| frames | tracks | frames/s | " + " | ".join(stages) + " |",
-                  "|---" * (3 + len(stages)) + "|"]
+        lines += ["", "## End to end (trt-run)", "",
+                  "| model | frames | tracks | frames/s | " + " | ".join(stages) + " |", "|---" * (4 + len(stages)) + "|"]
         for e in result.e2e:
-            lines.append(f"| {e['frames']} | {e['tracks']} | {e['fps']} | " +
+            lines.append(f"| {e.get('model', '')} | {e['frames']} | {e['tracks']} | {e['fps']} | " +
                          " | ".join(f"{v:.2f}" for v in e["timings_s"].values()) + " |")
         lines.append(f"\nBackend: {result.e2e[0]['backend']}. Stage columns are seconds.")
     if result.tracks_scaling:
@@ -165,6 +193,8 @@ def write_report(result: BenchResult, out: Path, plots: bool = True) -> Path:
     for g in result.goals:
         lines.append(f"| {g['goal']} | {g['value']} | {g['target']} | {g['met']} | {g.get('why', '')} |")
     lines += ["", *[f"- {n}" for n in result.notes]]
+    if result.plots:
+        lines += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in result.plots)]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -190,12 +220,14 @@ def scene_vs_window_lines(s: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def write_plots(result: BenchResult, out: Path) -> None:
+def write_plots(result: BenchResult, out: Path) -> List[Path]:
+    """PNG plots: latency and throughput vs batch per model; trt-run's stages. Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    written: List[Path] = []
     for model in result.models:
         rows = [t for t in result.timings if t.model == model]
         systems = sorted({t.system for t in rows})
@@ -217,3 +249,28 @@ def write_plots(result: BenchResult, out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / f"{model}_vs_batch.png", dpi=100)
         plt.close(fig)
+        written.append(out / f"{model}_vs_batch.png")
+    if result.e2e:
+        written.append(write_stage_plot(result.e2e, out / "e2e_stages.png"))
+    return written
+
+
+def write_stage_plot(runs: List[Dict[str, Any]], path: Path) -> Path:
+    """trt-run end to end: seconds per stage, one stacked bar per run (model, frames)."""
+    import matplotlib.pyplot as plt
+
+    stages = list(dict.fromkeys(k for e in runs for k, v in e["timings_s"].items() if v > 0))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.5 * len(runs)))
+    labels = [f"{e.get('model', '')} {e['frames']} frames ({e['fps']} frames/s)" for e in runs]
+    left = [0.0] * len(runs)
+    for stage in stages:
+        widths = [e["timings_s"].get(stage, 0.0) for e in runs]
+        ax.barh(labels, widths, left=left, label=stage)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_xlabel("seconds")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("trt-run end to end: seconds per stage")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

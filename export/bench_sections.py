@@ -1,14 +1,16 @@
 """What the benchmark measures, per registered model, through the model adapter only (no model names).
 
-For each model (``hmr_trt.registry.adapter(name)``): its reference module (``reference(cfg)``) and
-model graph (``contract_for(cfg).model_graph``) are timed at each batch size on torch eager FP32
-and ONNX Runtime (FP32 exported here for timing, or the export's ONNX per precision when
-``--export`` holds this model), all systems of one batch in one round robin (``bench_timing``);
-on a GPU also torch eager FP16, torch.compile and the export's TensorRT engines. Then the floor:
-FLOPs per item (torch's FlopCounterMode), weight bytes, and this machine's measured memory
-bandwidth and SGEMM rate. Outside ``--tiny``: the feature extractor the contract names (once per
-extractor, however many models share it), and, when ``--export`` holds the model, ``trt-run`` end
-to end and the cost as the number of tracks grows.
+``measure_model`` runs every section for one model (``hmr_trt.registry.adapter(name)``), sized by a
+``BenchPlan`` (quick: ``make bench``; full: ``make bench-zoo``; tiny: tests): its reference module
+(``reference(cfg)``) and model graph (``contract_for(cfg).model_graph``) timed at each batch size on
+torch eager FP32 and ONNX Runtime (FP32 exported here for timing, or the export's ONNX per precision),
+all systems of one batch in one round robin (``bench_timing``); the per-frame step of a model with a
+recurrent step graph; on a GPU also torch eager FP16, torch.compile and the export's TensorRT engines.
+Then the floor: FLOPs per item (torch's FlopCounterMode), weight bytes, and this machine's measured
+memory bandwidth and SGEMM rate. Outside the tiny plan: the feature extractor the contract names (once
+per extractor, however many models share it), and, with an export of the model, the cost as the
+number of tracks grows and ``trt-run`` end to end on the first frames of the video. Each round robin
+reports one progress line through ``say``.
 """
 
 from __future__ import annotations
@@ -20,20 +22,71 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from hmr_trt import registry
 from hmr_trt.contract import GraphSpec, ModelContract
+from hmr_trt.errors import ConfigError
 from hmr_trt.manifest import Manifest
 from hmr_trt.runtime.backends import OnnxRuntimeBackend
 
-from .bench_report import BASELINE, BenchResult
-from .bench_timing import RoundRobin, System, time_systems
+from .bench_report import BASELINE, BenchResult, describe_rows
+from .bench_timing import RoundRobin, System, Timing, time_systems
 
 OPSET = 17
+Say = Callable[[str], None]  # one progress line (bench.Progress prints it, flushed)
+
+
+def _silent(_message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """How much to measure per model: batch sizes, round-robin seconds per batch size, and the sizes of the
+    end-to-end sections (which need an export of the model)."""
+
+    name: str
+    batches: Tuple[int, ...]
+    budget_s: float
+    max_reps: int
+    extractor_batches: Tuple[int, ...]
+    track_counts: Tuple[int, ...]
+    track_frames: int
+    e2e_frames: Tuple[int, ...]
+    tiny: bool = False  # the adapters' tiny configurations (tests)
+
+    def __post_init__(self) -> None:
+        if not self.batches or min(self.batches) < 1 or not self.budget_s > 0:
+            raise ConfigError(f"bench plan {self.name}: batches >= 1 and budget_s > 0, got {self}")
+
+    @property
+    def round_robin(self) -> RoundRobin:
+        return RoundRobin(warmup=1, min_reps=3, max_reps=self.max_reps, budget_s=self.budget_s)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+
+# quick: `make bench` (the default model in minutes on 2 cores); full: `make bench-zoo` (every model, the
+# README's zoo table); tiny: the tests' seconds-long run on tiny configurations.
+PLANS: Dict[str, BenchPlan] = {
+    "quick": BenchPlan("quick", (1, 8), 2.0, 30, (1, 8), (1, 4), 32, (60,)),
+    "full": BenchPlan("full", (1, 4, 16, 32), 4.0, 50, (1, 8, 32), (1, 4, 16), 64, (50, 200)),
+    "tiny": BenchPlan("tiny", (1, 4), 0.1, 5, (), (), 0, (), tiny=True),
+}
+
+
+def _measure(result: BenchResult, say: Say, model: str, section: str, batch: int, systems: Sequence[System],
+             plan: RoundRobin) -> List[Timing]:
+    """One round robin: its rows into ``result`` and one progress line."""
+    rows = time_systems(model, section, batch, systems, plan)
+    result.timings += rows
+    say(describe_rows(rows))
+    return rows
 
 
 @dataclass
@@ -162,7 +215,7 @@ def onnx_by_precision(mut: ModelUnderTest, export_dir: Optional[Path], tmp: Path
 
 
 def bench_model(result: BenchResult, mut: ModelUnderTest, onnx_paths: Dict[str, Path], batches: Sequence[int],
-                plan: RoundRobin) -> None:
+                plan: RoundRobin, say: Say = _silent) -> None:
     """torch eager FP32 and ONNX Runtime per precision, in one round robin per batch size."""
     sessions = {p: OnnxRuntimeBackend(path) for p, path in onnx_paths.items()}
     for backend in sessions.values():
@@ -172,7 +225,7 @@ def bench_model(result: BenchResult, mut: ModelUnderTest, onnx_paths: Dict[str, 
             inputs, feed = mut.inputs(batch), mut.feed(batch)
             systems = [System(BASELINE, _no_grad(mut.reference, inputs))]
             systems += [System(f"onnxruntime {p}", lambda b=b, feed=feed: b.infer(feed)) for p, b in sessions.items()]
-            result.timings += time_systems(mut.name, mut.graph.name, batch, systems, plan)
+            _measure(result, say, mut.name, mut.graph.name, batch, systems, plan)
     finally:
         for backend in sessions.values():
             backend.deactivate()
@@ -182,7 +235,7 @@ STEP_SECTION = "per new frame: window vs step"
 
 
 def bench_step(result: BenchResult, mut: ModelUnderTest, window_onnx: Path, tmp: Path, batches: Sequence[int],
-               plan: RoundRobin) -> None:
+               plan: RoundRobin, say: Say = _silent) -> None:
     """Causal models with a recurrent step graph (VIBE): the cost of one new frame per track (batch = tracks),
     as a T-frame window forward (``--emit last`` without a step graph; torch eager is the baseline) against
     one step of the step graph, torch and ONNX Runtime, in one round robin per batch size."""
@@ -192,6 +245,8 @@ def bench_step(result: BenchResult, mut: ModelUnderTest, window_onnx: Path, tmp:
 
     graph = recurrent_step_graph(mut.contract)
     if graph is None:
+        say(f"{mut.name}: no recurrent step graph (each new frame costs a window): no per-frame step rows"
+            if mut.contract.family == "window" else f"{mut.name}: a {mut.contract.family} model: no per-frame step rows")
         return
     step = mut.adapter.exportable(mut.reference, graph.name).eval()
     path = tmp / f"{mut.name}_{graph.name}.onnx"
@@ -210,7 +265,7 @@ def bench_step(result: BenchResult, mut: ModelUnderTest, window_onnx: Path, tmp:
                        System("torch eager fp32 step", _no_grad(step, step_in)),
                        System("onnxruntime fp32 window", lambda feed=feed: sessions["window"].infer(feed)),
                        System("onnxruntime fp32 step", lambda f=step_feed: sessions["step"].infer(f))]
-            result.timings += time_systems(mut.name, STEP_SECTION, batch, systems, plan)
+            _measure(result, say, mut.name, STEP_SECTION, batch, systems, plan)
     finally:
         for backend in sessions.values():
             backend.deactivate()
@@ -225,7 +280,7 @@ def _no_grad(module: torch.nn.Module, inputs: tuple) -> Callable[[], Any]:
 
 
 def bench_model_gpu(result: BenchResult, mut: ModelUnderTest, batches: Sequence[int], plan: RoundRobin,
-                    engines: Optional[Dict[str, Path]] = None) -> None:
+                    engines: Optional[Dict[str, Path]] = None, say: Say = _silent) -> None:
     """torch eager FP32/FP16, torch.compile and TensorRT engines (plain and CUDA graphs), one round robin per batch."""
     import copy
 
@@ -244,8 +299,8 @@ def bench_model_gpu(result: BenchResult, mut: ModelUnderTest, batches: Sequence[
             feed = mut.feed(batch)
             systems += [System(label, lambda b=b, feed=feed: b.infer(feed)) for label, b in trt_backends.items()
                         if b.max_batch is None or batch <= b.max_batch]
-            result.timings += time_systems(mut.name, mut.graph.name, batch, systems,
-                                           RoundRobin(3, plan.min_reps, plan.max_reps, plan.budget_s))
+            _measure(result, say, mut.name, mut.graph.name, batch, systems,
+                     RoundRobin(3, plan.min_reps, plan.max_reps, plan.budget_s))
     finally:
         for b in trt_backends.values():
             b.deactivate()
@@ -324,7 +379,7 @@ FEATURE_EXTRACTORS: Dict[str, Callable[[], torch.nn.Module]] = {"spin_resnet50":
 
 
 def bench_feature_extractor(result: BenchResult, mut: ModelUnderTest, export_dir: Optional[Path],
-                            batches: Sequence[int], plan: RoundRobin) -> None:
+                            batches: Sequence[int], plan: RoundRobin, say: Say = _silent) -> None:
     """The model's feature extractor (torch eager FP32 vs the export's ONNX on ONNX Runtime), once per extractor."""
     graph = mut.contract.graph_for("feature_extractor")
     name = mut.contract.feature_extractor
@@ -345,30 +400,50 @@ def bench_feature_extractor(result: BenchResult, mut: ModelUnderTest, export_dir
             systems = [System(BASELINE, _no_grad(module, (x,)))]
             if ort is not None:
                 systems.append(System("onnxruntime fp32", lambda feed=feed: ort.infer(feed)))
-            result.timings += time_systems(name, graph.name, batch, systems, plan)
+            _measure(result, say, name, graph.name, batch, systems, plan)
     finally:
         if ort is not None:
             ort.deactivate()
 
 
-def bench_e2e(result: BenchResult, export_dir: Path, video: Optional[Path], lengths: Sequence[int]) -> None:
+def bench_e2e(result: BenchResult, export_dir: Path, video: Optional[Path], lengths: Sequence[int],
+              say: Say = _silent, model: str = "") -> None:
     """trt-run on the first N frames of the video."""
     from hmr_trt.runtime.pipeline import RunOptions, run_video
 
     if video is None:
         result.notes.append("end-to-end video timings skipped: no video")
+        say("end to end: skipped (no video)")
         return
     for n in lengths:
+        say(f"{model} end to end: trt-run on the first {n} frames of {Path(video).name} ...")
         with tempfile.TemporaryDirectory() as tmp:
             summary = run_video(RunOptions(out=Path(tmp) / "run", export_dir=export_dir, video=video,
-                                           max_frames=n, min_track_frames=1))
-        result.e2e.append({"frames": summary["frames_decoded"], "tracks": summary["tracks"],
+                                           max_frames=n, min_track_frames=1), progress=_frame_ticks(say, model, n))
+        result.e2e.append({"model": model, "frames": summary["frames_decoded"], "tracks": summary["tracks"],
                            "fps": summary["frames_per_second"], "timings_s": summary["timings_s"],
                            "total_s": summary["total_s"], "backend": summary["backend"]})
+        say(f"{model} end to end, {summary['frames_decoded']} frames: {summary['frames_per_second']} frames/s, "
+            f"{summary['tracks']} tracks ({summary['backend']})")
+
+
+def _frame_ticks(say: Say, model: str, total: int, parts: int = 4) -> Callable[[int], None]:
+    """trt-run's per-frame progress callback as a line every ``total / parts`` frames."""
+    every = max(1, total // parts)
+    state = {"done": 0, "next": every, "start": time.perf_counter()}
+
+    def tick(frames: int) -> None:
+        state["done"] += frames
+        if state["done"] >= state["next"] and state["done"] < total:
+            state["next"] += every
+            say(f"{model} end to end: {state['done']}/{total} frames read "
+                f"({time.perf_counter() - state['start']:.0f} s)")
+
+    return tick
 
 
 def bench_tracks(result: BenchResult, export_dir: Path, contract: ModelContract, counts: Sequence[int],
-                 frames: int) -> None:
+                 frames: int, say: Say = _silent, model: str = "") -> None:
     """Model + body model cost as the number of tracks grows (precomputed features in)."""
     from hmr_trt.runtime.pipeline import RunOptions, run_features
 
@@ -379,39 +454,50 @@ def bench_tracks(result: BenchResult, export_dir: Path, contract: ModelContract,
             np.savez(path, features=rng.standard_normal((k, frames, contract.feature_dim)).astype(np.float32))
             summary = run_features(RunOptions(out=Path(tmp) / "run", export_dir=export_dir, features=path,
                                               vertices=False))
-        result.tracks_scaling.append({"tracks": k, "frames_per_track": frames, "timings_s": summary["timings_s"],
-                                      "total_s": summary["total_s"]})
+        result.tracks_scaling.append({"model": model, "tracks": k, "frames_per_track": frames,
+                                      "timings_s": summary["timings_s"], "total_s": summary["total_s"]})
+        say(f"{model} tracks: {k} x {frames} frames (features in) in {summary['total_s']:.2f} s")
 
 
-def run_sections(result: BenchResult, models: List[str], export_dir: Optional[Path], video: Optional[Path],
-                 tiny: bool, budget_s: Optional[float] = None) -> List[int]:
-    """Every section for every model; returns the batch sizes used. ``budget_s``: round-robin seconds per
-    model and batch size (default 0.1 tiny, 4.0 otherwise)."""
-    batches = [1, 4] if tiny else [1, 4, 16, 32]
-    budget = budget_s if budget_s is not None else (0.1 if tiny else 4.0)
-    plan = RoundRobin(warmup=1, min_reps=3, max_reps=5 if tiny else 50, budget_s=budget)
-    bandwidth, gflops = (measured_bandwidth_gbs(32), measured_gflops(256)) if tiny else \
-        (measured_bandwidth_gbs(), measured_gflops())
+def machine_floor(plan: BenchPlan) -> Tuple[float, float]:
+    """This machine's memory bandwidth (GB/s) and SGEMM rate (GFLOP/s), small for the tiny plan."""
+    if plan.tiny:
+        return measured_bandwidth_gbs(32), measured_gflops(256)
+    return measured_bandwidth_gbs(), measured_gflops()
+
+
+def measure_model(result: BenchResult, name: str, export_dir: Optional[Path], video: Optional[Path],
+                  plan: BenchPlan, machine: Tuple[float, float], say: Say = _silent) -> None:
+    """Every section for one model into ``result``. ``export_dir``: a checked export of this model, or None
+    (ONNX Runtime then times an FP32 graph exported here, and the end-to-end sections are skipped)."""
+    rr = plan.round_robin
+    say(f"{name}: building the torch reference ({'tiny' if plan.tiny else 'default'} configuration)")
+    mut = load_model(name, plan.tiny)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in models:
-            mut = load_model(name, tiny)
-            onnx_paths = onnx_by_precision(mut, export_dir, Path(tmp), result)
-            bench_model(result, mut, onnx_paths, batches, plan)
-            bench_step(result, mut, onnx_paths["fp32"], Path(tmp), batches, plan)
-            floor_figures(result, mut, bandwidth, gflops)
-            if torch.cuda.is_available():
-                bench_model_gpu(result, mut, batches, plan, engines_of(export_dir, mut))
-            if tiny:
-                continue
-            bench_feature_extractor(result, mut, export_dir, [1, 8, 32], plan)
-            if export_of(export_dir, name) is None:
-                result.notes.append(f"{name}: end-to-end and track-scaling sections skipped: --export holds no "
-                                    f"export of {name} (make one with trt-export)")
-                continue
-            if mut.contract.family == "window":
-                bench_tracks(result, Path(export_dir), mut.contract, [1, 4, 16], 64)
-            bench_e2e(result, Path(export_dir), video, [50, 200])
-    return batches
+        if export_of(export_dir, name) is None:
+            say(f"{name}: exporting the {mut.graph.name} graph to ONNX (FP32) for timing")
+        onnx_paths = onnx_by_precision(mut, export_dir, Path(tmp), result)
+        say(f"{name}: timing the {mut.graph.name} graph: torch eager vs ONNX Runtime "
+            f"{'/'.join(onnx_paths)} at batch {', '.join(map(str, plan.batches))}")
+        bench_model(result, mut, onnx_paths, plan.batches, rr, say)
+        bench_step(result, mut, onnx_paths["fp32"], Path(tmp), plan.batches, rr, say)
+    floor_figures(result, mut, *machine)
+    f = result.floors[name]
+    say(f"{name}: floor {f['flops_per_item'] / 1e9:.2f} GFLOP and {f['weight_bytes_fp32'] / 1e6:.0f} MB of weights "
+        f"per item; batch 1 cannot beat {f['floor_batch1_ms']:.1f} ms here")
+    if torch.cuda.is_available():
+        bench_model_gpu(result, mut, plan.batches, rr, engines_of(export_dir, mut), say)
+    if plan.tiny:
+        return
+    bench_feature_extractor(result, mut, export_dir, plan.extractor_batches, rr, say)
+    if export_of(export_dir, name) is None:
+        result.notes.append(f"{name}: end-to-end and track-scaling sections skipped: no export of {name} "
+                            f"(make one with trt-export --model {name}, or trt-bench --make-export)")
+        say(f"{name}: no export: end-to-end and track-scaling sections skipped")
+        return
+    if mut.contract.family == "window":
+        bench_tracks(result, Path(export_dir), mut.contract, plan.track_counts, plan.track_frames, say, name)
+    bench_e2e(result, Path(export_dir), video, plan.e2e_frames, say, name)
 
 
 # ---------------------------------------------------------------------------------------------

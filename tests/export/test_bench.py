@@ -10,9 +10,11 @@ import torch
 
 from hmr_trt import registry
 from hmr_trt.contract import GraphSpec, ModelContract, TensorSpec
+from hmr_trt.contract import TensorSpec as TensorSpec_  # beside the manifest's TensorSpec in _hand_export
 from hmr_trt.errors import ConfigError
 from hmr_trt.export.bench import parse_models, run_bench
 from hmr_trt.export.bench_report import BenchResult, evaluate_goals, write_report
+from hmr_trt.export.bench_sections import measure_model as MEASURE_MODEL
 from hmr_trt.export.bench_timing import RoundRobin, System, Timing, percentile, round_robin, time_systems
 
 
@@ -164,11 +166,13 @@ class ToyAdapter:
 @pytest.fixture
 def toy_registry(monkeypatch):
     monkeypatch.setattr(registry, "MODELS", {"toy": "tests.toy", "other": "tests.other"})
+    monkeypatch.setattr(registry, "DEFAULT_MODEL", "other")
     monkeypatch.setattr(registry, "adapter", lambda name: ToyAdapter())
 
 
-def test_models_option(toy_registry) -> None:
-    assert parse_models(None) == ["toy", "other"] and parse_models("other, toy,toy") == ["other", "toy"]
+def test_models_option_defaults_to_the_default_model_and_all_means_every_model(toy_registry) -> None:
+    assert parse_models(None) == ["other"] and parse_models("") == ["other"]  # registry.DEFAULT_MODEL alone
+    assert parse_models("all") == ["toy", "other"] and parse_models("other, toy,toy") == ["other", "toy"]
     with pytest.raises(ConfigError, match=r"--models 'toy,nope': unknown model\(s\) nope; registered: toy, other"):
         parse_models("toy,nope")
 
@@ -230,3 +234,263 @@ def test_tiny_bench_rows_for_each_registered_window_model(tmp_path, model) -> No
     causal_step = registry.contract(model).causal and registry.contract(model).graph_for("step") is not None
     assert step_rows == ({"torch eager fp32", "torch eager fp32 step", "onnxruntime fp32 window",
                           "onnxruntime fp32 step"} if causal_step else set())
+
+
+# ---------------------------------------------------------------------------------------------
+# `make bench` / `make bench-zoo`: the default target, progress lines, resumable runs, export reuse
+
+
+def test_make_bench_measures_the_default_model_and_bench_zoo_every_model() -> None:
+    """The Makefile's recipes as make expands them (-n: nothing runs; -o: the venv and video count as made)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def recipe(target: str) -> str:
+        done = subprocess.run(["make", "-n", "-o", ".venv/.installed", "-o", "data/vtest.avi", target], cwd=root,
+                              capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout.strip().splitlines()[-1]
+
+    bench, zoo = recipe("bench"), recipe("bench-zoo")
+    assert "trt-bench --out out/bench" in bench and "--models" not in bench  # parse_models(None): the default model
+    assert "--force" in bench  # make bench always measures afresh
+    assert "trt-bench --models all --plan full --out out/bench --readme README.md" in zoo and "--force" not in zoo
+
+
+class Terminalless:
+    """A stream like a pipe or a CI log: not a terminal; records what was written and where flushes came."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.flushed_at: list = []
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        self.flushed_at.append(len(self.text))
+
+
+def test_progress_is_one_flushed_line_per_measurement_when_stdout_is_not_a_terminal(tmp_path, toy_registry) -> None:
+    from hmr_trt.export.bench import Progress
+
+    stream = Terminalless()
+    result = run_bench(tmp_path / "bench", ["toy"], tiny=True, plots=False, say=Progress(stream))
+    lines = stream.text.splitlines()
+    assert stream.text.endswith("\n") and len(stream.flushed_at) == len(lines)
+    assert stream.flushed_at == [len("".join(f"{x}\n" for x in lines[:i + 1])) for i in range(len(lines))]
+    assert all(line.startswith("[trt-bench ") for line in lines)
+    measured = [line for line in lines if "toy toy_graph batch" in line]  # one line per round robin (batch)
+    assert len(measured) == len({t.batch for t in result.timings}) == 2
+    for line, batch in zip(measured, (1, 4)):
+        assert f"batch {batch}: torch eager fp32 " in line and "onnxruntime fp32 " in line and " rounds]" in line
+    assert any("toy: floor" in line for line in lines) and any("saved" in line for line in lines)
+    assert "toy: a frame model: no per-frame step rows" in stream.text and "wrote " in lines[-1]
+
+
+def test_plain_trt_bench_writes_progress_to_a_pipe(tmp_path) -> None:
+    """The console script through a pipe (not a terminal): progress lines reach it before the command ends."""
+    import subprocess
+    import sys
+
+    code = "import time; from hmr_trt.export.bench import Progress; Progress()('one'); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # a line left in the pipe's buffer would come only at exit (30 s)
+        assert first.startswith("[trt-bench 0:00] one")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _counting_measure(monkeypatch, interrupt_on: str = ""):
+    """bench_sections.measure_model, counted; Ctrl-C (KeyboardInterrupt) as it ends on ``interrupt_on`` (its rows
+    are in the run's result, its record not yet saved)."""
+    from hmr_trt.export import bench_sections
+
+    calls: list = []
+    real = MEASURE_MODEL  # the module's own, not an earlier test's wrapper
+
+    def measure(result, name, *args, **kwargs):
+        calls.append(name)
+        done = real(result, name, *args, **kwargs)
+        if name == interrupt_on:
+            assert any(t.model == name for t in result.timings)
+            raise KeyboardInterrupt
+        return done
+
+    monkeypatch.setattr(bench_sections, "measure_model", measure)
+    return calls
+
+
+def test_a_measured_model_is_kept_and_force_measures_it_again(tmp_path, toy_registry, monkeypatch) -> None:
+    out = tmp_path / "bench"
+    first = run_bench(out, ["toy"], tiny=True, plots=False, say=lambda _m: None)
+    record = out / "models" / "tiny" / "toy.json"
+    stored = json.loads(record.read_text())
+    assert stored["model"] == "toy" and stored["plan"]["name"] == "tiny" and stored["load_before"] is not None
+    calls = _counting_measure(monkeypatch)
+    said: list = []
+    again = run_bench(out, ["toy"], tiny=True, plots=False, say=said.append)
+    assert calls == []  # nothing measured: the record is the result
+    assert [t.samples_ms for t in again.timings] == [t.samples_ms for t in first.timings]
+    assert any("kept the measurement" in m and "--force" in m for m in said)
+    assert again.provenance[0]["kept"] is True and "kept from" in (out / "report.md").read_text()
+    forced = run_bench(out, ["toy"], tiny=True, plots=False, force=True, say=lambda _m: None)
+    assert calls == ["toy"] and forced.provenance[0]["kept"] is False
+    assert json.loads(record.read_text())["measured_at"] >= stored["measured_at"]
+
+
+def test_records_are_per_plan_and_an_unreadable_record_is_measured_again(tmp_path, toy_registry, monkeypatch) -> None:
+    from hmr_trt.export.bench_store import RecordStore
+
+    out = tmp_path / "bench"
+    run_bench(out, ["toy"], tiny=True, plots=False, say=lambda _m: None)
+    assert RecordStore(out, "tiny").path("toy").is_file() and not RecordStore(out, "quick").path("toy").exists()
+    RecordStore(out, "tiny").path("toy").write_text('{"version": 1, "model": "toy", "timi')  # cut short
+    calls = _counting_measure(monkeypatch)
+    said: list = []
+    run_bench(out, ["toy"], tiny=True, plots=False, say=said.append)
+    assert calls == ["toy"] and any("measuring again" in m and "unreadable" in m for m in said)
+
+
+def test_an_interrupted_run_keeps_the_finished_models_and_the_next_run_resumes(tmp_path, toy_registry,
+                                                                               monkeypatch) -> None:
+    out = tmp_path / "bench"
+    calls = _counting_measure(monkeypatch, interrupt_on="other")
+    said: list = []
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(out, ["toy", "other"], tiny=True, plots=False, say=said.append)
+    assert calls == ["toy", "other"]
+    assert "interrupted: 1 of 2 model(s) are saved" in said[-1]
+    kept = json.loads((out / "models" / "tiny" / "toy.json").read_text())
+    assert {t["batch"] for t in kept["timings"]} == {1, 4} and not (out / "models" / "tiny" / "other.json").exists()
+    report = (out / "report.md").read_text()
+    assert "| toy | toy_graph | onnxruntime fp32 | 4 |" in report and "| other |" not in report  # usable now
+    assert not list((out / "models" / "tiny").glob(".*.tmp"))  # no half-written record
+    calls = _counting_measure(monkeypatch)
+    resumed = run_bench(out, ["toy", "other"], tiny=True, plots=False, say=lambda _m: None)
+    assert calls == ["other"] and resumed.models == ["toy", "other"]
+    assert {t.model for t in resumed.timings} == {"toy", "other"}
+    assert [p["kept"] for p in resumed.provenance] == [True, False]
+    assert {g["goal"].split()[0] for g in resumed.goals} == {"toy", "other"}  # goals for kept models too
+
+
+def test_readme_zoo_table_is_rewritten_between_its_markers_only(tmp_path, toy_registry) -> None:
+    from hmr_trt.export.bench_store import (
+        README_BEGIN,
+        README_END,
+        RecordStore,
+        rewrite_between_markers,
+        update_readme,
+    )
+
+    out = tmp_path / "bench"
+    run_bench(out, ["toy", "other"], tiny=True, plots=False, say=lambda _m: None)
+    records = [RecordStore(out, "tiny").load(m) for m in ("toy", "other")]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{README_BEGIN}\n| old | table |\n{README_END}\nafter\n")
+    update_readme(readme, records)
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n" + README_BEGIN + "\n") and text.endswith(README_END + "\nafter\n")
+    assert "| old | table |" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| toy |") or line.startswith("| other |")]
+    assert len(rows) == 2 and all(line.count(" | ") == 9 for line in rows)
+    toy = records[0]
+    b1 = next(t for t in toy.timings if (t.system, t.batch) == ("onnxruntime fp32", 1))
+    assert f"{b1.min_ms:.1f} ms" in rows[0] and "(4)" in rows[0]  # ORT per item at the largest batch
+    with pytest.raises(ConfigError, match="expected one zoo table between the markers"):
+        rewrite_between_markers("no markers here\n", ["x"])
+
+
+# export reuse: a manifest written by hand (the checks read the manifest and the files, not the ONNX inside)
+
+
+def _hand_export(folder, data: bytes = b"onnx bytes", window: int = 4):
+    from hmr_trt.manifest import Artifact, Manifest, TensorSpec, sha256_of
+
+    folder.mkdir(parents=True)
+    (folder / "toy_graph_fp32.onnx").write_bytes(data)
+    specs = [TensorSpec("features", ["batch", window, 8])], [TensorSpec("y", ["batch", window, 3])]
+    contract = ModelContract("toy", "frame", "a toy", (
+        GraphSpec("toy_graph", "model", (TensorSpec_("features", ("batch", window, 8)),),
+                  (TensorSpec_("y", ("batch", window, 3)),)),))
+    manifest = Manifest(model="toy", config={}, profile={}, contract=contract.to_dict(),
+                        verdict={"fp32": {"verdict": "PASS"}})
+    manifest.add(Artifact("toy_graph", "toy_graph_fp32.onnx", "onnx", "fp32", sha256_of(folder / "toy_graph_fp32.onnx"),
+                          *specs))
+    manifest.write(folder)
+    return folder
+
+
+def test_a_valid_export_is_reused_and_a_broken_one_is_made_again(tmp_path, toy_registry) -> None:
+    from hmr_trt.export.bench import check_export, resolve_export
+
+    made: list = []
+
+    def exporter(model, out, video, say) -> None:
+        made.append((model, out))
+        _hand_export(out)
+
+    demo = _hand_export(tmp_path / "demo")
+    said: list = []
+    assert check_export(demo, "toy") is None
+    assert resolve_export("toy", None, tmp_path / "bench", True, None, said.append, (demo,), exporter) == demo
+    assert made == [] and "reusing the export in" in said[-1]
+    (demo / "toy_graph_fp32.onnx").write_bytes(b"onnx bytez")  # same size, other bytes
+    assert "does not match the sha256" in check_export(demo, "toy")
+    got = resolve_export("toy", None, tmp_path / "bench", True, None, said.append, (demo,), exporter)
+    assert got == tmp_path / "bench" / "export" / "toy" and made == [("toy", got)]
+    assert any("not reusing" in m and "sha256" in m for m in said)
+    assert resolve_export("toy", None, tmp_path / "bench", True, None, said.append, (demo,), exporter) == got
+    assert len(made) == 1  # the export made then is reused
+    assert resolve_export("toy", None, tmp_path / "none", False, None, said.append, (demo,), exporter) is None
+    with pytest.raises(ConfigError, match=r"--export .*demo: not a usable export of toy: .*sha256"):
+        resolve_export("toy", demo, tmp_path / "bench", True, None, said.append, (), exporter)
+    (demo / "toy_graph_fp32.onnx").unlink()
+    assert "is missing" in check_export(demo, "toy")
+    assert check_export(tmp_path / "nowhere", "toy") == "no manifest.json"
+    assert check_export(got, "other").startswith("an export of toy")
+    wider = _hand_export(tmp_path / "window6", window=6)  # another --window: not the benchmarked inputs
+    assert "other model-graph inputs" in check_export(wider, "toy")
+    assert resolve_export("toy", wider, tmp_path / "fresh", False, None, said.append, (), exporter) == wider
+    assert resolve_export("toy", None, tmp_path / "fresh", False, None, said.append, (wider,), exporter) is None
+
+
+def test_end_to_end_progress_and_the_stage_plot(tmp_path) -> None:
+    from hmr_trt.export.bench_sections import _frame_ticks
+
+    said: list = []
+    tick = _frame_ticks(said.append, "toy", 100)
+    for _ in range(100):
+        tick(1)
+    assert [m.split(" frames read")[0] for m in said] == [f"toy end to end: {n}/100" for n in (25, 50, 75)]
+    result = BenchResult(machine={}, models=[])
+    result.e2e.append({"model": "toy", "frames": 10, "tracks": 2, "fps": 5.0, "total_s": 2.0, "backend": "ort",
+                       "timings_s": {"decode": 0.5, "detect": 1.0, "track": 0.0, "backbone": 0.5}})
+    write_report(result, tmp_path, plots=True)
+    assert result.plots == ["e2e_stages.png"] and (tmp_path / "e2e_stages.png").stat().st_size > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| toy | 10 | 2 | 5.0 | 0.50 | 1.00 | 0.00 | 0.50 |" in report and "![e2e_stages.png]" in report
+
+
+def test_trt_bench_without_models_measures_the_default_model_only(tmp_path, toy_registry, monkeypatch,
+                                                                    capsys) -> None:
+    import sys
+
+    from hmr_trt.export import bench
+
+    out = tmp_path / "bench"
+    monkeypatch.setattr(sys, "argv", ["trt-bench", "--tiny", "--out", str(out), "--video", str(tmp_path / "none")])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code in (0, None)
+    assert sorted(p.name for p in (out / "models" / "tiny").iterdir()) == ["other.json"]  # registry.DEFAULT_MODEL
+    printed = capsys.readouterr().out
+    assert "1 model(s) (other)" in printed and "[1/1] other: measuring" in printed
+    assert "end-to-end section is skipped" in printed and "finished in" in printed
