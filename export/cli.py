@@ -146,8 +146,8 @@ def floor_clause(rep, set_name: str) -> str:  # noqa: ANN001 - parity.ParityRepo
         return ""
     within = "" if not rep.passed else (" (within the goal)" if rep.passed_within() == "goal"
                                         else f" (within {FLOOR_MULTIPLE:g} x the floor)")
-    return (f" or {FLOOR_MULTIPLE:g} x the float32 floor {floor['vertices_mean_mm']:.3g} mm{within} [floor: the torch "
-            f"reference vs itself, inputs or weights x (1 +- {floor['relative_perturbation']:.2g})]")
+    return (f" or {FLOOR_MULTIPLE:g} x the float32 floor {floor['vertices_mean_mm']:.3g} mm{within} (the floor: the "
+            f"torch reference vs itself, inputs or weights x (1 +- {floor['relative_perturbation']:.2g}))")
 
 
 def decision_lines(rep) -> list[str]:  # noqa: ANN001 - parity.ParityReport
