@@ -170,7 +170,7 @@ def decision_lines(rep) -> list[str]:  # noqa: ANN001 - parity.ParityReport
                    f"decided otherwise{pixels}; mean vertex drift end to end {d['unpinned_vertices_mean_mm']:.3g} mm "
                    f"(max {d['unpinned_vertices_max_mm']:.3g}), with the export's decisions pinned "
                    f"{d['pinned_vertices_mean_mm']:.3g} mm; judged {judged}")
-        if d["judged_on"] == "pinned" and d["unpinned_vertices_mean_mm"] > rep.goal_mean_vertex_mm:
+        if d["judged_on"] == "pinned" and flips and d["unpinned_vertices_mean_mm"] > rep.goal_mean_vertex_mm:
             out.append(f"  [yellow]note: end to end, {flips} {name} input(s) decided otherwise move "
                        f"{d.get('unpinned_on_those_mean_mm', float('nan')):.3g} mm mean; the others agree to "
                        f"{d.get('unpinned_elsewhere_mean_mm', float('nan')):.3g} mm. The model's decisions flip "
