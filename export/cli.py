@@ -121,8 +121,8 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
         inv = ", ".join(f"{k} {v:.1e}" for k, v in rep.batch_invariance.items()) or "n/a"
         pinned = " (decisions pinned)" if rep.judged_on() == "pinned" else ""
         console.print(f"{rep.precision}: {status} worst mean vertex drift{pinned} {worst['mm']:.3g} mm ({worst['set']} "
-                      f"windows, batch {worst['batch']}) vs goal {rep.goal_mean_vertex_mm} mm; "
-                      f"batch invariance max abs: {inv}")
+                      f"windows, batch {worst['batch']}) vs goal {rep.goal_mean_vertex_mm} mm"
+                      f"{floor_clause(rep, worst['set'])}; batch invariance max abs: {inv}")
         if rep.share:
             console.print(f"  {rep.precision}: weights {100 * rep.share['weights_fp16']:.0f}% FP16 / "
                           f"{100 * rep.share['weights_int8']:.0f}% INT8, FLOPs {100 * rep.share['flops_fp16']:.0f}% "
@@ -137,6 +137,19 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
                           "these is the network's own conditioning)")
 
 
+def floor_clause(rep, set_name: str) -> str:  # noqa: ANN001 - parity.ParityReport
+    """FP32: the float32 floor of the worst set and the rule (within the goal, or within the multiple of it)."""
+    from .parity import FLOOR_MULTIPLE
+
+    floor = rep.floor.get(set_name)
+    if floor is None:
+        return ""
+    within = "" if not rep.passed else (" (within the goal)" if rep.passed_within() == "goal"
+                                        else f" (within {FLOOR_MULTIPLE:g} x the floor)")
+    return (f" or {FLOOR_MULTIPLE:g} x the float32 floor {floor['vertices_mean_mm']:.3g} mm{within} (the floor: the "
+            f"torch reference vs itself, inputs or weights x (1 +- {floor['relative_perturbation']:.2g}))")
+
+
 def decision_lines(rep) -> list[str]:  # noqa: ANN001 - parity.ParityReport
     """Models with discrete decisions: per set, the largest batch's row: inputs the export decided otherwise,
     both drifts, which one the verdict uses, and a warning when the end-to-end drift is over the goal."""
@@ -144,6 +157,10 @@ def decision_lines(rep) -> list[str]:  # noqa: ANN001 - parity.ParityReport
     for name, d in rep.decisions_by_set().items():
         flips = d["items_decided_otherwise"]
         pixels = ""
+        if "peak_flips" in d:
+            pixels = f" ({d['peak_flips']} of {d['peaks']} center-map peaks read elsewhere"
+            pixels += (f", the reference within {d['largest_flip_margin']:.1e} of the comparison)"
+                       if d["peak_flips"] else ")")
         if "cell_flips" in d:
             pixels = f" ({d['foreground_flips']} foreground and {d['cell_flips']} UV-cell flips of {d['pixels']} pixels"
             pixels += (f", the reference within {d['largest_flip_margin']:.1e} of the edge)"
@@ -153,7 +170,7 @@ def decision_lines(rep) -> list[str]:  # noqa: ANN001 - parity.ParityReport
                    f"decided otherwise{pixels}; mean vertex drift end to end {d['unpinned_vertices_mean_mm']:.3g} mm "
                    f"(max {d['unpinned_vertices_max_mm']:.3g}), with the export's decisions pinned "
                    f"{d['pinned_vertices_mean_mm']:.3g} mm; judged {judged}")
-        if d["judged_on"] == "pinned" and d["unpinned_vertices_mean_mm"] > rep.goal_mean_vertex_mm:
+        if d["judged_on"] == "pinned" and flips and d["unpinned_vertices_mean_mm"] > rep.goal_mean_vertex_mm:
             out.append(f"  [yellow]note: end to end, {flips} {name} input(s) decided otherwise move "
                        f"{d.get('unpinned_on_those_mean_mm', float('nan')):.3g} mm mean; the others agree to "
                        f"{d.get('unpinned_elsewhere_mean_mm', float('nan')):.3g} mm. The model's decisions flip "

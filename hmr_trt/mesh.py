@@ -8,8 +8,10 @@ an ONNX Runtime or TensorRT backend's ``infer``, or a torch body model wrapped b
 Model outputs carry any leading axes: (W, T_out, ...) for window models (T_out = T for emit "all",
 1 for emit "middle"), (N, ...) for frame models. Models whose contract says ``body_model: "none"``
 output ``vertices`` (and ``joints3d``; without it the mesh centroid is the one "joint") themselves.
-Scene models output maps: ``runtime/scene.grid_people`` samples their SMPL parameters at a fixed grid
-of cells (lead axes (B, K)), so parity compares the same people whatever the center scores.
+Scene models output maps: ``scene_people`` reads their SMPL parameters at a fixed grid of cells
+(``runtime/scene.grid_people``: the same cells whatever the center scores) and at the top
+``SCENE_PEAKS`` center-map peaks of every image (where the runtime reads its people: a peak that moves
+one cell is a discrete decision, the contract's ``centers``); lead axes (B, 64 + SCENE_PEAKS).
 
 For the GPU tests (torch-free)::
 
@@ -34,9 +36,7 @@ BodyModel = Callable[[Feed], Feed]
 def meshes(body: Optional[BodyModel], outputs: Feed, contract: Optional[ModelContract] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Model outputs (lead..., ...) -> vertices (lead..., V, 3) and joints (lead..., J, 3), in metres."""
     if contract is not None and contract.family == "scene" and "pose_rotmat" not in outputs:
-        from hmr_trt.runtime.scene import grid_people  # maps -> SMPL parameters at fixed cells (torch-free)
-
-        outputs = grid_people(outputs)
+        outputs = scene_people(outputs)
     if contract is not None and contract.body_model == "none":
         verts = outputs["vertices"]
         # models without joints (DecoMR): the mesh centroid stands in, so joint drift is still defined
@@ -49,6 +49,42 @@ def meshes(body: Optional[BodyModel], outputs: Feed, contract: Optional[ModelCon
     out = body({"pose_rotmat": np.ascontiguousarray(pose.reshape(n, *pose.shape[len(lead):]), np.float32),
                 "betas": np.ascontiguousarray(betas.reshape(n, betas.shape[-1]), np.float32)})
     return out["vertices"].reshape(*lead, -1, 3), out["joints3d"].reshape(*lead, -1, 3)
+
+
+SCENE_PEAKS = 4  # parity reads the people at the top 4 center-map peaks of every image (beside the grid)
+
+
+def scene_peak_cells(center_map: np.ndarray, k: int = SCENE_PEAKS) -> np.ndarray:
+    """center_map (B, 1, M, M) -> (B, k) flat cells of the k best local maxima (the runtime's 5x5 max-pool
+    test), whatever their scores (no threshold: a fixed count per image), in ascending cell order."""
+    from hmr_trt.runtime.scene import max_pool_5x5
+
+    maps = np.asarray(center_map)[:, 0].astype(np.float32)
+    b = len(maps)
+    scores = np.where(max_pool_5x5(maps) == maps, maps, -np.inf).reshape(b, -1)
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.sort(best, axis=1)
+
+
+def scene_people(maps: Feed, peaks: int = SCENE_PEAKS) -> Feed:
+    """Scene maps -> SMPL parameters (pose_rotmat, betas, cam) with lead axes (B, 64 + peaks): the fixed
+    8x8 grid of cells, then the top ``peaks`` center-map peaks (``scene_peak_cells``)."""
+    from hmr_trt.runtime.scene import _as_maps, grid_people, smpl_from_params
+
+    center, cam_map, params_map = _as_maps(maps)
+    grid = grid_people(maps)
+    if peaks < 1:
+        return grid
+    b, _, h, w = center.shape
+    cells = scene_peak_cells(center, peaks)  # (B, K)
+    rows = np.arange(b)[:, None]
+    cam = cam_map.reshape(b, 3, h * w).transpose(0, 2, 1)[rows, cells].astype(np.float64)  # (B, K, 3)
+    params = params_map.reshape(b, params_map.shape[1], h * w).transpose(0, 2, 1)[rows, cells]  # (B, K, P)
+    smpl = smpl_from_params(params.reshape(b * peaks, -1).astype(np.float64))
+    cam = np.concatenate((np.power(1.1, cam[..., :1]), cam[..., 1:]), -1).astype(np.float32)
+    at_peaks = {"pose_rotmat": smpl["pose_rotmat"].reshape(b, peaks, 24, 3, 3),
+                "betas": smpl["betas"].reshape(b, peaks, -1), "cam": cam}
+    return {k: np.concatenate((grid[k], at_peaks[k]), axis=1) for k in grid}
 
 
 def drift_mm(candidate: np.ndarray, reference: np.ndarray) -> Tuple[float, float]:

@@ -3,6 +3,8 @@ weights, so that tests can check hmr-trt's reference against the official code w
 
     git clone https://github.com/zengwang430521/DecoMR /tmp/decomr-official   # never into this repository
     .venv/bin/python tools/decomr_official_parity.py --official /tmp/decomr-official
+    .venv/bin/python tools/decomr_official_parity.py --official /tmp/decomr-official --head-gain 64
+        # -> tests/fixtures/decomr_official_sensitive.npz: IUV and location heads 16x the seeded gain
 
 What it does: builds hmr-trt's seeded DecoMR (released config, synthetic UV data), writes its weights
 in the released checkpoint format (``CNet``/``LNet`` + optimizer entries, pre-1.6 non-zip) and the
@@ -12,7 +14,10 @@ on the CPU from that folder: ``DMR(options, checkpoint)`` loads the file with it
 of ``resnet50backbone(pretrained=True)`` is skipped (the checkpoint overwrites those weights), and
 ``F.grid_sample`` is called with ``align_corners=True``, PyTorch 1.1's behaviour under which DecoMR
 was trained and released (today's default is False). Writes the official vertices (every 8th), camera,
-and the max abs difference against hmr-trt's reference.
+and the max abs difference against hmr-trt's reference. ``--head-gain`` sets the seeded weights' head gain
+(``DecomrConfig.head_gain``; 64: a network whose vertices move centimetres for inputs x (1 +- 1e-4), the
+sensitivity of the issue-25 case, where float32 round-off alone moves them by hundredths of a mm); the
+fixture records it and that conditioning.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import numpy as np
 import torch
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "decomr_official.npz"
+SENSITIVE_GAIN = 64.0
+SENSITIVE_FIXTURE = FIXTURE.with_name("decomr_official_sensitive.npz")
 SEED, INPUT_SEED, BATCH, VERTEX_STEP = 0, 1, 2, 8
 
 
@@ -82,13 +89,17 @@ def write_uv_data_as_decomr(uv, workdir: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--official", required=True, type=Path, help="checkout of zengwang430521/DecoMR")
-    ap.add_argument("--out", type=Path, default=FIXTURE)
+    ap.add_argument("--head-gain", type=float, default=None,
+                    help=f"seeded head gain (default: the config's; {SENSITIVE_GAIN:g}: the sensitive fixture)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: tests/fixtures/decomr_official.npz, _sensitive.npz with --head-gain")
     args = ap.parse_args()
+    out = args.out or (FIXTURE if args.head_gain is None else SENSITIVE_FIXTURE)
     from hmr_trt.export.models.decomr.adapter import ADAPTER, load_official_checkpoint, save_released_format
     from hmr_trt.export.models.decomr.config import DecomrConfig
     from hmr_trt.export.models.decomr.uv_data import uv_data_from_dir
 
-    cfg = DecomrConfig(seed=SEED)
+    cfg = DecomrConfig(seed=SEED) if args.head_gain is None else DecomrConfig(seed=SEED, head_gain=args.head_gain)
     images = torch.randn(BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(INPUT_SEED))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -100,8 +111,11 @@ def main() -> int:
         ours = ADAPTER.reference(DecomrConfig(seed=SEED + 1), data_dir=work / "data")
         load_official_checkpoint(ours, checkpoint)
         assert uv_data_from_dir(work / "data").num_vertices == ADAPTER.uv_data(None).num_vertices
+        sign = torch.randint(0, 2, images.shape, generator=torch.Generator().manual_seed(5)) * 2 - 1
         with torch.no_grad():
             v_ours, c_ours = (t.numpy() for t in ours(images))
+            moved = ours(images * (1 + 1e-4 * sign))[0].numpy()
+        conditioning = float(np.linalg.norm(moved - v_ours, axis=-1).mean() * 1000)
         cwd = os.getcwd()
         try:
             v_off, c_off = official_outputs(args.official.resolve(), work, checkpoint, images)
@@ -109,10 +123,12 @@ def main() -> int:
             os.chdir(cwd)
     print(f"max |vertices - official| = {np.abs(v_ours - v_off).max():.3g}, "
           f"max |cam - official| = {np.abs(c_ours - c_off).max():.3g}, vertex range {np.abs(v_off).max():.3g}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, seed=SEED, input_seed=INPUT_SEED, batch=BATCH, vertex_step=VERTEX_STEP,
-             vertices=v_off[:, ::VERTEX_STEP].astype(np.float32), cam=c_off.astype(np.float32))
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+    print(f"conditioning: inputs x (1 +- 1e-4) move the vertices {conditioning:.3g} mm mean")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, seed=SEED, input_seed=INPUT_SEED, batch=BATCH, vertex_step=VERTEX_STEP, head_gain=cfg.head_gain,
+             conditioning_mm=conditioning, vertices=v_off[:, ::VERTEX_STEP].astype(np.float32),
+             cam=c_off.astype(np.float32))
+    print(f"wrote {out} ({out.stat().st_size} bytes)")
     return 0
 
 

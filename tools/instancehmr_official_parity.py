@@ -3,10 +3,14 @@
     git clone https://github.com/DCVL-3D/InstanceHMR_release /tmp/instancehmr-official   # not in this repo
     .venv/bin/python tools/instancehmr_official_parity.py --official /tmp/instancehmr-official \
         [--out tests/fixtures/instancehmr_official.npz]
+    .venv/bin/python tools/instancehmr_official_parity.py --official /tmp/instancehmr-official --gain 1.35
+        # -> tests/fixtures/instancehmr_official_sensitive.npz: every weight 1.35x, maps that round-off moves
 
 What it does, on the CPU:
 1. builds hmr-trt's reference at the released eval config (ResNet-50, 512 input, centermap 64, two head
-   blocks), fills it with a seeded random state (``random_state``, seed below) and writes that state as a
+   blocks), fills it with a seeded random state (``random_state``, seed below; ``--gain`` multiplies every
+   weight matrix: 1.35 makes a network whose maps move 1e-3 for inputs x (1 +- 1e-4), the sensitivity of
+   the issue-25 case, where float32 round-off alone moves meshes by hundredths of a mm) and writes that state as a
    released checkpoint (``model_state_dict`` with ``module.`` keys and an SMPL buffer, ``write_released``);
 2. imports the official ``ROMP`` head and ``ResNet_50`` backbone from ``--official/romp/lib`` (its
    argparse ``config`` replaced by the eval values, its training-only imports - loss, result parser with
@@ -35,7 +39,10 @@ import numpy as np
 import torch
 
 STATE_SEED, IMAGE_SEED, PIXEL_SEED, BATCH, PIXELS = 1234, 99, 7, 2, 16
+SENSITIVE_GAIN = 1.35
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = {1.0: ROOT / "tests" / "fixtures" / "instancehmr_official.npz",
+            SENSITIVE_GAIN: ROOT / "tests" / "fixtures" / "instancehmr_official_sensitive.npz"}
 
 
 def images(batch: int = BATCH, seed: int = IMAGE_SEED, size: int = 512) -> torch.Tensor:
@@ -122,12 +129,12 @@ def official_outputs(official: Path, ckpt: Path, x: torch.Tensor):
     return out, batch_ids, flat, score, sampled
 
 
-def seeded_state(model: torch.nn.Module) -> dict:
-    """The fixture's checkpoint: ``random_state`` with the center head's output conv scaled up so that
-    the seeded images hold people (center scores above 0.2)."""
+def seeded_state(model: torch.nn.Module, gain: float = 1.0) -> dict:
+    """The fixture's checkpoint: ``random_state`` with every weight matrix (dim > 1) times ``gain`` and the
+    center head's output conv scaled up so that the seeded images hold people (center scores above 0.2)."""
     from hmr_trt.export.models.instancehmr.checkpoint import random_state
 
-    state = random_state(model, STATE_SEED)
+    state = {k: v * gain if v.dim() > 1 and gain != 1.0 else v for k, v in random_state(model, STATE_SEED).items()}
     state["final_layers.1.2.weight"] = state["final_layers.1.2.weight"] * 8.0
     return state
 
@@ -142,8 +149,12 @@ def _parse(parse, parser, center_map):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--official", type=Path, required=True, help="checkout of DCVL-3D/InstanceHMR_release")
-    ap.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "instancehmr_official.npz")
+    ap.add_argument("--gain", type=float, default=1.0,
+                    help=f"every weight matrix times this ({SENSITIVE_GAIN}: the sensitive fixture)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: tests/fixtures/instancehmr_official.npz, _sensitive.npz for the sensitive gain")
     opts = ap.parse_args()
+    out = opts.out or FIXTURES.get(opts.gain) or ROOT / "tests" / "fixtures" / f"instancehmr_official_gain{opts.gain:g}.npz"
 
     from hmr_trt.export.models.instancehmr.checkpoint import write_released
     from hmr_trt.export.models.instancehmr.config import InstanceHMRConfig
@@ -152,7 +163,7 @@ def main() -> None:
 
     cfg = InstanceHMRConfig()
     ours = InstanceHMR(cfg, seeded=False).eval()
-    state = seeded_state(ours)
+    state = seeded_state(ours, opts.gain)
     ours.load_state_dict(state)
     x = images()
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,13 +180,19 @@ def main() -> None:
           f"(values std {float(full.std()):.3g})")
     print(f"people: official {len(score)}, hmr-trt {len(mine['scores'])}; same peaks: "
           f"{torch.equal(mine['batch_ids'], batch_ids)}")
+    sign = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.no_grad():
+        moved = ours(x * (1 + 1e-4 * sign))[2]
+    conditioning = float((moved - params).abs().max())
+    print(f"conditioning: inputs x (1 +- 1e-4) move params_map by {conditioning:.3g} max abs")
     px = pixels()
     off_maps = off["params_maps"].flatten(2)[:, :, px].numpy()  # (B, 82, PIXELS)
-    np.savez_compressed(opts.out, state_seed=STATE_SEED, image_seed=IMAGE_SEED, pixel_seed=PIXEL_SEED,
+    np.savez_compressed(out, state_seed=STATE_SEED, image_seed=IMAGE_SEED, pixel_seed=PIXEL_SEED, gain=opts.gain,
+                        params_map_conditioning=conditioning,
                         center_at_pixels=off["center_map"].flatten(2)[:, :, px].numpy(), params_maps_at_pixels=off_maps,
                         batch_ids=batch_ids.numpy(), flat_inds=flat.numpy(), scores=score.numpy(),
                         params_pred=sampled.numpy())
-    print(f"wrote {opts.out} ({opts.out.stat().st_size} bytes)")
+    print(f"wrote {out} ({out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

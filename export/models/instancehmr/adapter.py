@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import torch
 
@@ -39,6 +39,25 @@ class InstanceHMRAdapter(ModelAdapter):
         model = InstanceHMR(cfg, seeded=False)
         load_released(model, state, checkpoint)
         return model.eval()
+
+    def pinned_reference(self, reference: InstanceHMR, inputs: Tuple[torch.Tensor, ...],
+                         decisions: Mapping[str, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        """The reference's maps with the export's center map (``decisions["centers"]``) in place of its own:
+        people are then read at the export's peaks from the reference's camera and parameter maps
+        (``hmr_trt.mesh.scene_people``); every continuous value read is the reference's (contract ``Decision``)."""
+        _center, cam_map, params_map = reference(*inputs)
+        return decisions["centers"].to(cam_map.dtype), cam_map, params_map
+
+    def decision_values(self, reference: InstanceHMR, inputs: Tuple[torch.Tensor, ...]) -> dict:
+        return {"centers": reference(*inputs)[0]}
+
+    def describe_decisions(self, reference: InstanceHMR, own: Mapping[str, Any], taken: Mapping[str, Any]) -> dict:
+        """Peaks the export reads elsewhere than the reference (``hmr_trt.mesh.scene_peak_cells``), and for each
+        such cell how far the reference's score was from the comparison that decided it: its 5x5 neighbours'
+        maximum (a local maximum or not) or the score of the best peak left out / the last one kept."""
+        from hmr_trt.export.models.instancehmr.peaks import peak_flips
+
+        return peak_flips(own["centers"], taken["centers"])
 
     def example_inputs(self, cfg: InstanceHMRConfig, graph: str, batch: int, seed: int = 0) -> Tuple[torch.Tensor, ...]:
         if graph != "maps":

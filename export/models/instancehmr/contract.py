@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hmr_trt.contract import GraphSpec, KeepRule, ModelContract, Recipe, TensorSpec, smpl_body_graph
+from hmr_trt.contract import Decision, GraphSpec, KeepRule, ModelContract, Recipe, TensorSpec, smpl_body_graph
 
 IMAGE, MAP, PARAMS = 512, 64, 79  # released eval configs: input 512, centermap_size 64, 79 SMPL channels
 
@@ -46,4 +46,10 @@ CONTRACT = ModelContract(
                            "normalisation excluded"),
     ),
     default_recipe={"fp16": "fp16", "int8": "int8"},
+    decisions=(
+        Decision("centers", "Conv", r"^/final_layers\.1/final_layers\.1\.2/Conv$",
+                 "the center map: each person's camera and SMPL parameters are read at a center-map peak (a 5x5 "
+                 "local maximum among the best of the image); two peaks within round-off of each other, or of "
+                 "a neighbour, can put the peak one cell over, and the person is then read elsewhere"),
+    ),
 )
