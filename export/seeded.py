@@ -35,7 +35,7 @@ CROP_STORE = 112  # side of one crop in the strip
 
 # Standard deviation of each regressor output around its start on trained-like features: 6D pose
 # components (the root turns less than the limbs), shape coefficients, camera (s, tx, ty).
-ROOT_STD, POSE_STD, SHAPE_STD = 0.03, 0.07, 0.2
+ROOT_STD, POSE_STD, SHAPE_STD = 0.04, 0.09, 0.2
 CAM_STD = (0.02, 0.015, 0.015)
 # The start camera: SPIN's mean scale; ty centres the standing figure (head ~0.7 m above the pelvis,
 # feet ~0.93 m below) in the crop.

@@ -208,7 +208,7 @@ def build_model(
     """The reference model in eval mode: seeded weights, then the checkpoint when given."""
     cfg = cfg or CosegConfig()
     mean = load_mean_params(mean_params, cfg.num_joints, cfg.num_betas) if mean_params else None
-    model = CosegNet(cfg, mean)
+    model = CosegNet(cfg if checkpoint is None else cfg.with_(trained_like=False), mean)  # the file sets the weights
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model.eval()
