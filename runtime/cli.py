@@ -74,6 +74,9 @@ def run(
     = OutputFormat.npz,
     render: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Write the meshes over the video "
                                                    "to this .mp4.")] = None,
+    fit_to_box: Annotated[bool, typer.Option("--fit-to-box", help="Render each mesh scaled and moved into its "
+                                             "detection box instead of where the predicted camera puts it.")]
+    = False,
     no_vertices: Annotated[bool, typer.Option("--no-vertices", help="Leave vertices out of the .npz files.")]
     = False,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
@@ -114,7 +117,7 @@ def run(
             raise ConfigError("--ray runs a folder of videos: give --videos DIR")
         opts = RunOptions(out=out, export_dir=export_dir, video=video, features=features, backend=backend.value,
                           precision=precision.value, emit=emit.value, detector=detector, render=render,
-                          format=output_format.value,
+                          format=output_format.value, fit_to_box=fit_to_box,
                           vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
                           threads=threads, border=border.value, device=device.value, ort_providers=ort_providers,
                           triton_url=triton_url, images=list(image) if image is not None else None,

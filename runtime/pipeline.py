@@ -50,6 +50,7 @@ class RunOptions:
     detector: str = "auto"  # auto (SSDLite when converted, else HOG) | ssdlite | hog | a path to the user's ONNX
     format: str = "npz"  # npz: track_<id>.npz files; vibe: also the peers' vibe_output.pkl (runtime/vibe_format.py)
     render: Optional[Path] = None
+    fit_to_box: bool = False  # render: meshes fitted to the detection boxes, not placed by the predicted camera
     vertices: bool = True
     max_frames: Optional[int] = None
     min_track_frames: int = MIN_TRACK_LENGTH  # shorter tracks (detector flicker) are dropped before inference
@@ -511,10 +512,11 @@ def _render(opts: RunOptions, meshes: Dict[Any, Dict[str, np.ndarray]], backends
     body = body.split(";")[0].split(":", 1)[-1].strip()  # "SYNTHETIC, NOT SMPL (3624 vertices), generated ..."
     weights = "seeded defaults (untrained)" if seeded else \
         str(manifest.config.get("checkpoint") or "from the export's checkpoint")
+    placement = PLACEMENT_BOX if opts.fit_to_box else PLACEMENT_CAMERA  # seeded weights too: their camera is shaped
     caption = caption_lines(manifest.model, weights, body, backends.description.split(" (")[0], opts.precision,
-                            detector or opts.detector, PLACEMENT_BOX if seeded else PLACEMENT_CAMERA)
+                            detector or opts.detector, placement)
     cap, info = open_video(opts.video)
     cap.release()
     with VideoWriterAtomic(opts.render, info.fps or 25.0, (info.width, info.height)) as writer:
         render_tracks(frames_from_video(opts.video, opts.max_frames), writer, meshes, backends.faces, caption,
-                      PLACEMENT_BOX if seeded else PLACEMENT_CAMERA)
+                      placement)
