@@ -207,7 +207,7 @@ def test_labels_of_people_close_together_do_not_overlap_and_stay_in_the_frame() 
 
     texts = ["#12", "#49", "#7", "#103", "#5"]
     boxes = [(400, 200, 430, 280), (405, 198, 436, 282), (410, 205, 440, 285),  # three walkers side by side
-             (750, 100, 790, 180),  # at the right edge
+             (772, 100, 800, 180),  # at the right edge
              (20, 30, 50, 110)]  # at the top, under the caption
     corners = place_labels(texts, boxes, (800, 600), top=40)
     from hmr_trt.runtime.render import LABEL_SCALE, _text_size
