@@ -162,6 +162,12 @@ def export_family(export_dir: Path) -> str:
     return contract_of(Manifest.read(Path(export_dir))).family
 
 
+def _export_model(export_dir: Any) -> str:
+    from hmr_trt.manifest import Manifest
+
+    return Manifest.read(Path(export_dir)).model
+
+
 def _check_family_options(opts: RunOptions, family: str, mode: str) -> None:
     """Refuse, before anything runs or is written, a mode or option the export's family does not have."""
     if mode == "image" and family not in IMAGE_FAMILIES:
@@ -170,6 +176,10 @@ def _check_family_options(opts: RunOptions, family: str, mode: str) -> None:
     if mode == "features" and family != "window":
         raise ConfigError(f"--features: {opts.export_dir} is a {family} model, which takes images, not backbone "
                           "features; give --video or --image")
+    if opts.format == "vibe":
+        from .vibe_format import peer_demo
+
+        peer_demo(_export_model(opts.export_dir))  # only the models whose demo writes such a file
     if opts.format == "vibe" and family == "frame":
         from hmr_trt.manifest import Manifest
 
@@ -441,7 +451,7 @@ def _finish(opts: RunOptions, backends: Backends, timer: StageTimer, results: Di
                                "first_frame": int(frames.min()), "last_frame": int(frames.max())})
         if opts.format == "vibe":
             with timer("writing"):
-                _write_vibe(stage, meshes)
+                _write_vibe(stage, meshes, _export_model(opts.export_dir), facts.get("width"), facts.get("height"))
         if opts.render is not None and opts.video is not None:
             with timer("render"):
                 _render(opts, meshes, backends, facts.get("detector", ""))
@@ -484,20 +494,18 @@ def _image_facts(res: Dict[str, np.ndarray], boxes: np.ndarray, joints: Optional
     return out
 
 
-def _write_vibe(stage: Path, meshes: Dict[Any, Dict[str, np.ndarray]]) -> None:
+def _write_vibe(stage: Path, meshes: Dict[Any, Dict[str, np.ndarray]], model: str, width: Any, height: Any) -> None:
+    """The file ``model``'s official demo writes (runtime/vibe_format.py), from the tracks' meshes."""
     from .outputs import rotmat_to_axis_angle
-    from .vibe_format import VIBE_FILE, write_vibe_output
+    from .vibe_format import write_peer_output
 
     tracks = {}
     for track_id, m in meshes.items():
-        if "orig_cam" not in m:
+        if "crop_boxes" not in m:
             raise ConfigError("--format vibe needs a video (cameras in image coordinates), not --features")
         n = len(m["frames"])
-        tracks[track_id] = {"pred_cam": m["cam"], "orig_cam": m["orig_cam"], "verts": m["vertices"],
-                            "pose": rotmat_to_axis_angle(np.asarray(m["pose_rotmat"])).reshape(n, 72),
-                            "betas": m["betas"], "joints3d": m["joints3d"], "joints2d": m["joints2d"],
-                            "bboxes": m["bboxes_cxcyh"], "frame_ids": m["frames"]}
-    write_vibe_output(stage / VIBE_FILE, tracks)
+        tracks[track_id] = {**m, "pose": rotmat_to_axis_angle(np.asarray(m["pose_rotmat"])).reshape(n, 72)}
+    write_peer_output(stage, model, tracks, width, height)
 
 
 def _render(opts: RunOptions, meshes: Dict[Any, Dict[str, np.ndarray]], backends: Backends, detector: str) -> None:
