@@ -262,10 +262,26 @@ CAPTION_SCALE = 0.4
 LABEL_SCALE = 0.45
 
 
-def draw_caption(image: np.ndarray, lines: Sequence[str], scale: float = CAPTION_SCALE) -> int:
-    """The caption: one line each, top-left, white on a dark band (in place); returns the band's bottom row."""
-    y = 2
+def wrap_caption(lines: Sequence[str], width: int, scale: float = CAPTION_SCALE) -> List[str]:
+    """Each line broken at its `` | `` separators where it would run past ``width`` pixels."""
+    out: List[str] = []
     for line in lines:
+        current = ""
+        for part in line.split(" | "):
+            candidate = f"{current} | {part}" if current else part
+            if current and _text_size(candidate, scale)[0] + 10 > width:
+                out.append(current)
+                candidate = part
+            current = candidate
+        out.append(current)
+    return out
+
+
+def draw_caption(image: np.ndarray, lines: Sequence[str], scale: float = CAPTION_SCALE) -> int:
+    """The caption: one line each (wrapped to the frame's width), top-left, white on a dark band (in place);
+    returns the band's bottom row."""
+    y = 2
+    for line in wrap_caption(lines, image.shape[1], scale):
         _, h = _text(image, line, (5, y), scale, (255, 255, 255))
         y += h + 4
     return y
@@ -333,6 +349,7 @@ def caption_lines(model: str, weights: str, body_model: str, backend: str, preci
     how the meshes are placed (said once here, not per person)."""
     where = "meshes fitted to the detection boxes" if placement == PLACEMENT_BOX \
         else "meshes placed by the predicted camera"
+    body_model = body_model.split(" (")[0]  # "SYNTHETIC, NOT SMPL (3624 vertices), generated ...": the verdict
     return [f"hmr-trt | {model} | weights: {weights} | body: {body_model}",
             f"{backend} | {precision} | detector: {detector} | {where} | #id = track"]
 

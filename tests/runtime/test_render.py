@@ -235,3 +235,7 @@ def test_caption_is_compact_and_says_the_placement_once() -> None:
     bottom = draw_caption(image, caption)
     assert bottom < 0.08 * 576  # the band, at most 8% of the sample video's height
     assert image[bottom + 2:].max() == 0 and image[:bottom].max() > 0
+    assert image[:, -3:].max() == 0  # no line runs past the right edge
+    narrow = np.zeros((240, 320, 3), np.uint8)  # a small video: the lines wrap at their separators
+    bottom = draw_caption(narrow, caption)
+    assert narrow[:, -3:].max() == 0 and narrow[:bottom].max() > 0 and bottom < 120
