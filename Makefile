@@ -53,7 +53,7 @@ demo: $(STAMP) $(SAMPLE)
 	  echo "SSDLite conversion failed (see $(DEMO_OUT)/convert_ssdlite.log): the demo detects with HOG"; \
 	exit $$status
 	$(BIN)/trt-run --video $(SAMPLE) --export $(DEMO_OUT)/export --out $(DEMO_OUT)/run --emit all \
-	  --render $(DEMO_OUT)/vtest_meshes.mp4 --format vibe --min-track-frames 1
+	  --render $(DEMO_OUT)/vtest_meshes.mp4 --min-track-frames 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -27,8 +27,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _STRIP_PREFIXES = ("module.", "model.", "backbone.")
 # Dict keys under which checkpoints nest their state dict (SPIN saves {"model": state_dict, ...}).
 _NESTED_KEYS = ("model", "state_dict")
-# Calibration batch for seeded weights: (batch, height, width).
-_CALIBRATION_SHAPE = (8, 128, 128)
+# BatchNorm statistics of seeded backbones, by seed (one train-mode pass on the person crops each).
+_BN_STATS: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
 
 
 class Bottleneck(nn.Module):
@@ -78,9 +78,10 @@ class ResNet50Backbone(nn.Module):
 
         Convs get torchvision's init (kaiming normal, fan_out, relu) and BN gamma 1 / beta 0, drawn
         from a local ``torch.Generator``; the global RNG is not touched. With ``calibrate`` the BN
-        running statistics are then set by one train-mode pass over a fixed synthetic batch, so in
-        eval mode every BN output is roughly unit-variance and the pooled features are O(1) instead
-        of exploding through 16 residual sums. ``calibrate=False`` skips that pass (running stats
+        running statistics are then set by one train-mode pass over real person crops of the sample
+        video (``export.seeded.person_crops``, shipped with the package), so in eval mode every BN
+        output is roughly unit-variance on people, as trained BatchNorm gives, and the pooled
+        features are O(1) instead of exploding through 16 residual sums. ``calibrate=False`` skips that pass (running stats
         stay 0 / 1): use it when a checkpoint will overwrite every tensor anyway.
         """
         super().__init__()
@@ -119,16 +120,28 @@ class ResNet50Backbone(nn.Module):
             bn.reset_running_stats()
         if not calibrate:
             return
-        images = smooth_images(*_CALIBRATION_SHAPE, seed=seed + 1_000_003)
-        was_training = self.training
-        momenta = [bn.momentum for bn in bns]
-        for bn in bns:
-            bn.momentum = None  # cumulative average: after one batch the running stats are its stats
-        self.train()
-        self(images)
-        for bn, momentum in zip(bns, momenta):
-            bn.momentum = momentum
-        self.train(was_training)
+        cached = _BN_STATS.get(seed)
+        if cached is None:
+            from hmr_trt.runtime.crops import normalise_crops
+
+            from .seeded import person_crops
+
+            images = torch.from_numpy(normalise_crops(person_crops()))  # the sample video's people
+            was_training = self.training
+            momenta = [bn.momentum for bn in bns]
+            for bn in bns:
+                bn.momentum = None  # cumulative average: after one batch the running stats are its stats
+            self.train()
+            self(images)
+            for bn, momentum in zip(bns, momenta):
+                bn.momentum = momentum
+            self.train(was_training)
+            cached = _BN_STATS[seed] = [(bn.running_mean.clone(), bn.running_var.clone(),
+                                         bn.num_batches_tracked.clone()) for bn in bns]
+        for bn, (mean, var, count) in zip(bns, cached):  # the same pass, measured once per process
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.num_batches_tracked.copy_(count)
 
     @classmethod
     def from_seed(cls, seed: int = 0) -> ResNet50Backbone:

@@ -19,7 +19,7 @@ numpy only; Python 3.9-compatible.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -61,8 +61,10 @@ def crop_box_cxcyh(crop_boxes: np.ndarray) -> np.ndarray:
     return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, side, side], axis=1).astype(np.float32)
 
 
-def crop_cam_to_orig_cam(cam: np.ndarray, bboxes_cxcyh: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(N, 3) crop cameras ``(s, tx, ty)`` and (N, >=3) boxes ``(cx, cy, h, ...)`` -> (N, 4) ``(sx, sy, tx, ty)``."""
+def crop_cam_to_orig_cam(cam: np.ndarray, bboxes_cxcyh: np.ndarray, width: int, height: int,
+                         dtype: Any = np.float32) -> np.ndarray:
+    """(N, 3) crop cameras ``(s, tx, ty)`` and (N, >=3) boxes ``(cx, cy, h, ...)`` -> (N, 4) ``(sx, sy, tx, ty)``
+    (computed in float64, returned as ``dtype``)."""
     if width < 1 or height < 1:
         raise InputSpecError(f"cameras: image size must be positive, got {width}x{height}")
     c = _as_rows("cam", cam, 3)
@@ -76,7 +78,7 @@ def crop_cam_to_orig_cam(cam: np.ndarray, bboxes_cxcyh: np.ndarray, width: int, 
     with np.errstate(divide="ignore", invalid="ignore"):  # s = 0 (a degenerate prediction) gives inf, as theirs
         tx = c[:, 1] + (cx - half_w) / half_w / sx
         ty = c[:, 2] + (cy - half_h) / half_h / sy
-    return np.stack([sx, sy, tx, ty], axis=1).astype(np.float32)
+    return np.stack([sx, sy, tx, ty], axis=1).astype(dtype)
 
 
 def project_orig_cam(points: np.ndarray, orig_cam: Sequence[float], width: int, height: int) -> np.ndarray:

@@ -87,6 +87,9 @@ def run(
                                            "nothing, for this many seconds ends the run.")] = DEFAULT_STALL_S,
     render: Annotated[Optional[Path], typer.Option(dir_okay=False, help="Write the meshes over the video "
                                                    "to this .mp4.")] = None,
+    fit_to_box: Annotated[bool, typer.Option("--fit-to-box", help="Render each mesh scaled and moved into its "
+                                             "detection box instead of where the predicted camera puts it.")]
+    = False,
     no_vertices: Annotated[bool, typer.Option("--no-vertices", help="Leave vertices out of the .npz files.")]
     = False,
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many frames.")] = None,
@@ -128,7 +131,7 @@ def run(
         opts = RunOptions(out=out, export_dir=export_dir, video=video, features=features, backend=backend.value,
                           precision=precision.value, emit=emit.value, detector=detector, render=render,
                           format=tuple(f.value for f in output_format) if output_format else "npz",
-                          live_drop=live_drop.value, stall_s=stall_s,
+                          live_drop=live_drop.value, stall_s=stall_s, fit_to_box=fit_to_box,
                           vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
                           threads=threads, border=border.value, device=device.value, ort_providers=ort_providers,
                           triton_url=triton_url, images=list(image) if image is not None else None,

@@ -61,6 +61,7 @@ class RunOptions:
     detector: str = "auto"  # auto (SSDLite when converted, else HOG) | ssdlite | hog | a path to the user's ONNX
     format: Union[str, Tuple[str, ...]] = "npz"  # names from runtime/sinks.FORMATS ("npz,jsonl" or a tuple)
     render: Optional[Path] = None
+    fit_to_box: bool = False  # render: meshes fitted to the detection boxes, not placed by the predicted camera
     vertices: bool = True
     max_frames: Optional[int] = None
     min_track_frames: int = MIN_TRACK_LENGTH  # shorter tracks (detector flicker) are dropped before inference
@@ -198,6 +199,12 @@ def export_family(export_dir: Path) -> str:
     return contract_of(Manifest.read(Path(export_dir))).family
 
 
+def _export_model(export_dir: Any) -> str:
+    from hmr_trt.manifest import Manifest
+
+    return Manifest.read(Path(export_dir)).model
+
+
 def _check_family_options(opts: RunOptions, family: str, mode: str) -> None:
     """Refuse, before anything runs or is written, a mode or option the export's family does not have."""
     if mode == "image" and family not in IMAGE_FAMILIES:
@@ -206,6 +213,10 @@ def _check_family_options(opts: RunOptions, family: str, mode: str) -> None:
     if mode == "features" and family != "window":
         raise ConfigError(f"--features: {opts.export_dir} is a {family} model, which takes images, not backbone "
                           "features; give --video or --image")
+    if "vibe" in formats_of(opts.format):
+        from .vibe_format import peer_demo
+
+        peer_demo(_export_model(opts.export_dir))  # only the models whose demo writes such a file
     if "vibe" in formats_of(opts.format) and family == "frame":
         from hmr_trt.manifest import Manifest
 
@@ -300,7 +311,7 @@ def _run_loop(opts: RunOptions, formats: Tuple[str, ...], family: str, source: S
     try:
         folder.check_free([SUMMARY_NAME, *(["frames.jsonl"] if "jsonl" in formats else [])])
         stage = make_stage(family, backends, timer, opts)
-        sinks = make_sinks(folder, formats)
+        sinks = make_sinks(folder, formats, _export_model(opts.export_dir), (info.width, info.height))
         if opts.render is not None:
             sinks["render"] = _render_sink(opts, backends, info, stage.detector_note)
         loop = FrameLoop(stage, backends, timer, (info.width, info.height), vertices=opts.vertices,
@@ -421,7 +432,7 @@ def _render_sink(opts: RunOptions, backends: Backends, info: SourceInfo, detecto
     body = body.split(";")[0].split(":", 1)[-1].strip()  # "SYNTHETIC, NOT SMPL (3624 vertices), generated ..."
     weights = "seeded defaults (untrained)" if seeded else \
         str(manifest.config.get("checkpoint") or "from the export's checkpoint")
-    placement = PLACEMENT_BOX if seeded else PLACEMENT_CAMERA
+    placement = PLACEMENT_BOX if opts.fit_to_box else PLACEMENT_CAMERA  # seeded weights too: their camera is shaped
     caption = caption_lines(manifest.model, weights, body, backends.description.split(" (")[0], opts.precision,
                             detector or opts.detector, placement)
     return RenderSink(opts.render, info.fps, (info.width, info.height), backends.faces, caption, placement)

@@ -12,10 +12,11 @@ frame. About 10-20 ms a person for a 3.6k-vertex / 7k-face mesh on one CPU core.
 
 A rendered video explains itself (``render_tracks``): a caption burned into every frame says
 which model, weights, body model, backend, precision and detector made it, and how the meshes are
-placed; each mesh carries its track id. With a trained checkpoint the meshes go where the
-predicted camera puts them. With seeded (untrained) weights the predicted camera means nothing,
-so each mesh is scaled and moved to fill its person's detection box (``fit_cam_to_box``) and the
-caption and labels say so.
+placed; each person carries one track-id label, placed so that labels stay inside the frame and
+below the caption and do not cover each other. The meshes go where the predicted camera puts them
+(the seeded weights' camera too: it starts from the camera that fills the crop, export/seeded.py);
+``--fit-to-box`` scales and moves each mesh into its person's detection box instead
+(``fit_cam_to_box``), and the caption says which.
 """
 
 from __future__ import annotations
@@ -257,28 +258,100 @@ def _text(image: np.ndarray, text: str, org: Tuple[int, int], scale: float, colo
     return w, h + base
 
 
-def draw_caption(image: np.ndarray, lines: Sequence[str], scale: float = 0.45) -> None:
-    """The caption: one line each, top-left, white on a dark band (in place)."""
-    y = 4
+CAPTION_SCALE = 0.4
+LABEL_SCALE = 0.45
+
+
+def wrap_caption(lines: Sequence[str], width: int, scale: float = CAPTION_SCALE) -> List[str]:
+    """Each line broken at its `` | `` separators where it would run past ``width`` pixels."""
+    out: List[str] = []
     for line in lines:
-        _, h = _text(image, line, (6, y), scale, (255, 255, 255))
-        y += h + 6
+        current = ""
+        for part in line.split(" | "):
+            candidate = f"{current} | {part}" if current else part
+            if current and _text_size(candidate, scale)[0] + 10 > width:
+                out.append(current)
+                candidate = part
+            current = candidate
+        out.append(current)
+    return out
 
 
-def draw_track_label(image: np.ndarray, track_id: object, box: Sequence[float], note: str = "") -> None:
-    """The track id (and ``note``) just above the person's box, in the track's (and its mesh's) colour."""
-    x1, y1 = float(box[0]), float(box[1])
-    text = f"#{track_id}" + (f" {note}" if note else "")
-    _text(image, text, (int(max(x1, 0)), int(max(y1 - 18, 0))), 0.45, label_colour(track_id))
+def draw_caption(image: np.ndarray, lines: Sequence[str], scale: float = CAPTION_SCALE) -> int:
+    """The caption: one line each (wrapped to the frame's width), top-left, white on a dark band (in place);
+    returns the band's bottom row."""
+    y = 2
+    for line in wrap_caption(lines, image.shape[1], scale):
+        _, h = _text(image, line, (5, y), scale, (255, 255, 255))
+        y += h + 4
+    return y
+
+
+def _text_size(text: str, scale: float) -> Tuple[int, int]:
+    import cv2
+
+    (w, h), base = cv2.getTextSize(text, TEXT_FONT, scale, 1 if scale < 0.6 else 2)
+    return w + 6, h + base + 6  # with the dark box's margin
+
+
+def _overlaps(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(texts: Sequence[str], boxes: Sequence[Sequence[float]], size: Tuple[int, int], top: int = 0,
+                 scale: float = LABEL_SCALE) -> List[Tuple[int, int]]:
+    """Top-left corners for one label per person: inside the ``size`` (width, height) frame, below row
+    ``top`` (the caption), and not on top of each other.
+
+    Each label wants to sit just above its person's box, centred on it; where that is taken (or
+    outside the frame) it tries just inside the box's top, then below the box, then steps further up
+    and down until a free place is found. People are placed top to bottom, so the label nearest
+    its box usually wins.
+    """
+    width, height = int(size[0]), int(size[1])
+    placed: List[Tuple[int, int, int, int]] = []
+    corners: List[Tuple[int, int]] = [(0, 0)] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: (float(boxes[i][1]), float(boxes[i][0])))
+    for i in order:
+        w, h = _text_size(texts[i], scale)
+        x1, y1, x2, y2 = (float(v) for v in np.asarray(boxes[i], dtype=np.float64).reshape(-1)[:4])
+        x = int(round(min(max((x1 + x2) / 2 - w / 2, 0), max(width - w, 0))))
+        wanted = [y1 - h - 1, y1 + 1, y2 + 1]
+        wanted += [y for k in range(1, 40) for y in (y1 - h - 1 - k * (h // 2), y2 + 1 + k * (h // 2))]
+        choice = None
+        for y in wanted:
+            y = int(round(y))
+            if y < top or y + h > height:
+                continue
+            rect = (x, y, x + w, y + h)
+            if not any(_overlaps(rect, r) for r in placed):
+                choice = rect
+                break
+        if choice is None:  # a crowd with no free place left: above the box, clamped (may overlap)
+            y = int(round(min(max(y1 - h - 1, top), max(height - h, 0))))
+            choice = (x, y, x + w, y + h)
+        placed.append(choice)
+        corners[i] = (choice[0] + 3, choice[1] + 3)
+    return corners
+
+
+def draw_track_labels(image: np.ndarray, track_ids: Sequence[object], boxes: Sequence[Sequence[float]],
+                      top: int = 0) -> None:
+    """One ``#id`` per person in the track's (and its mesh's) colour, placed by ``place_labels``."""
+    texts = [f"#{t}" for t in track_ids]
+    for text, track_id, corner in zip(texts, track_ids, place_labels(texts, boxes, image.shape[1::-1], top)):
+        _text(image, text, corner, LABEL_SCALE, label_colour(track_id))
 
 
 def caption_lines(model: str, weights: str, body_model: str, backend: str, precision: str, detector: str,
                   placement: str) -> List[str]:
-    """What the caption says: the model and its weights, the body model, how it ran, how meshes are placed."""
-    where = ("meshes fitted to the detection boxes (seeded weights: their camera is meaningless)"
-             if placement == PLACEMENT_BOX else "meshes where the predicted camera puts them")
-    return [f"hmr-trt | model {model} | weights: {weights}", f"body model: {body_model}",
-            f"{backend} | {precision} | detector: {detector}", f"{where}; #id = track"]
+    """What the caption says, in two lines: the model, its weights and the body model; how it ran and
+    how the meshes are placed (said once here, not per person)."""
+    where = "meshes fitted to the detection boxes" if placement == PLACEMENT_BOX \
+        else "meshes placed by the predicted camera"
+    body_model = body_model.split(" (")[0]  # "SYNTHETIC, NOT SMPL (3624 vertices), generated ...": the verdict
+    return [f"hmr-trt | {model} | weights: {weights} | body: {body_model}",
+            f"{backend} | {precision} | detector: {detector} | {where} | #id = track"]
 
 
 def render_tracks(frames: Iterable[Tuple[int, np.ndarray]], writer: VideoWriterAtomic,
@@ -303,7 +376,6 @@ def render_tracks(frames: Iterable[Tuple[int, np.ndarray]], writer: VideoWriterA
                 if placement == PLACEMENT_BOX else t["cam"][i]
             meshes.append((t["vertices"][i], faces, cam, t["crop_boxes"][i]))
         image = render_meshes(frame, meshes, alpha=0.75, colours=[label_colour(p[0]) for p in people])
-        for track_id, i, t in people:
-            draw_track_label(image, track_id, t["boxes"][i], "fit to box" if placement == PLACEMENT_BOX else "")
-        draw_caption(image, caption)
+        top = draw_caption(image, caption)
+        draw_track_labels(image, [p[0] for p in people], [t["boxes"][i] for _, i, t in people], top)
         writer.write(image)

@@ -9,7 +9,7 @@ names in --out renamed into place per file, never touching what the run did not 
 format     files                                           written
 =========  ==============================================  ===========================================
 npz        ``track_<id>.npz`` (runtime/outputs.py keys)    when the track ends (the rest at the end)
-vibe       + ``vibe_output.pkl`` (the peers' format)       at the end, from the track files
+vibe       + the peer demo's ``*_output.pkl``                at the end, from the track files
 jsonl      ``frames.jsonl``: one line per input frame      as each frame becomes final (flushed)
 =========  ==============================================  ===========================================
 
@@ -148,34 +148,38 @@ class NpzSink:
 
 
 class VibeSink:
-    """``vibe_output.pkl`` (runtime/vibe_format.py), assembled at the end from the track files on disk."""
+    """The file the model's own demo writes (``vibe_output.pkl``, ``tcmr_output.pkl``, ``mpsnet_output.pkl``,
+    ``GLoT_output.pkl``; runtime/vibe_format.py), assembled at the end from the track files on disk."""
 
-    def __init__(self, folder: OutputFolder, npz: NpzSink) -> None:
+    def __init__(self, folder: OutputFolder, npz: NpzSink, model: str, size: Tuple[int, int]) -> None:
+        from .vibe_format import peer_demo
+
         self.folder, self.npz = folder, npz
+        self.demo = peer_demo(model)  # a model whose demo writes no such file: one line, before any frame
+        self.width, self.height = size
 
     def frame(self, out: FrameOutput) -> None:
         pass
 
     def track(self, track_id: Any, arrays: Dict[str, np.ndarray]) -> None:
-        if "orig_cam" not in arrays or "pose_axis_angle" not in arrays:
-            raise ConfigError("--format vibe needs SMPL poses and cameras in image coordinates (a video and a model "
-                              "with a body model)")
+        if "crop_boxes" not in arrays or "pose_axis_angle" not in arrays or "vertices" not in arrays:
+            raise ConfigError("--format vibe needs SMPL poses, vertices and cameras in image coordinates (a video "
+                              "and a model with a body model)")
 
     def close(self) -> List[str]:
-        from .vibe_format import VIBE_FILE, write_vibe_output
+        from .vibe_format import peer_track, write_vibe_output
 
-        tracks = {}
+        entries = {}
         for track_id, path in self.npz.paths.items():
             with np.load(path, allow_pickle=False) as m:
-                tracks[track_id] = {"pred_cam": m["cam"], "orig_cam": m["orig_cam"],
-                                    "verts": m["vertices"] if "vertices" in m.files else None,
-                                    "pose": m["pose_axis_angle"], "betas": m["betas"], "joints3d": m["joints3d"],
-                                    "joints2d": m["joints2d"], "bboxes": m["bboxes_cxcyh"],
-                                    "frame_ids": m["frame_indices"]}
-        tmp = self.folder.temp_path(VIBE_FILE)
-        write_vibe_output(tmp, tracks)
-        self.folder.place(VIBE_FILE, tmp)
-        return [VIBE_FILE]
+                entries[track_id] = peer_track(
+                    self.demo, frames=m["frame_indices"], boxes=m["boxes"], crop_boxes=m["crop_boxes"], cam=m["cam"],
+                    verts=m["vertices"], pose=m["pose_axis_angle"], betas=m["betas"], joints3d=m["joints3d"],
+                    width=int(self.width), height=int(self.height))
+        tmp = self.folder.temp_path(self.demo.file)
+        write_vibe_output(tmp, entries)
+        self.folder.place(self.demo.file, tmp)
+        return [self.demo.file]
 
     def abort(self) -> None:
         pass
@@ -213,7 +217,8 @@ class RenderSink:
 
 FORMATS: Dict[str, str] = {  # name -> what it writes (the CLI's --format choices come from here)
     "npz": "track_<id>.npz per track, when the track ends",
-    "vibe": "also vibe_output.pkl in the peers' (VIBE) format, at the end",
+    "vibe": "also the file the model's own demo writes (vibe_output.pkl, tcmr_output.pkl, mpsnet_output.pkl, "
+            "GLoT_output.pkl), at the end",
     "jsonl": f"{JSONL_NAME}: one line per input frame, as each frame becomes final",
 }
 
@@ -229,13 +234,14 @@ def formats_of(value: Any) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def make_sinks(folder: OutputFolder, formats: Sequence[str]) -> Dict[str, Any]:
+def make_sinks(folder: OutputFolder, formats: Sequence[str], model: str = "", size: Tuple[int, int] = (0, 0)
+               ) -> Dict[str, Any]:
     """The sinks of ``formats``, by name, in a fixed order (npz before vibe, which reads its files)."""
     sinks: Dict[str, Any] = {}
     if "npz" in formats:
         sinks["npz"] = NpzSink(folder)
     if "vibe" in formats:
-        sinks["vibe"] = VibeSink(folder, sinks["npz"])
+        sinks["vibe"] = VibeSink(folder, sinks["npz"], model, size)
     if "jsonl" in formats:
         sinks["jsonl"] = JsonlSink(folder)
     return sinks

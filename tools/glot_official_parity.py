@@ -147,7 +147,7 @@ def main() -> int:
         data_dir = Path(tmp)
         write_base_data(data_dir)
         official = official_model(args.official.resolve(), data_dir)
-        cfg = GlotConfig(seed=args.seed, init_gain=0.4)  # the committed fixture's weights
+        cfg = GlotConfig(seed=args.seed, init_gain=0.4, trained_like=False)  # the committed fixture's weights
         ours_seeded = ADAPTER.reference(cfg)
         state = dict(ours_seeded.state_dict())
         body = {k: v for k, v in official.state_dict().items() if k.startswith(BODY_MODEL_PREFIXES)}

@@ -45,7 +45,7 @@ def seeded_reference(model: str):
     from hmr_trt import registry
 
     adapter = registry.adapter(model)
-    cfg = adapter.Config(seed=SEED, **FIXTURE_CFG[model])
+    cfg = adapter.Config(seed=SEED, trained_like=False, **FIXTURE_CFG[model])  # the plain seeded draw
     return cfg, adapter.reference(cfg)
 
 

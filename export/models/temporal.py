@@ -158,7 +158,8 @@ class WindowAdapter(ModelAdapter):
         raise NotImplementedError
 
     def reference(self, cfg: Any, checkpoint: Optional[Path] = None) -> nn.Module:
-        model = self.Model(cfg)
+        # a checkpoint overwrites every weight: no need to shape the seeded draw first
+        model = self.Model(cfg if checkpoint is None else replace(cfg, trained_like=False))
         if checkpoint is not None:
             load_released(model, checkpoint, self.name)
         return model.eval()

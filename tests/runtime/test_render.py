@@ -200,3 +200,42 @@ def test_render_tracks_draws_caption_ids_and_meshes_in_their_boxes() -> None:
         assert (np.abs(out.frames[2].astype(int) - GREY).sum(axis=2)[100:, :] == 0).all(), "no people in frame 2"
     with pytest.raises(InputSpecError, match="placement"):
         render_tracks(iter(frames), _Frames(), {}, f, caption, "nowhere")
+
+
+def test_labels_of_people_close_together_do_not_overlap_and_stay_in_the_frame() -> None:
+    from hmr_trt.runtime.render import place_labels
+
+    texts = ["#12", "#49", "#7", "#103", "#5"]
+    boxes = [(400, 200, 430, 280), (405, 198, 436, 282), (410, 205, 440, 285),  # three walkers side by side
+             (772, 100, 800, 180),  # at the right edge
+             (20, 30, 50, 110)]  # at the top, under the caption
+    corners = place_labels(texts, boxes, (800, 600), top=40)
+    from hmr_trt.runtime.render import LABEL_SCALE, _text_size
+
+    rects = []
+    for text, (x, y) in zip(texts, corners):
+        w, h = _text_size(text, LABEL_SCALE)
+        rect = (x - 3, y - 3, x - 3 + w, y - 3 + h)
+        assert 0 <= rect[0] and rect[2] <= 800 and 40 <= rect[1] and rect[3] <= 600, (text, rect)
+        rects.append(rect)
+    for i in range(len(rects)):
+        for j in range(i + 1, len(rects)):
+            a, b = rects[i], rects[j]
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (texts[i], texts[j])
+    assert rects[3][3] == 99 and rects[3][2] == 800  # room above: just above its box, pulled in from the edge
+
+
+def test_caption_is_compact_and_says_the_placement_once() -> None:
+    caption = caption_lines("coseg", "seeded defaults (untrained)", "SYNTHETIC, NOT SMPL (3624 vertices)",
+                            "onnxruntime CPU", "fp32", "SSDLite", PLACEMENT_CAMERA)
+    assert len(caption) == 2 and "predicted camera" in caption[1]
+    image = np.zeros((576, 768, 3), np.uint8)
+    from hmr_trt.runtime.render import draw_caption
+
+    bottom = draw_caption(image, caption)
+    assert bottom < 0.08 * 576  # the band, at most 8% of the sample video's height
+    assert image[bottom + 2:].max() == 0 and image[:bottom].max() > 0
+    assert image[:, -3:].max() == 0  # no line runs past the right edge
+    narrow = np.zeros((240, 320, 3), np.uint8)  # a small video: the lines wrap at their separators
+    bottom = draw_caption(narrow, caption)
+    assert narrow[:, -3:].max() == 0 and narrow[:bottom].max() > 0 and bottom < 120

@@ -33,7 +33,7 @@ class CosegAdapter(ModelAdapter):
     def exportable(self, reference: torch.nn.Module, graph: str) -> torch.nn.Module:
         if graph != "temporal":
             raise ConfigError(f"coseg exports graph 'temporal' from its reference, not {graph!r}")
-        module = build_model(reference.cfg.with_(fde_mode="matrix"))  # FDE as one T x T MatMul
+        module = build_model(reference.cfg.with_(fde_mode="matrix", trained_like=False))  # FDE as one T x T MatMul; weights below
         module.load_state_dict(reference.state_dict())
         return module.eval()
 

@@ -26,6 +26,7 @@ class CosegConfig:
     head_gain: float = 0.1  # xavier gain of the heads; SPIN's 0.01 returns the mean pose for every input, while 0.1
     # moves vertices ~100 mm across random windows and ~330 mm across sample-video windows (real-motion scale)
     seed: int = 0  # seeded deterministic initialisation
+    trained_like: bool = True  # seeded: regressor shaped like a trained one (export/seeded.py); False: plain draw
 
     def __post_init__(self) -> None:
         if self.window < 4 or self.window % 2:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...seeded import shape_like_trained
 from ..checkpoint import load_torch_file, match_state_dict, state_dict_from
 from ..spin import Regressor, load_mean_params, rot6d_to_rotmat
 from .config import CosegConfig
@@ -125,6 +126,8 @@ class CosegNet(nn.Module):
         self.regressor = Regressor(c, cfg.regressor_hidden, cfg.regressor_iters, cfg.num_joints, cfg.num_betas,
                                    mean_params)
         self.reset_parameters(cfg.seed, cfg.head_gain)
+        if cfg.trained_like and mean_params is None:  # a standing person, its crop camera, small deltas
+            shape_like_trained(self, self.regressor, cfg.window, c, cfg.seed)
         self.eval()
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -205,7 +208,7 @@ def build_model(
     """The reference model in eval mode: seeded weights, then the checkpoint when given."""
     cfg = cfg or CosegConfig()
     mean = load_mean_params(mean_params, cfg.num_joints, cfg.num_betas) if mean_params else None
-    model = CosegNet(cfg, mean)
+    model = CosegNet(cfg if checkpoint is None else cfg.with_(trained_like=False), mean)  # the file sets the weights
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model.eval()

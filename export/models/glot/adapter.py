@@ -39,7 +39,7 @@ class GlotAdapter(ModelAdapter):
         return glot_contract(window=cfg.seqlen, feature_dim=cfg.feature_dim)
 
     def reference(self, cfg: config.GlotConfig, checkpoint: Optional[Path] = None) -> torch.nn.Module:
-        model = GLoT(cfg)
+        model = GLoT(cfg if checkpoint is None else dataclasses.replace(cfg, trained_like=False))  # the file sets every weight
         if checkpoint is not None:
             load_released(model, checkpoint)
         return model.eval()

@@ -40,6 +40,7 @@ class GlotConfig:
     # --video refused it), 0.7 -> 452 / 125, 1.0 -> 353 / 113. Larger gains amplify rounding (FP16
     # drift 1.1 mm at 1.0 vs 0.28 mm at 0.4), so the smallest that moves on video.
     init_gain: float = 0.7
+    trained_like: bool = True  # seeded: regressors shaped like trained ones (export/seeded.py); False: plain draw
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -47,6 +48,9 @@ class GlotConfig:
             if f.name == "init_gain":
                 if not value > 0:
                     raise ConfigError(f"glot config: init_gain must be > 0, got {value}")
+            elif f.name == "trained_like":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"glot config: trained_like must be true or false, got {value!r}")
             elif f.name == "seed":
                 if not isinstance(value, int) or value < 0:
                     raise ConfigError(f"glot config: seed must be an int >= 0, got {value!r}")

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hmr_trt.export.models.spin import Regressor
+from hmr_trt.export.seeded import module_arguments, shape_like_trained, shape_refiner, trained_like_features
 from hmr_trt.export.smpl_io import SMPL_PARENTS
 
 from .config import GlotConfig
@@ -274,6 +275,8 @@ class GLoT(nn.Module):
         self.regressor = HSCR(cfg)
         self.global_modeling = GMM(cfg)
         seeded_init_(self, cfg)
+        if cfg.trained_like:  # a standing person and its crop camera, small deltas on people's features
+            shape_glot_like_trained(self, cfg)
 
     def forward(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.cfg
@@ -308,3 +311,16 @@ def seeded_init_(model: GLoT, cfg: GlotConfig) -> None:
         for p in (model.local_trans_en.pos_embed, model.global_modeling.trans.pos_embed,
                   model.global_modeling.trans.decoder_pos_embed):
             p.normal_(0.0, 0.02, generator=gen)
+
+
+def shape_glot_like_trained(model: GLoT, cfg: GlotConfig) -> None:
+    """The global branch's SPIN regressor from a standing person with small deltas, then HSCR's heads
+    (KTD's joint regressors, shape, camera) scaled to small zero-mean refinements of that estimate."""
+    gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    features = trained_like_features(gen, 12, cfg.seqlen, cfg.feature_dim)
+    shape_like_trained(model, model.global_modeling.regressor, cfg.seqlen, cfg.feature_dim, cfg.seed)
+    args = module_arguments(model, model.regressor, lambda: model(features))
+    ktd = model.regressor.local_reg
+    heads = [(reg, slice(6 * j, 6 * j + 6), 0) for j, reg in enumerate(ktd.joint_regs)]
+    heads += [(model.regressor.decshape, slice(None), 1), (model.regressor.deccam, slice(None), 2)]
+    shape_refiner(model.regressor, heads, args)

@@ -18,6 +18,7 @@ class MPSNetConfig:
     iters: int = 3  # regressor error-feedback iterations
     seed: int = 0  # seeded default weights
     head_gain: float = 1.0  # regressor heads' gain on the seeded weights, so meshes move with input
+    trained_like: bool = True  # seeded: regressor shaped like a trained one (export/seeded.py); False: plain draw
 
     def __post_init__(self) -> None:
         for name in ("feature_dim", "attention_hidden", "regressor_hidden", "iters"):

@@ -20,6 +20,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from ...seeded import shape_like_trained
 from ..spin import Regressor
 from ..temporal import TemporalAttention, attention_pool, seeded_init, smpl_outputs
 from .config import MPSNetConfig
@@ -62,6 +63,8 @@ class MPSNet(nn.Module):
         self.nonlocalblock = TemporalEncoder(cfg)
         self.regressor = Regressor(cfg.feature_dim, cfg.regressor_hidden, cfg.iters)
         seeded_init(self, cfg.seed, cfg.head_gain)
+        if cfg.trained_like:  # a standing person and its crop camera, small deltas on people's features
+            shape_like_trained(self, self.regressor, cfg.window, cfg.feature_dim, cfg.seed)
 
     def forward(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feature = self.nonlocalblock(features)  # (B, C)

@@ -19,6 +19,7 @@ class TCMRConfig:
     iters: int = 3  # regressor error-feedback iterations
     seed: int = 0  # seeded default weights
     head_gain: float = 4.0  # regressor heads' gain on the seeded weights, so meshes move with input
+    trained_like: bool = True  # seeded: regressor shaped like a trained one (export/seeded.py); False: plain draw
 
     def __post_init__(self) -> None:
         for name in ("window", "feature_dim", "hidden", "n_layers", "attention_hidden", "regressor_hidden", "iters"):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...seeded import shape_like_trained
 from ..spin import Regressor
 from ..temporal import seeded_init, smpl_outputs
 from .config import VIBEConfig
@@ -42,6 +43,8 @@ class VIBE(nn.Module):
         self.encoder = TemporalEncoder(cfg)
         self.regressor = Regressor(cfg.feature_dim, cfg.regressor_hidden, cfg.iters)
         seeded_init(self, cfg.seed, cfg.head_gain)
+        if cfg.trained_like:  # a standing person and its crop camera, small deltas on people's features
+            shape_like_trained(self, self.regressor, cfg.window, cfg.feature_dim, cfg.seed)
 
     def forward(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, t, c = features.shape

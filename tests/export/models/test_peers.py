@@ -134,9 +134,11 @@ def test_export_runs_in_onnx_runtime_like_torch(name, tmp_path):
         for out, ref, spec in zip(got, torch7, graph.outputs):
             assert out.shape == (batch,) + tuple(spec.shape[1:])
             np.testing.assert_allclose(out, ref[:batch], atol=2e-5, rtol=1e-5, err_msg=f"{spec.name} @ {batch}")
-    for i in range(7):  # batch invariance: a window's output does not depend on its batch neighbours
+    # batch invariance: a window's output does not depend on its batch neighbours (float32 GEMMs block
+    # batch 1 and batch 7 differently: TCMR's tiny seeded model differs by up to 1.7e-5)
+    for i in range(7):
         for one, ref in zip(run(model, x7[i:i + 1]), torch7):
-            np.testing.assert_allclose(one[0], ref[i], atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(one[0], ref[i], atol=3e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -146,7 +148,8 @@ def test_official_code_gives_the_same_outputs(name, tmp_path):
 
     fixture = np.load(FIXTURES / f"official_{name}.npz")
     adapter = registry.adapter(name)
-    cfg = adapter.Config.from_dict(json.loads(str(fixture["config"])))
+    # the fixture was made from the plain seeded draw (fixtures written before trained_like say nothing)
+    cfg = adapter.Config.from_dict({"trained_like": False, **json.loads(str(fixture["config"]))})
     path = save_released(adapter.reference(cfg), tmp_path / "released.pth.tar", legacy=True)
     ours = adapter.reference(replace(cfg, seed=cfg.seed + 1), path)  # the weights come from the file
     x = random_features(torch.Generator().manual_seed(int(fixture["input_seed"])), int(fixture["batch"]),
