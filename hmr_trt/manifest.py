@@ -8,6 +8,7 @@ never leaves a half-written output directory behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -150,16 +151,47 @@ def staged_output(out: str | Path, *, replace_marker: str = MANIFEST_NAME) -> It
         raise OutputDirError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
     try:
         yield stage
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(stage, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            _stage_into_place(stage, out)
+        except OSError as exc:
+            raise OutputDirError(f"cannot move the finished output into --out {out}: {exc.strerror or exc}") from exc
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _stage_into_place(stage: Path, out: Path) -> None:
+    """``stage`` becomes ``out``: one rename where the folder can be renamed; where it cannot (``out`` is a
+    mount point, e.g. a container volume: EBUSY; or another file system) its entries are replaced instead. In
+    both cases ``out`` was checked to be empty or an earlier output of the same kind."""
+    if out.exists() and os.path.ismount(out):
+        _replace_entries(stage, out)
+        return
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        try:
+            os.replace(out, old)
+        except OSError as exc:
+            if exc.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+                raise
+            _replace_entries(stage, out)
+            return
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_entries(stage: Path, out: Path) -> None:
+    """The earlier output's entries removed from ``out``, then the stage's moved in (across file systems too:
+    the stage sits beside ``out``, which may be another mount)."""
+    for child in out.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    for child in stage.iterdir():
+        shutil.move(str(child), str(out / child.name))
 
 
 RUN_FILE = ".hmr-trt-run.json"  # in a run's --out: the files that run wrote (what the next run may replace)

@@ -5,7 +5,8 @@ actor, one GPU per actor where the cluster has GPUs) and running whole videos th
 pipeline as ``trt-run --video``. Per-video outputs go to ``OUT/<video stem>/`` exactly as for one
 video; ``OUT/summary.json`` lists every video with its status, and a video that fails is reported
 there (its error in one line) without stopping the others. Everything is written into a staging
-directory that replaces ``OUT`` at the end, so an interrupted run leaves nothing half-written.
+directory that replaces ``OUT`` at the end (its entries, where ``OUT`` is a mount point), so an interrupted
+run leaves nothing half-written; ``OUT`` must be new, empty or an earlier ``--videos`` run (its run file).
 
 ``ray`` is an optional dependency (the ``ray`` extra: Ray Core only, no pyarrow/pandas), imported lazily.
 Without ADDRESS a local Ray instance is started with one CPU per actor (``--actors``).
@@ -14,12 +15,13 @@ Without ADDRESS a local Ray instance is started with one CPU per actor (``--acto
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from hmr_trt.errors import ConfigError, HmrTrtError
-from hmr_trt.manifest import staged_output
+from hmr_trt.manifest import RUN_FILE, staged_output
 
 from .outputs import write_summary_json
 from .pipeline import RunOptions
@@ -119,7 +121,8 @@ def run_videos(folder: Path, opts: RunOptions, address: Optional[str] = None, ac
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
         worker = ray.remote(num_cpus=1, num_gpus=1 if gpus >= 1 else 0)(VideoWorker)
-        with staged_output(opts.out, replace_marker=SUMMARY_NAME) as stage:
+        # an earlier --videos run is recognised by its run file, never by a summary.json a user may have
+        with staged_output(opts.out, replace_marker=RUN_FILE) as stage:
             pool = [worker.remote(opts) for _ in range(min(actors, len(videos)))]
             pending = {}
             queue = list(videos)
@@ -154,6 +157,7 @@ def run_videos(folder: Path, opts: RunOptions, address: Optional[str] = None, ac
                        "frames": frames, "total_s": round(total, 3),
                        "frames_per_second": round(frames / total, 2) if total > 0 else None}
             write_summary_json(stage / SUMMARY_NAME, summary)
+            (stage / RUN_FILE).write_text(json.dumps({"files": sorted(p.name for p in stage.iterdir())}, indent=1))
     finally:
         ray.shutdown()
     return summary

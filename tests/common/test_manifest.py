@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
 import pytest
 
 from hmr_trt.errors import ConfigError, HmrTrtError, OutputDirError
@@ -84,3 +88,57 @@ def test_outputs_get_the_usual_permissions(tmp_path) -> None:
         assert (tmp_path / "out" / "manifest.json").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+STAGED_AT_MOUNT = r"""
+import subprocess, sys
+from pathlib import Path
+from hmr_trt.manifest import staged_output
+out = Path(sys.argv[1])
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(out)], check=True)  # --out is a mount point (a volume)
+for text in ("first", "second"):  # a fresh mount, then an earlier output replaced
+    with staged_output(out, replace_marker="marker") as stage:
+        (stage / "marker").write_text(text)
+        (stage / "sub").mkdir()
+        (stage / "sub" / "f.txt").write_text(text)
+    assert sorted(p.name for p in out.iterdir()) == ["marker", "sub"], list(out.iterdir())
+    assert (out / "sub" / "f.txt").read_text() == text
+assert not [p for p in out.parent.iterdir() if p.name.startswith(".out.")], list(out.parent.iterdir())
+print("ok")
+"""
+
+
+def test_staged_output_at_a_mount_point(tmp_path) -> None:
+    """--out at a mount point (a container volume: its folder cannot be renamed, EBUSY): the finished output's
+    entries are moved in instead of the folder, a second run replaces the first; nothing is left beside it.
+    Run in a private mount namespace (unshare -m), so the mount disappears with the process."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is missing")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a mount namespace here (needs root): {probe.stderr.decode().strip()}")
+    out = tmp_path / "out"
+    out.mkdir()
+    run = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", STAGED_AT_MOUNT,
+                          str(out)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_staged_output_takes_a_foreign_marker_named_folder_for_the_users(tmp_path) -> None:
+    """A Ray --videos run recognises its earlier output by its run file: a user's folder with a summary.json
+    and notes is refused in one line, and left as it was."""
+    from hmr_trt.manifest import RUN_FILE
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputDirError, match="exists with other content"):
+        with staged_output(out, replace_marker=RUN_FILE) as stage:
+            (stage / "x").write_text("x")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "summary.json"]
+    assert (out / "notes.txt").read_text() == "keep me"
