@@ -112,9 +112,6 @@ def test_staged_output_at_a_mount_point(tmp_path) -> None:
     """--out at a mount point (a container volume: its folder cannot be renamed, EBUSY): the finished output's
     entries are moved in instead of the folder, a second run replaces the first; nothing is left beside it.
     Run in a private mount namespace (unshare -m), so the mount disappears with the process."""
-    import shutil
-    import subprocess
-    import sys
 
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) is missing")
