@@ -38,8 +38,9 @@ def _export(root: Path, model: str = "coseg") -> Path:
         for precision in (("fp32", "fp16") if graph.precision_passes else ("fp32",)):
             path = root / f"{graph.name}_{precision}.onnx"
             ins, outs = [t.name for t in graph.inputs], [t.name for t in graph.outputs]
-            kind = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
-            vi = [helper.make_tensor_value_info(n, kind, ["batch", 3]) for n in ins + outs]
+            kind = TensorProto.FLOAT  # FP16 exports keep float32 inputs and outputs (casts inside), as trt-export's
+            shapes = {t.name: list(t.shape) for t in (*graph.inputs, *graph.outputs)}  # the verified loader checks
+            vi = [helper.make_tensor_value_info(n, kind, shapes[n]) for n in ins + outs]
             m = helper.make_model(helper.make_graph([helper.make_node("Identity", [ins[0]], [o]) for o in outs],
                                                     graph.name, vi[:len(ins)], vi[len(ins):]),
                                   opset_imports=[helper.make_opsetid("", 17)])

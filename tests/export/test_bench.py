@@ -248,8 +248,11 @@ def test_make_bench_measures_the_default_model_and_bench_zoo_every_model() -> No
     root = Path(__file__).resolve().parents[2]
 
     def recipe(target: str) -> str:
-        done = subprocess.run(["make", "-n", "-o", ".venv/.installed", "-o", "data/vtest.avi", target], cwd=root,
-                              capture_output=True, text=True, timeout=60, check=True)
+        import os
+
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # under make test
+        done = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "-o", "data/vtest.avi",
+                               target], cwd=root, capture_output=True, text=True, timeout=60, check=True, env=env)
         return done.stdout.strip().splitlines()[-1]
 
     bench, zoo = recipe("bench"), recipe("bench-zoo")

@@ -4,6 +4,7 @@ never suggest the unsafe load; GLoT takes --window like its peers."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import shutil
 import subprocess
@@ -92,7 +93,7 @@ def _tiny_export(out: Path) -> Path:
     from hmr_trt.export.pipeline import ExportOptions, run_export
     from hmr_trt.profile import ShapeProfile
 
-    run_export(ExportOptions(out=out, model="mpsnet", config=registry.adapter("mpsnet").tiny_config(),
+    run_export(ExportOptions(out=out, model="mpsnet", config=dataclasses.replace(registry.adapter("mpsnet").tiny_config(), trained_like=False),
                              with_backbone=False, profile=ShapeProfile(1, 2, 4), parity_windows=2, build_engines=False,
                              step=False))
     return out

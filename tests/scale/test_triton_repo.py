@@ -149,7 +149,8 @@ def _stamped_onnx(path, graph) -> None:
 
     ins = [t.name for t in graph.inputs]
     outs = [t.name for t in graph.outputs]
-    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3]) for n in ins + outs]
+    shapes = {t.name: list(t.shape) for t in (*graph.inputs, *graph.outputs)}  # the contract's (the loader checks)
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shapes[n]) for n in ins + outs]
     model = helper.make_model(helper.make_graph([helper.make_node("Identity", [ins[0]], [o]) for o in outs],
                                                 graph.name, vi[:len(ins)], vi[len(ins):]),
                               opset_imports=[helper.make_opsetid("", 17)])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,9 @@ FRAMES = 500
 @pytest.fixture(scope="module")
 def vibe():
     adapter = registry.adapter("vibe")
-    cfg = adapter.tiny_config()
+    # the plain seeded draw: the step graph's structure is what is tested, at a tight tolerance; the regressor
+    # shaped like a trained one (the default) accumulates up to 1.8e-4 of float32 round-off over 250 GRU steps
+    cfg = dataclasses.replace(adapter.tiny_config(), trained_like=False)
     return adapter, cfg, adapter.reference(cfg)
 
 
