@@ -71,15 +71,17 @@ def letterbox(image: np.ndarray, input_size: int = 512, bgr: bool = False) -> Tu
 
 # --- peaks ----------------------------------------------------------------------------------------------
 
-def max_pool_5x5(maps: np.ndarray) -> np.ndarray:
-    """(B, M, M) -> (B, M, M) maximum over each 5x5 neighbourhood (borders padded with -inf)."""
+def max_pool_5x5(maps: np.ndarray, without_centre: bool = False) -> np.ndarray:
+    """(B, M, M) -> (B, M, M) maximum over each 5x5 neighbourhood (borders padded with -inf); with
+    ``without_centre`` the cell itself is left out (its neighbours' maximum)."""
     b, h, w = maps.shape
     padded = np.full((b, h + 4, w + 4), -np.inf, dtype=maps.dtype)
     padded[:, 2:-2, 2:-2] = maps
     out = np.full_like(maps, -np.inf)
     for dy in range(5):
         for dx in range(5):
-            np.maximum(out, padded[:, dy:dy + h, dx:dx + w], out=out)
+            if not (without_centre and (dy, dx) == (2, 2)):
+                np.maximum(out, padded[:, dy:dy + h, dx:dx + w], out=out)
     return out
 
 

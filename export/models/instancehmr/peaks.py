@@ -14,19 +14,12 @@ from typing import Any, Dict
 import numpy as np
 
 from hmr_trt.mesh import SCENE_PEAKS, scene_peak_cells
+from hmr_trt.runtime.scene import max_pool_5x5
 
 
 def neighbour_max(maps: np.ndarray) -> np.ndarray:
     """(B, M, M) -> the maximum over each cell's 5x5 neighbourhood without the cell itself (-inf padding)."""
-    b, h, w = maps.shape
-    padded = np.full((b, h + 4, w + 4), -np.inf, dtype=maps.dtype)
-    padded[:, 2:-2, 2:-2] = maps
-    out = np.full_like(maps, -np.inf)
-    for dy in range(5):
-        for dx in range(5):
-            if (dy, dx) != (2, 2):
-                np.maximum(out, padded[:, dy:dy + h, dx:dx + w], out=out)
-    return out
+    return max_pool_5x5(maps, without_centre=True)
 
 
 def peak_flips(own: np.ndarray, taken: np.ndarray, k: int = SCENE_PEAKS) -> Dict[str, Any]:
