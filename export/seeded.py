@@ -117,10 +117,10 @@ def _targets(pose_dim: int, num_betas: int) -> Tuple[torch.Tensor, torch.Tensor,
 
 
 @torch.no_grad()
-def regressor_inputs(model: nn.Module, regressor: nn.Module, run: Callable[[], object]) -> torch.Tensor:
-    """What ``regressor`` reads (its first argument, (N, C)) while ``run()`` drives ``model``."""
+def _calls(model: nn.Module, module: nn.Module, run: Callable[[], object]) -> list:
+    """The positional arguments of every call of ``module`` while ``run()`` drives ``model`` (in eval mode)."""
     seen = []
-    handle = regressor.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    handle = module.register_forward_pre_hook(lambda _m, args: seen.append(tuple(a.detach().clone() for a in args)))
     was_training = model.training
     model.eval()
     try:
@@ -128,7 +128,12 @@ def regressor_inputs(model: nn.Module, regressor: nn.Module, run: Callable[[], o
     finally:
         handle.remove()
         model.train(was_training)
-    return torch.cat([x.reshape(-1, x.shape[-1]) for x in seen])
+    return seen
+
+
+def regressor_inputs(model: nn.Module, regressor: nn.Module, run: Callable[[], object]) -> torch.Tensor:
+    """What ``regressor`` reads (its first argument, (N, C)) while ``run()`` drives ``model``."""
+    return torch.cat([args[0].reshape(-1, args[0].shape[-1]) for args in _calls(model, regressor, run)])
 
 
 @torch.no_grad()
@@ -187,16 +192,6 @@ def shape_refiner(refiner: nn.Module, heads: Sequence[Tuple[nn.Linear, slice, in
     refiner.train(was_training)
 
 
-@torch.no_grad()
 def module_arguments(model: nn.Module, module: nn.Module, run: Callable[[], object]) -> Tuple[torch.Tensor, ...]:
     """The positional arguments ``module`` receives (the last call) while ``run()`` drives ``model``."""
-    seen = []
-    handle = module.register_forward_pre_hook(lambda _m, args: seen.append(tuple(a.detach().clone() for a in args)))
-    was_training = model.training
-    model.eval()
-    try:
-        run()
-    finally:
-        handle.remove()
-        model.train(was_training)
-    return seen[-1]
+    return _calls(model, module, run)[-1]
