@@ -403,7 +403,7 @@ def test_readme_zoo_table_is_rewritten_between_its_markers_only(tmp_path, toy_re
     assert text.startswith("# title\n\nbefore\n" + README_BEGIN + "\n") and text.endswith(README_END + "\nafter\n")
     assert "| old | table |" not in text
     rows = [line for line in text.splitlines() if line.startswith("| toy |") or line.startswith("| other |")]
-    assert len(rows) == 2 and all(line.count(" | ") == 9 for line in rows)
+    assert len(rows) == 2 and all(line.count(" | ") == 10 and line.endswith("| none |") for line in rows)
     toy = records[0]
     b1 = next(t for t in toy.timings if (t.system, t.batch) == ("onnxruntime fp32", 1))
     assert f"{b1.min_ms:.1f} ms" in rows[0] and "(4)" in rows[0]  # ORT per item at the largest batch
