@@ -11,7 +11,8 @@ of it is reused when its files match its manifest, else one is made; then torch 
 Runtime at batch 1 and 8, the per-frame step where the model has one, the feature extractor, the
 runtime on the first frames of the sample video. ``--models all --plan full`` (``make bench-zoo``)
 measures every registered model; models already measured with that plan in ``--out`` are kept
-(``--force`` measures them again). A batch size whose call is estimated, linearly from the largest
+(``--force`` measures them again); Ctrl-C or SIGTERM stops the run with the finished models saved and
+reported (exit 130). A batch size whose call is estimated, linearly from the largest
 smaller batch measured, to take over the plan's cap (30 s; ``--max-call-s``) is skipped and reported
 as skipped with its estimate, never dropped silently. Every measurement prints one line as it ends, flushed, so a pipe
 or a CI log shows the run as it goes.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import resource
+import signal
 import sys
 import time
 from enum import Enum
@@ -344,6 +346,10 @@ def main() -> None:
             say = Progress()
             if video is not None and vid is None:
                 say(f"no video at {video}: the end-to-end section is skipped (make data/vtest.avi fetches it)")
+            def on_sigterm(_signum: int, _frame: object) -> None:  # `kill`, a CI job cancelled: as Ctrl-C
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGTERM, on_sigterm)
             try:
                 result = run_bench(out, chosen, export, vid, tiny=tiny, budget_s=budget_s, scene_export=scene_export,
                                    plan="tiny" if tiny else plan.value, force=force,

@@ -576,9 +576,9 @@ bench.main()
 """
 
 
-def _trt_bench(script, out, interrupt_after: str = ""):
-    """The script as a process (stdout a pipe); SIGINT (Ctrl-C) once a line containing ``interrupt_after`` is
-    printed. Returns (exit code, lines). Bounded: killed after 180 s."""
+def _trt_bench(script, out, interrupt_after: str = "", signum=None):
+    """The script as a process (stdout a pipe); ``signum`` (default SIGINT, as Ctrl-C) once a line containing
+    ``interrupt_after`` is printed. Returns (exit code, lines). Bounded: killed after 180 s."""
     import signal
     import subprocess
     import sys
@@ -593,7 +593,7 @@ def _trt_bench(script, out, interrupt_after: str = ""):
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
             if interrupt_after and interrupt_after in line:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGINT if signum is None else signum)
                 interrupt_after = ""
         return proc.wait(timeout=60), lines
     finally:
@@ -628,3 +628,18 @@ def test_ctrl_c_in_the_middle_of_a_model_then_the_same_command_resumes(tmp_path)
     assert (records / "toy.json").read_bytes() == toy_record and (records / "slow.json").is_file()
     report = (out / "report.md").read_text()
     assert "| toy | toy_graph | onnxruntime fp32 | 4 |" in report and "| slow | toy_graph | onnxruntime fp32 | 4 |" in report
+
+
+def test_sigterm_stops_trt_bench_as_ctrl_c_does(tmp_path) -> None:
+    """`kill` (a CI job cancelled) in the middle of a model: exit 130, the finished model saved and reported."""
+    import signal
+    from pathlib import Path
+
+    script = tmp_path / "trt_bench_toys.py"
+    script.write_text(RESUME_SCRIPT.format(tests=str(Path(__file__).resolve().parent)))
+    out = tmp_path / "bench"
+    code, lines = _trt_bench(script, out, interrupt_after="slow toy_graph batch 1:", signum=signal.SIGTERM)
+    assert code == 130, "\n".join(lines)
+    assert "interrupted: 1 of 2 model(s) are saved" in lines[-1]
+    assert sorted(p.name for p in (out / "models" / "tiny").iterdir()) == ["toy.json"]
+    assert "| toy | toy_graph | onnxruntime fp32 | 4 |" in (out / "report.md").read_text()
