@@ -630,6 +630,7 @@ def test_ctrl_c_in_the_middle_of_a_model_then_the_same_command_resumes(tmp_path)
     assert "| toy | toy_graph | onnxruntime fp32 | 4 |" in report and "| slow | toy_graph | onnxruntime fp32 | 4 |" in report
 
 
+@pytest.mark.slow  # a second process pair like the Ctrl-C test's (~25 s under load)
 def test_sigterm_stops_trt_bench_as_ctrl_c_does(tmp_path) -> None:
     """`kill` (a CI job cancelled) in the middle of a model: exit 130, the finished model saved and reported."""
     import signal
