@@ -268,3 +268,37 @@ def test_every_registered_model_has_wrong_graphs() -> None:
     assert set(WRONG) == set(registry.names())
     assert {registry.adapter(n).contract_for(registry.adapter(n).tiny_config()).family for n in WRONG} == {
         "window", "frame", "scene"}
+
+
+def test_a_released_format_export_reports_its_floor_in_the_readme_table(tmp_path) -> None:
+    """trt-export's job on a sensitive DecoMR checkpoint in the released layout passes within the floor, and
+    tools/floor_table.py renders the manifest's drift, floor and rule into the README's marked section."""
+    import importlib.util
+
+    from hmr_trt.manifest import Manifest
+
+    adapter = registry.adapter("decomr")
+    cfg = adapter.tiny_config()
+    path = tmp_path / "h36m_up3d.pt"
+    save_released_format(adapter.reference(dataclasses.replace(cfg, head_gain=64.0)), path)
+    out = tmp_path / "out"
+    pipeline.run_export(pipeline.ExportOptions(out=out, model="decomr", config=cfg, checkpoint=path, parity_windows=3,
+                                               with_backbone=False, profile=PROFILE, build_engines=False))
+    verdict = Manifest.read(out).verdict["fp32"]
+    assert verdict["verdict"] == "PASS" and verdict["passed_within"] == "floor"
+
+    spec = importlib.util.spec_from_file_location("floor_table", Path(__file__).resolve().parents[2] / "tools" /
+                                                  "floor_table.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{tool.BEGIN}\nold\n{tool.END}\nrest\n")
+    rows = tmp_path / "rows.json"
+    assert tool.main([f"{out}::h36m_up3d.pt::sensitive", "--rows", str(rows), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro") and text.endswith("rest\n")
+    floor = verdict["floor_by_set"]["random"]["mean_vertex_mm"]
+    assert f"| decomr | `h36m_up3d.pt` | sensitive | random | {verdict['worst_mean_vertex_mm']:.3g} | {floor:.3g} |" in text
+    assert "| PASS (within 10 x the floor, goal 0.01 mm) |" in text
+    tool.main(["--from-rows", str(rows), "--readme", str(readme)])  # rewritten from the kept rows alone: the same
+    assert readme.read_text() == text
