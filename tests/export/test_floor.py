@@ -121,7 +121,7 @@ WRONG = {
                         _add("final_layers.1.2.bias", 0.01)},
     # the other window architectures (transformer, bidirectional GRUs, non-local fusion, causal GRU) and the
     # frame family's ViT: seeded weights (no sensitive draw of their own)
-    "glot": {"weight 1% off (local transformer)": _scale("local_trans_en.blocks.0.attn.qkv.weight", 1.01),
+    "glot": {"weight 1% off (global transformer)": _scale("global_modeling.trans.blocks.0.attn.proj.weight", 1.01),
              "biased head (global pose)": _add("global_modeling.regressor.decpose.bias", 0.01)},
     "tcmr": {"weight 1% off (GRU)": _scale("encoder.gru_cur.weight_ih_l0", 1.01),
              "biased head (pose)": _add("regressor.decpose.bias", 0.01)},
