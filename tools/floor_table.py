@@ -68,9 +68,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         names = list(r["sets"])
         sets = [r["sets"][n] for n in names]
         decided = [s["decided_otherwise"] for s in sets]
-        within = {"goal": "within the goal", "floor": f"within {r['floor_multiple']:g} x the floor"}
-        verdict = (f"{r['verdict']} ({within[r['passed_within']]}, goal {r['goal_mm']:g} mm)"
-                   if r["verdict"] == "PASS" else f"{r['verdict']}")
+        within = {"goal": f"within the goal ({r['goal_mm']:g} mm)",
+                  "floor": f"within {r['floor_multiple']:g} x the floor (goal {r['goal_mm']:g} mm)"}
+        verdict = f"PASS {within[r['passed_within']]}" if r["verdict"] == "PASS" else r["verdict"]
         seconds = r["seconds"]
         time_s = (f"{seconds['total']:.0f} s (parity {seconds.get('parity', 0):.0f} s)" if "total" in seconds else "-")
         cells = [r["model"], f"`{r['checkpoint']}`", r["weights"], " / ".join(names),
