@@ -5,6 +5,8 @@ weights, so that tests can check hmr-trt's reference against the official code w
     .venv/bin/python tools/decomr_official_parity.py --official /tmp/decomr-official
     .venv/bin/python tools/decomr_official_parity.py --official /tmp/decomr-official --head-gain 64
         # -> tests/fixtures/decomr_official_sensitive.npz: IUV and location heads 16x the seeded gain
+    ... --head-gain 64 --out /tmp/d.npz --checkpoint-out /tmp/d/h36m_up3d.pt
+        # also keeps the released-format file the official code loaded (for trt-export --checkpoint)
 
 What it does: builds hmr-trt's seeded DecoMR (released config, synthetic UV data), writes its weights
 in the released checkpoint format (``CNet``/``LNet`` + optimizer entries, pre-1.6 non-zip) and the
@@ -93,6 +95,8 @@ def main() -> int:
                     help=f"seeded head gain (default: the config's; {SENSITIVE_GAIN:g}: the sensitive fixture)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default: tests/fixtures/decomr_official.npz, _sensitive.npz with --head-gain")
+    ap.add_argument("--checkpoint-out", type=Path, default=None,
+                    help="also keep the released-format h36m_up3d.pt the official code loaded (e.g. for trt-export)")
     args = ap.parse_args()
     out = args.out or (FIXTURE if args.head_gain is None else SENSITIVE_FIXTURE)
     from hmr_trt.export.models.decomr.adapter import ADAPTER, load_official_checkpoint, save_released_format
@@ -104,7 +108,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         seeded = ADAPTER.reference(cfg)
-        checkpoint = work / "h36m_up3d.pt"
+        checkpoint = args.checkpoint_out.resolve() if args.checkpoint_out else work / "h36m_up3d.pt"
         save_released_format(seeded, checkpoint)
         write_uv_data_as_decomr(ADAPTER.uv_data(None), work)
         # hmr-trt through the same files: DecoMR's data/ layout and the released checkpoint format
@@ -129,6 +133,8 @@ def main() -> int:
              conditioning_mm=conditioning, vertices=v_off[:, ::VERTEX_STEP].astype(np.float32),
              cam=c_off.astype(np.float32))
     print(f"wrote {out} ({out.stat().st_size} bytes)")
+    if args.checkpoint_out:
+        print(f"wrote {args.checkpoint_out} ({args.checkpoint_out.stat().st_size} bytes)")
     return 0
 
 

@@ -5,6 +5,8 @@
         [--out tests/fixtures/instancehmr_official.npz]
     .venv/bin/python tools/instancehmr_official_parity.py --official /tmp/instancehmr-official --gain 1.35
         # -> tests/fixtures/instancehmr_official_sensitive.npz: every weight 1.35x, maps that round-off moves
+    ... --gain 1.35 --out /tmp/ih.npz --checkpoint-out /tmp/ih/sensitive.pkl
+        # also keeps the released-format file the official code loaded (for trt-export --checkpoint)
 
 What it does, on the CPU:
 1. builds hmr-trt's reference at the released eval config (ResNet-50, 512 input, centermap 64, two head
@@ -153,6 +155,8 @@ def main() -> None:
                     help=f"every weight matrix times this ({SENSITIVE_GAIN}: the sensitive fixture)")
     ap.add_argument("--out", type=Path, default=None,
                     help="default: tests/fixtures/instancehmr_official.npz, _sensitive.npz for the sensitive gain")
+    ap.add_argument("--checkpoint-out", type=Path, default=None,
+                    help="also keep the released-format checkpoint the official code loaded (e.g. for trt-export)")
     opts = ap.parse_args()
     out = opts.out or FIXTURES.get(opts.gain) or ROOT / "tests" / "fixtures" / f"instancehmr_official_gain{opts.gain:g}.npz"
 
@@ -167,7 +171,7 @@ def main() -> None:
     ours.load_state_dict(state)
     x = images()
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = write_released(Path(tmp) / "seeded.pkl", state, smpl={"params_map_parser.smpl_model.v_template":
+        ckpt = write_released(opts.checkpoint_out or Path(tmp) / "seeded.pkl", state, smpl={"params_map_parser.smpl_model.v_template":
                                                                     torch.zeros(6890, 3)})
         off, batch_ids, flat, score, sampled = official_outputs(opts.official, ckpt, x)
     with torch.no_grad():
@@ -193,6 +197,8 @@ def main() -> None:
                         batch_ids=batch_ids.numpy(), flat_inds=flat.numpy(), scores=score.numpy(),
                         params_pred=sampled.numpy())
     print(f"wrote {out} ({out.stat().st_size} bytes)")
+    if opts.checkpoint_out:
+        print(f"wrote {opts.checkpoint_out} ({opts.checkpoint_out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":
