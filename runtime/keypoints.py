@@ -94,8 +94,9 @@ def topdown_crops(frame_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> Tuple[np.nda
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def _maxima(heatmaps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Integer (x, y) float32 of each heatmap's first maximum (-1, -1 where it is not positive), and the maximum."""
+def heatmap_maxima(heatmaps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, K, H, W) -> integer (x, y) float32 (N, K, 2) of each heatmap's first maximum ((-1, -1) where it is not
+    positive, as the official code marks it), and the maximum (N, K): the keypoint's score."""
     n, k, _, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, -1)
     idx = flat.argmax(axis=2)
@@ -136,9 +137,13 @@ def _dark_refine(xy: np.ndarray, heatmaps: np.ndarray, kernel: int = DARK_KERNEL
     return (xy - step).astype(np.float32)
 
 
-def decode_heatmaps(heatmaps: np.ndarray, trans: np.ndarray) -> np.ndarray:
+def decode_heatmaps(heatmaps: np.ndarray, trans: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
     """Heatmaps (N, 17, 64, 48) and each crop's frame -> crop map (N, 2, 3) -> (N, 17, 3) [x, y, score] in
-    frame pixels, float32 (the official UDP + DARK decoding)."""
+    frame pixels, float32 (the official UDP + DARK decoding).
+
+    ``maxima``: (N, K, 2) integer cells to refine from instead of the heatmaps' own (``heatmap_maxima``), the
+    score then the heatmap's value there; parity pins the reference's so that two runtimes are compared on
+    the continuous part (the maximum is a discrete decision two float32 runtimes may take apart on a tie)."""
     hm = np.asarray(heatmaps)
     tr = np.asarray(trans, dtype=np.float64)
     if hm.ndim != 4 or hm.shape[2:] != (HEATMAP_SIZE[1], HEATMAP_SIZE[0]):
@@ -151,7 +156,12 @@ def decode_heatmaps(heatmaps: np.ndarray, trans: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros((0, k, 3), np.float32)
     hm = np.ascontiguousarray(hm, dtype=np.float32)
-    xy, score = _maxima(hm)
+    xy, score = heatmap_maxima(hm)
+    if maxima is not None:
+        xy = np.asarray(maxima, dtype=np.float32).reshape(n, k, 2)
+        cells = np.clip(xy, 0, None).astype(int)
+        score = np.where(xy[..., 0] < 0, score, hm[np.arange(n)[:, None], np.arange(k)[None], cells[..., 1],
+                                                    cells[..., 0]])
     xy = _dark_refine(xy, hm)
     # heatmap -> crop (UDP: the end pixels' centres map onto each other) -> frame (the inverse affine map)
     per_pixel = np.array([(INPUT_SIZE[0] - 1.0) / (HEATMAP_SIZE[0] - 1.0),

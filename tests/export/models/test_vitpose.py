@@ -1,0 +1,223 @@
+"""ViTPose: config and contract, the released mmpose checkpoint layout (restricted unpickler, the other parts
+dropped by name, wrong files), the network + decoding vs the official code on real crops, export and parity."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from hmr_trt import registry  # noqa: E402
+from hmr_trt.contract import ModelContract  # noqa: E402
+from hmr_trt.errors import CheckpointError, ConfigError  # noqa: E402
+from hmr_trt.export.models.vitpose.adapter import ADAPTER  # noqa: E402
+from hmr_trt.export.models.vitpose.checkpoint import read_checkpoint  # noqa: E402
+from hmr_trt.export.models.vitpose.config import VitPoseConfig  # noqa: E402
+from hmr_trt.runtime.keypoints import decode_heatmaps, topdown_crop  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+OFFICIAL = FIXTURES / "vitpose_official.npz"
+CKPT = FIXTURES / "vitpose_official_tiny.pth"
+
+
+@pytest.fixture(scope="module")
+def official() -> dict:
+    with np.load(OFFICIAL) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="module")
+def real_crops(official, sample_video):
+    import cv2
+
+    frames, index = {}, 0
+    cap = cv2.VideoCapture(str(sample_video))
+    while len(frames) < len(set(official["frames"].tolist())):
+        ok, frame = cap.read()
+        assert ok
+        if index in official["frames"]:
+            frames[index] = frame
+        index += 1
+    cap.release()
+    pairs = [topdown_crop(frames[int(f)], b) for f, b in zip(official["frames"], official["boxes"])]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def test_config_round_trip_and_validation() -> None:
+    cfg = VitPoseConfig()
+    assert VitPoseConfig.from_dict(cfg.to_dict()) == cfg
+    assert (cfg.width, cfg.heatmap_size) == (192, (64, 48))
+    with pytest.raises(ConfigError, match=r"embed_dim=100 is not a multiple of heads=16"):
+        VitPoseConfig(embed_dim=100)
+    with pytest.raises(ConfigError, match=r"flip_test with keypoints=14"):
+        VitPoseConfig(keypoints=14)
+    with pytest.raises(ConfigError, match=r"unknown keys \['width'\]"):
+        VitPoseConfig.from_dict({"width": 3})
+
+
+def test_contract_is_registered_torch_free_and_round_trips() -> None:
+    contract = registry.contract("vitpose")
+    assert ModelContract.from_dict(contract.to_dict()) == contract
+    g = contract.model_graph
+    assert (contract.family, contract.body_model) == ("frame", "keypoints")
+    assert [(t.name, t.shape) for t in g.inputs] == [("crops", ("batch", 3, 256, 192))]
+    assert [(t.name, t.shape) for t in g.outputs] == [("heatmaps", ("batch", 17, 64, 48))]
+    assert ADAPTER.contract_for(ADAPTER.tiny_config()).model_graph == g  # the tiny config keeps the geometry
+
+
+def test_released_layout_checkpoint_equals_the_official_network_and_decoding(official, real_crops) -> None:
+    """The tiny network from the mmpose-layout file (meta, state_dict, experts and other heads beside) on crops
+    of data/vtest.avi: heatmaps equal the official ViT + TopdownHeatmapSimpleHead (flip test) to float32
+    round-off, and the decoded frame keypoints the official ``decode``'s."""
+    crops, trans = real_crops
+    model = ADAPTER.reference(dataclasses.replace(ADAPTER.tiny_config(), seed=5), CKPT)
+    with torch.no_grad():
+        heat = model(torch.from_numpy(crops))[0].numpy()
+    stride = heat.shape[2] // official["tiny_heatmaps_strided"].shape[2]
+    np.testing.assert_allclose(heat[:, :, ::stride, ::stride], official["tiny_heatmaps_strided"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.abs(heat).max(axis=(2, 3)), official["tiny_heatmap_max_abs"], rtol=0, atol=1e-6)
+    keypoints = decode_heatmaps(heat, trans)
+    np.testing.assert_allclose(keypoints[..., :2], official["tiny_keypoints"][..., :2], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(keypoints[..., 2], official["tiny_keypoints"][..., 2], rtol=0, atol=1e-6)
+    # the file's weights are in use: the seeded model (seed 5) alone gives other heatmaps
+    with torch.no_grad():
+        seeded = ADAPTER.reference(dataclasses.replace(ADAPTER.tiny_config(), seed=5))(torch.from_numpy(crops))[0]
+    seeded = seeded.numpy()
+    assert np.abs(seeded - heat).max() > 1e-2
+
+
+def test_checkpoint_parts_of_other_datasets_are_dropped_by_name() -> None:
+    raw = torch.load(CKPT, map_location="cpu", weights_only=True)
+    assert set(raw) == {"meta", "state_dict"}
+    extra = [k for k in raw["state_dict"] if ".experts." in k or k.startswith("associate_keypoint_heads.")]
+    assert extra, "the fixture should hold the parts a split multi-dataset checkpoint keeps"
+    state = read_checkpoint(CKPT)
+    assert set(state) == set(raw["state_dict"]) - set(extra)
+    assert set(state) == set(ADAPTER.reference(ADAPTER.tiny_config()).state_dict())
+
+
+def test_flip_test_is_the_mirrored_pass_flipped_back_and_batches_do_not_mix() -> None:
+    cfg = ADAPTER.tiny_config()
+    model = ADAPTER.reference(cfg)
+    x = ADAPTER.example_inputs(cfg, "vitpose", 3, seed=2)[0]
+    with torch.no_grad():
+        plain, mirror = model.heatmaps(x), model.heatmaps(x.flip(3))
+        both = model(x)[0]
+        alone = torch.cat([model(x[i:i + 1])[0] for i in range(3)])
+    order = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
+    torch.testing.assert_close(both, (plain + mirror[:, order].flip(3)) * 0.5, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone, both, rtol=0, atol=1e-5)
+    assert float((plain - both).abs().max()) > 1e-3  # the mirror changes the result: it is in the graph
+
+
+def _save(obj, path: Path) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+def test_bad_checkpoints_are_one_line_errors_naming_the_file(tmp_path) -> None:
+    cfg = ADAPTER.tiny_config()
+    hmr2 = FIXTURES / "hmr2_official_tiny.ckpt"  # another model's released file (a Lightning checkpoint)
+    wham_like = _save({"model": {"motion_encoder.neural_net.weight": torch.zeros(2)}}, tmp_path / "wham.pth.tar")
+    no_net = _save({"meta": {}, "state_dict": {"detector.conv.weight": torch.zeros(2)}}, tmp_path / "other.pth")
+    truncated = tmp_path / "vitpose-h-multi-coco.pth"
+    truncated.write_bytes(CKPT.read_bytes()[:40000])
+    cases = [(hmr2, r"hmr2_official_tiny\.ckpt .*holds Python objects"),
+             (wham_like, r"wham\.pth\.tar holds no state dict of tensors under state_dict"),
+             (no_net, r"other\.pth holds no ViTPose network \(no backbone\.\* or keypoint_head\.\* keys"),
+             (truncated, r"vitpose-h-multi-coco\.pth .*truncated or corrupt")]
+    for path, message in cases:
+        with pytest.raises(CheckpointError, match=message) as info:
+            ADAPTER.reference(cfg, path)
+        assert "\n" not in str(info.value)
+    # another ViTPose size: the released configuration refuses the tiny file before building ViT-H
+    with pytest.raises(CheckpointError, match=r"is a ViTPose this export does not build: embed_dim 32 \(this export: "
+                                              r"1280\), depth 2 \(this export: 32\).*deconv_filters 16"):
+        ADAPTER.reference(VitPoseConfig(), CKPT)
+
+
+def test_pickled_code_is_refused_and_never_runs(tmp_path) -> None:
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"meta": Payload(), "state_dict": {}}, f)
+    with pytest.raises(CheckpointError, match=r"evil\.pth"):
+        ADAPTER.reference(ADAPTER.tiny_config(), path)
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """``trt-export --model vitpose --checkpoint <the mmpose-layout file>`` at the tiny configuration."""
+    from hmr_trt.export.pipeline import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("vitpose") / "export"
+    result = run_export(ExportOptions(out=out, model="vitpose", config=ADAPTER.tiny_config(), checkpoint=CKPT,
+                                      parity_windows=5, build_engines=False))
+    return out, result
+
+
+def test_trt_export_of_the_released_layout_file_end_to_end(tiny_export) -> None:
+    """FP32 parity judged on the heatmaps and on keypoints in crop pixels (decoded from the reference's maxima),
+    the maxima decided otherwise counted; the manifest carries the keypoint contract."""
+    from hmr_trt.manifest import Manifest
+
+    out, result = tiny_export
+    manifest = Manifest.read(out)
+    verdict = manifest.verdict["fp32"]
+    assert verdict["verdict"] == "PASS", verdict
+    assert manifest.contract["body_model"] == "keypoints"
+    rows = result.reports[0].rows
+    assert rows and all(r["outputs"]["heatmaps"]["max_abs"] < 1e-5 for r in rows)
+    assert all(r["keypoints"]["keypoints"] == 5 * 17 and r["keypoints"]["maxima_decided_otherwise"] >= 0
+               for r in rows)
+    assert all(r["vertices_mean_mm"] <= r.get("limit_mm", 0.01) for r in rows)
+    assert result.reports[0].spread_mm["random"] > 50  # keypoints move across the crops (crop pixels)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "parity_reference.npz", "vitpose_vitpose_fp32.onnx"]
+
+
+def test_onnx_graph_keypoints_equal_the_official_ones(tiny_export, official, real_crops) -> None:
+    """The exported graph on the real crops at batch 1, 2 and 4: heatmaps equal torch's, decoded keypoints the
+    official ones."""
+    out, _ = tiny_export
+    model = ADAPTER.reference(ADAPTER.tiny_config(), CKPT)
+    session = ort.InferenceSession(str(out / "vitpose_vitpose_fp32.onnx"), providers=["CPUExecutionProvider"])
+    crops, trans = real_crops
+    for n in (1, 2, 4):
+        got = session.run(["heatmaps"], {"crops": crops[:n]})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(crops[:n]))[0].numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    # keypoints: the seeded network's heatmaps are noise, where DARK's Newton step is ill-conditioned (a 1e-6 change
+    # of a heatmap can move a few keypoints by hundredths of a pixel); trained heatmaps are peaks
+    keypoints = decode_heatmaps(session.run(["heatmaps"], {"crops": crops})[0], trans)
+    err = np.abs(keypoints[..., :2] - official["tiny_keypoints"][..., :2]).max(axis=-1)
+    assert np.mean(err < 1e-3) >= 0.9 and err.max() < 0.5, np.sort(err.ravel())[-5:]
+
+
+def test_cli_bad_checkpoints_exit_1_with_one_line_and_nothing_written(tmp_path) -> None:
+    """``trt-export --model vitpose --checkpoint X``: the released-size model refuses the tiny file (sizes read
+    from the file, before ViT-H is built); another model's file is named; --out is never created."""
+    from typer.testing import CliRunner
+
+    from hmr_trt.export.cli import app
+
+    other = FIXTURES / "hmr2_official_tiny.ckpt"
+    for ckpt, message in ((CKPT, "ViTPose this export does not build"), (other, "cannot read checkpoint")):
+        out = tmp_path / "out"
+        result = CliRunner().invoke(app, ["--model", "vitpose", "--checkpoint", str(ckpt), "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        errors = [line for line in result.output.splitlines() if "error" in line.lower()]
+        assert len(errors) == 1 and message in errors[0] and ckpt.name in errors[0], result.output
+        assert not out.exists()
