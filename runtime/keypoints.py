@@ -22,16 +22,25 @@ WHAM's demo runs ViTPose-H with the ``ViTPose_huge_coco_256x192`` config through
   averaged with the plain ones before decoding (no heatmap shift: ``shift_heatmap`` is off). The
   ViTPose export does this inside the graph, so its ``heatmaps`` output decodes as it is.
 
+The export (``trt-export --model vitpose``): input ``crops`` (N, 3, 256, 192) float32 (``topdown_crops``),
+output ``heatmaps`` (N, 17, 64, 48) float32, flip test inside; ``open_keypoint_model`` opens it (TensorRT engine
+or ONNX Runtime, as ``trt-run`` chooses) for one batched call over every person's crop::
+
+    with open_keypoint_model("out/vitpose") as vitpose:
+        keypoints = vitpose.keypoints(frame_bgr, boxes_xyxy)  # (N, 17, 3) [x, y, score] in frame pixels
+
 numpy + OpenCV only (OpenCV imported where used), so it runs on a bare Python 3.9 GPU image.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
-from hmr_trt.errors import InputSpecError
+from hmr_trt.errors import ConfigError, InputSpecError
 from hmr_trt.runtime.crops import normalise_crops
 
 INPUT_SIZE = (192, 256)  # crop (width, height)
@@ -170,3 +179,64 @@ def decode_heatmaps(heatmaps: np.ndarray, trans: np.ndarray, maxima: np.ndarray 
     lin, off = tr[:, :, :2], tr[:, :, 2]
     frame_xy = np.einsum("nab,nkb->nka", np.linalg.inv(lin), crop_xy - off[:, None, :])
     return np.concatenate([frame_xy, score[..., None]], axis=-1).astype(np.float32)
+
+
+class KeypointModel:
+    """An opened keypoint export: crops -> heatmaps on its backend, decoded to frame pixels here."""
+
+    def __init__(self, backend: Any, contract: Any) -> None:
+        self.backend, self.contract = backend, contract
+        graph = contract.model_graph
+        self.input_name, self.output_name = graph.input_names[0], graph.output_names[0]
+        self.crop_shape = tuple(graph.inputs[0].shape[1:])
+
+    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 3, 256, 192) normalised crops -> (N, 17, 64, 48) heatmaps (flip test included), in chunks of the
+        backend's largest batch."""
+        x = np.ascontiguousarray(crops, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.crop_shape:
+            raise InputSpecError(f"crops must be (N, {', '.join(map(str, self.crop_shape))}) (topdown_crops), "
+                                 f"got {tuple(x.shape)}")
+        if len(x) == 0:
+            rows, cols = HEATMAP_SIZE[1], HEATMAP_SIZE[0]
+            return np.zeros((0, int(self.contract.model_graph.outputs[0].shape[1]), rows, cols), np.float32)
+        from .backends_select import _chunked
+
+        return np.asarray(_chunked(self.backend, {self.input_name: x})[self.output_name], dtype=np.float32)
+
+    def keypoints_of_crops(self, crops: np.ndarray, trans: np.ndarray) -> np.ndarray:
+        """Crops and their frame -> crop maps (``topdown_crops``; any mix of frames) -> (N, 17, 3) frame keypoints."""
+        return decode_heatmaps(self.heatmaps(crops), trans)
+
+    def keypoints(self, frame_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Every person of one frame in one call: (N, 4|5) boxes -> (N, 17, 3) [x, y, score] in frame pixels."""
+        crops, trans = topdown_crops(frame_bgr, boxes_xyxy)
+        return self.keypoints_of_crops(crops, trans)
+
+
+def check_keypoint_contract(contract: Any, where: str) -> None:
+    """A keypoint export's contract (``body_model: "keypoints"``, one crops -> heatmaps graph), else one line."""
+    graph = contract.model_graph
+    if contract.body_model != "keypoints" or len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ConfigError(f"{where} is a {contract.name} export ({contract.family} model, body model "
+                          f"{contract.body_model!r}), not a keypoint model: export one with "
+                          "trt-export --model vitpose")
+    if tuple(graph.outputs[0].shape[2:]) != (HEATMAP_SIZE[1], HEATMAP_SIZE[0]):
+        raise ConfigError(f"{where}: its heatmaps are {graph.outputs[0].shape[1:]}, this decoder reads "
+                          f"(K, {HEATMAP_SIZE[1]}, {HEATMAP_SIZE[0]})")
+
+
+@contextlib.contextmanager
+def open_keypoint_model(export_dir: Union[str, Path], backend: str = "auto", precision: str = "fp32",
+                        threads: int = 0, device: str = "auto", ort_providers: Optional[str] = None,
+                        triton_url: Optional[str] = None) -> Iterator[KeypointModel]:
+    """Open a ViTPose export (its engine when one runs here, else its ONNX on ONNX Runtime); checked to be a
+    keypoint model before any graph is loaded."""
+    from hmr_trt.manifest import Manifest
+
+    from .backends_select import contract_of, open_backends
+
+    check_keypoint_contract(contract_of(Manifest.read(Path(export_dir))), str(export_dir))
+    with open_backends(Path(export_dir), backend, precision, threads, need_backbone=False, device=device,
+                       ort_providers=ort_providers, triton_url=triton_url) as backends:
+        yield KeypointModel(backends.temporal, backends.contract)

@@ -206,6 +206,38 @@ def test_onnx_graph_keypoints_equal_the_official_ones(tiny_export, official, rea
     assert np.mean(err < 1e-3) >= 0.9 and err.max() < 0.5, np.sort(err.ravel())[-5:]
 
 
+def test_python_api_runs_every_person_in_one_call(tiny_export, official, real_crops, sample_video) -> None:
+    """``open_keypoint_model(export)``: one batched call per frame (or over crops of several frames) gives the
+    keypoints the torch reference + decoding give; wrong shapes and non-keypoint exports are one-line errors."""
+    import cv2
+
+    from hmr_trt.errors import InputSpecError
+    from hmr_trt.runtime.keypoints import check_keypoint_contract, open_keypoint_model, topdown_crops
+
+    out, _ = tiny_export
+    model = ADAPTER.reference(ADAPTER.tiny_config(), CKPT)
+    cap = cv2.VideoCapture(str(sample_video))
+    frame = cap.read()[1]
+    cap.release()
+    boxes = official["boxes"][official["frames"] == 0]
+    with open_keypoint_model(out, backend="onnxruntime") as vitpose:
+        got = vitpose.keypoints(frame, boxes)
+        crops, trans = topdown_crops(frame, boxes)
+        with torch.no_grad():
+            want = decode_heatmaps(model(torch.from_numpy(crops))[0].numpy(), trans)
+        assert got.shape == (len(boxes), 17, 3) and got.dtype == np.float32
+        np.testing.assert_allclose(got[..., 2], want[..., 2], rtol=0, atol=1e-5)
+        assert np.median(np.abs(got[..., :2] - want[..., :2])) < 1e-3
+        mixed = vitpose.keypoints_of_crops(*real_crops)  # crops of two frames in one call
+        np.testing.assert_allclose(mixed[..., 2], official["tiny_keypoints"][..., 2], rtol=0, atol=1e-5)
+        assert vitpose.keypoints(frame, np.zeros((0, 4), np.float32)).shape == (0, 17, 3)
+        with pytest.raises(InputSpecError, match=r"crops must be \(N, 3, 256, 192\) \(topdown_crops\), got \(2, 3, 256, 256\)"):
+            vitpose.heatmaps(np.zeros((2, 3, 256, 256), np.float32))
+    with pytest.raises(ConfigError, match=r"somewhere is a hmr2 export \(frame model, body model 'smpl'\), not a "
+                                          r"keypoint model: export one with trt-export --model vitpose"):
+        check_keypoint_contract(registry.contract("hmr2"), "somewhere")
+
+
 def test_cli_bad_checkpoints_exit_1_with_one_line_and_nothing_written(tmp_path) -> None:
     """``trt-export --model vitpose --checkpoint X``: the released-size model refuses the tiny file (sizes read
     from the file, before ViT-H is built); another model's file is named; --out is never created."""
@@ -221,3 +253,17 @@ def test_cli_bad_checkpoints_exit_1_with_one_line_and_nothing_written(tmp_path) 
         errors = [line for line in result.output.splitlines() if "error" in line.lower()]
         assert len(errors) == 1 and message in errors[0] and ckpt.name in errors[0], result.output
         assert not out.exists()
+
+
+def test_trt_run_refuses_a_keypoint_export_alone_before_anything_is_written(tiny_export, tmp_path, sample_video):
+    from typer.testing import CliRunner
+
+    from hmr_trt.runtime.cli import app
+
+    out_export, _ = tiny_export
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["--export", str(out_export), "--video", str(sample_video), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "is a keypoint model" in errors[0] and "open_keypoint_model" in errors[0], result.output
+    assert not out.exists()
