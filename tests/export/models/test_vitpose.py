@@ -267,3 +267,16 @@ def test_trt_run_refuses_a_keypoint_export_alone_before_anything_is_written(tiny
     errors = [line for line in result.output.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "is a keypoint model" in errors[0] and "open_keypoint_model" in errors[0], result.output
     assert not out.exists()
+
+
+def test_precision_keep_rules_match_nodes_of_the_exported_graph(tiny_export) -> None:
+    import re
+
+    import onnx
+
+    out, _ = tiny_export
+    graph = onnx.load(str(out / "vitpose_vitpose_fp32.onnx"), load_external_data=False).graph
+    for recipe in registry.contract("vitpose").recipes:
+        for rule in recipe.keep:
+            assert any(n.op_type in rule.ops and re.search(rule.scope, n.name) for n in graph.node), (recipe.name,
+                                                                                                     rule.name)
