@@ -184,8 +184,10 @@ def keypoint_lines(rep) -> list[str]:  # noqa: ANN001 - parity.ParityReport
     rows = {r["set"]: r for r in rep.rows if "keypoints" in r}  # the largest batch of each set
     if not rows:
         return []
-    out = [f"  {rep.precision}: keypoint model: the drifts above are keypoints in pixels of the crop, decoded from "
-           "the reference's heatmap maxima; the heatmaps themselves are held to the per-output tier"]
+    pinned = next(iter(rows.values()))["keypoints"].get("judged_on") == "pinned"
+    out = [f"  {rep.precision}: keypoint model: the drifts above are keypoints in pixels of the crop"
+           + (", decoded from the reference's heatmap maxima; the heatmaps themselves are held to the per-output tier"
+              if pinned else ", end to end")]
     for name, r in rows.items():
         k = r["keypoints"]
         out.append(f"  {rep.precision} maxima ({name} crops, batch {r['batch']}): {k['maxima_decided_otherwise']} of "

@@ -56,19 +56,15 @@ class VitPoseAdapter(ModelAdapter):
     def video_inputs(self, cfg: VitPoseConfig, graph: str, video: Path, n: int) -> dict:
         """Crops of the people the HOG detector finds on frames spread over ``video`` (as the frame family's
         parity sets), cut as runtime/keypoints.py cuts them."""
-        from hmr_trt.calibration.images import sampled_frames
+        from hmr_trt.calibration.images import _take, iter_topdown_crops
         from hmr_trt.errors import InputSpecError
-        from hmr_trt.runtime.detect import HogPeopleDetector
-        from hmr_trt.runtime.keypoints import topdown_crop
 
         CONTRACT.graph(graph)
-        detector, crops = HogPeopleDetector(), []
-        for _, frame in sampled_frames(video):
-            crops += [topdown_crop(frame, box)[0] for box in detector.detect(frame)[:2]]
-            if len(crops) >= n:
-                return {"crops": np.stack(crops[:n]).astype(np.float32)}
-        raise InputSpecError(f"--video {video}: {len(crops)} people found, parity needs {n} crops; "
-                             "give a video with people in it")
+        crops = _take(iter_topdown_crops(video), n)
+        if len(crops) < n:
+            raise InputSpecError(f"--video {video}: {len(crops)} people found, parity needs {n} crops; "
+                                 "give a video with people in it")
+        return {"crops": np.stack(crops).astype(np.float32)}
 
 
 ADAPTER = VitPoseAdapter()
