@@ -280,3 +280,30 @@ def test_precision_keep_rules_match_nodes_of_the_exported_graph(tiny_export) -> 
         for rule in recipe.keep:
             assert any(n.op_type in rule.ops and re.search(rule.scope, n.name) for n in graph.node), (recipe.name,
                                                                                                      rule.name)
+
+
+def test_keypoint_parity_pins_the_reference_maxima_at_fp32_only(official) -> None:
+    """A candidate whose heatmap maximum moved to a far cell (a near-tie taken the other way): FP32 rows decode
+    from the reference's cells (no drift, the moved maximum counted), FP16 rows are judged end to end."""
+    from hmr_trt.export import parity
+    from hmr_trt.mesh import keypoint_points
+    from hmr_trt.runtime.keypoints import heatmap_maxima
+
+    ref = official["synthetic_heatmaps"][:2].astype(np.float32)
+    cells, scores = heatmap_maxima(ref)
+    cand = ref.copy()
+    x, y = cells[0, 4].astype(int)
+    far = ((x + 20) % 48, (y + 30) % 64)
+    cand[0, 4, far[1], far[0]] = scores[0, 4] + 1e-3  # a far cell: the 11x11 blur at the old cell does not see it
+    points = keypoint_points(ref)
+    references = {"random": parity.Reference({"heatmaps": ref}, points, points)}
+    windows = {"random": {"crops": np.zeros((2, 3, 256, 192), np.float32)}}
+    run = lambda name, feed: {"heatmaps": cand[:len(feed["crops"])]}  # noqa: E731 - a stand-in runtime
+    contract = registry.contract("vitpose")
+    fp32 = parity.compare(run, references, windows, precision="fp32", batch_sizes=(2,), contract=contract)
+    row = fp32.rows[0]
+    assert row["vertices_mean_mm"] == 0.0 and row["keypoints"]["maxima_decided_otherwise"] == 1
+    assert row["keypoints"]["judged_on"] == "pinned" and row["keypoints"]["unpinned_max_px"] > 10
+    fp16 = parity.compare(run, references, windows, precision="fp16", batch_sizes=(2,), contract=contract)
+    assert fp16.rows[0]["vertices_max_mm"] == pytest.approx(row["keypoints"]["unpinned_max_px"])
+    assert fp16.rows[0]["keypoints"]["judged_on"] == "end to end" and not fp16.passed
