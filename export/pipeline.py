@@ -358,7 +358,7 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
             emulation_onnx_from_fp16(path, candidate)
             label = "FP16 parity (ONNX Runtime CPU, FP16 rounding emulated)"
         else:
-            if body_graph is None and contract.body_model != "none":
+            if body_graph is None and contract.body_model not in ("none", "keypoints"):
                 raise ConfigError(f"model {opts.model}: the INT8 sweep measures drift through the body model graph")
             cal = calibration_windows(opts, contract, paths)
             what = "windows" if contract.family == "window" else "images"
