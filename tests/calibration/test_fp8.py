@@ -106,3 +106,14 @@ def test_a_weight_without_its_fp32_original_is_refused(graphs, tmp_path):
     with pytest.raises(ExportError, match="has no FP32 original in other.onnx"):
         fp8_onnx_from_int8(int8, other, tmp_path / "fp8.onnx")
     assert not (tmp_path / "fp8.onnx").exists()
+
+
+def test_reduced_precision_share_counts_fp8(graphs):
+    from hmr_trt.engines.precision import reduced_precision_share
+
+    _, int8, fp8, _, _, _ = graphs
+    q8, f8 = reduced_precision_share(int8), reduced_precision_share(fp8)
+    assert q8["weights_int8"] == pytest.approx(1.0) and q8["flops_int8"] == pytest.approx(1.0)
+    assert q8["weights_fp8"] == 0 and q8["flops_fp8"] == 0
+    assert f8["weights_fp8"] == pytest.approx(1.0) and f8["flops_fp8"] == pytest.approx(1.0)
+    assert f8["weights_int8"] == 0 and f8["flops_int8"] == 0
