@@ -297,6 +297,14 @@ def recipe_exclusions(model: onnx.ModelProto, recipe: Recipe) -> List[str]:
                   if any(n.op_type in r.ops and re.search(r.scope, n.name) for r in rules))
 
 
+def sweep_group_budget(model: onnx.ModelProto, op_types: Sequence[str], exclude: Sequence[str] = ()) -> Optional[int]:
+    """The most layer groups a sweep measures: ``CONV_GROUP_BUDGET`` when Convs are quantized or the graph has more
+    than ``MATMUL_GROUP_LIMIT`` MatMul/Gemm layers (a ViT-H), else None (one group per layer)."""
+    if "Conv" in op_types or len(layer_groups(model, op_types, exclude=exclude)) > MATMUL_GROUP_LIMIT:
+        return CONV_GROUP_BUDGET
+    return None
+
+
 def int8_with_sweep(src: PathLike, dst: PathLike, calibration_windows: Inputs, eval_windows: Inputs,
                     body_onnx: Optional[PathLike], cache_path: PathLike, *, goal_mm: float = GOALS_MM["int8"],
                     max_groups: Optional[int] = None, recipe: Optional[Recipe] = None,
@@ -335,9 +343,8 @@ def int8_with_sweep(src: PathLike, dst: PathLike, calibration_windows: Inputs, e
     eval_windows = _check_inputs(eval_windows, _graph_inputs(src))
     graph_only = onnx.load(str(src), load_external_data=False)
     fixed = recipe_exclusions(graph_only, recipe) if recipe else []
-    if group_budget is None and ("Conv" in op_types or
-                                 len(layer_groups(graph_only, op_types, exclude=fixed)) > MATMUL_GROUP_LIMIT):
-        group_budget = CONV_GROUP_BUDGET
+    if group_budget is None:
+        group_budget = sweep_group_budget(graph_only, op_types, fixed)
     del graph_only
     reference = reference_meshes(src, body_onnx, eval_windows, contract)
     lap("reference")
