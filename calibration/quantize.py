@@ -67,6 +67,10 @@ CALIBRATION_BATCH = 4  # windows (or images) per calibration run
 # (224x224 crops), so ranking 12 groups takes 1.5 / 0.8 min and the search at most as long again; one
 # group per Conv (89 / 118 of them) would take ~11 / ~8 min to rank alone.
 CONV_GROUP_BUDGET = 12
+# A MatMul/Gemm net with more layers than this (a ViT-H: 32 blocks x 4 weight GEMMs + 2 attention products)
+# is swept by stages too (CONV_GROUP_BUDGET groups of neighbouring layers): one ViT-H forward pass over the
+# evaluation crops takes ~10 s on 2 cores, so 192 one-layer measurements would take over half an hour.
+MATMUL_GROUP_LIMIT = 64
 # TensorRT's reading of Q/DQ: zero point 0, no Q/DQ shared between consumers, float biases,
 # and no Q/DQ on GEMM/Conv outputs (TensorRT quantizes a tensor where its consumer needs it; the
 # quantized op types are added to OpTypesToExcludeOutputQuantization per call).
@@ -103,6 +107,7 @@ def int8_onnx_from_fp32(src: PathLike, dst: PathLike, windows: Inputs, cache_pat
     key = calibration_key(src, windows, method, op_types)
     reader = _InputReader(_as_feed(windows, [n for n, _ in inputs]))
     cached = _read_cache(cache_path, key)
+    large = _over_protobuf_limit(src)  # a > 2 GB graph: ORT writes its calibration and output graphs external
     with tempfile.TemporaryDirectory(prefix="hmr-int8-", dir=dst.parent) as tmp:
         ort_cache, out = Path(tmp) / "ranges.json", Path(tmp) / "int8.onnx"
         if cached is not None:
@@ -114,7 +119,7 @@ def int8_onnx_from_fp32(src: PathLike, dst: PathLike, windows: Inputs, cache_pat
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude_nodes),
                 calibrate_method=CalibrationMethod[method],
                 extra_options={**EXTRA_OPTIONS, "OpTypesToExcludeOutputQuantization": list(op_types)},
-                calibration_cache_path=str(ort_cache),
+                calibration_cache_path=str(ort_cache), use_external_data_format=large,
             )
         if cached is None:
             payload = {"format": CACHE_FORMAT, "key": key, "ranges": json.loads(ort_cache.read_text())}
@@ -292,6 +297,14 @@ def recipe_exclusions(model: onnx.ModelProto, recipe: Recipe) -> List[str]:
                   if any(n.op_type in r.ops and re.search(r.scope, n.name) for r in rules))
 
 
+def sweep_group_budget(model: onnx.ModelProto, op_types: Sequence[str], exclude: Sequence[str] = ()) -> Optional[int]:
+    """The most layer groups a sweep measures: ``CONV_GROUP_BUDGET`` when Convs are quantized or the graph has more
+    than ``MATMUL_GROUP_LIMIT`` MatMul/Gemm layers (a ViT-H), else None (one group per layer)."""
+    if "Conv" in op_types or len(layer_groups(model, op_types, exclude=exclude)) > MATMUL_GROUP_LIMIT:
+        return CONV_GROUP_BUDGET
+    return None
+
+
 def int8_with_sweep(src: PathLike, dst: PathLike, calibration_windows: Inputs, eval_windows: Inputs,
                     body_onnx: Optional[PathLike], cache_path: PathLike, *, goal_mm: float = GOALS_MM["int8"],
                     max_groups: Optional[int] = None, recipe: Optional[Recipe] = None,
@@ -327,10 +340,12 @@ def int8_with_sweep(src: PathLike, dst: PathLike, calibration_windows: Inputs, e
 
     requested = quantize_options.pop("op_types", None)  # explicit op types win over the recipe's
     op_types = _check_op_types(requested or (recipe.int8_ops if recipe else OP_TYPES))
-    if group_budget is None and "Conv" in op_types:
-        group_budget = CONV_GROUP_BUDGET
     eval_windows = _check_inputs(eval_windows, _graph_inputs(src))
-    fixed = recipe_exclusions(onnx.load(str(src), load_external_data=False), recipe) if recipe else []
+    graph_only = onnx.load(str(src), load_external_data=False)
+    fixed = recipe_exclusions(graph_only, recipe) if recipe else []
+    if group_budget is None:
+        group_budget = sweep_group_budget(graph_only, op_types, fixed)
+    del graph_only
     reference = reference_meshes(src, body_onnx, eval_windows, contract)
     lap("reference")
     info = int8_onnx_from_fp32(src, dst, calibration_windows, cache_path, fixed, op_types=op_types,
@@ -443,9 +458,16 @@ def _variant_drift(q: onnx.ModelProto, fp32: onnx.ModelProto, float_nodes: set, 
                    contract: Optional[ModelContract] = None) -> Dict[str, float]:
     import onnx
 
+    from hmr_trt.external_data import THRESHOLD_BYTES, initializer_bytes
+
     with tempfile.TemporaryDirectory(prefix="hmr-int8-sweep-") as tmp:
         variant = Path(tmp) / "variant.onnx"
-        onnx.save(_float_again(q, fp32, float_nodes), str(variant))
+        model = _float_again(q, fp32, float_nodes)
+        if initializer_bytes(model) > THRESHOLD_BYTES:  # many float layers of a ViT-H: over protobuf's limit
+            onnx.save(model, str(variant), save_as_external_data=True, all_tensors_to_one_file=True,
+                      location="variant.onnx.data")
+        else:
+            onnx.save(model, str(variant))
         return int8_drift(variant, body_onnx, windows, reference, contract)
 
 
@@ -515,6 +537,15 @@ def _prune(model: onnx.ModelProto) -> None:
     kept = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend(kept)
+
+
+def _over_protobuf_limit(path: PathLike) -> bool:
+    """Whether the graph's weights exceed what one protobuf holds (hmr_trt.external_data's threshold)."""
+    import onnx
+
+    from hmr_trt.external_data import THRESHOLD_BYTES, initializer_bytes
+
+    return initializer_bytes(onnx.load(str(path), load_external_data=False)) > THRESHOLD_BYTES
 
 
 def _graph_inputs(path: PathLike) -> List[Tuple[str, int]]:

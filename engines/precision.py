@@ -116,7 +116,7 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
 
     if method not in METHODS:
         raise ConfigError(f"FP16 method must be one of {', '.join(METHODS)}, got {method!r}")
-    model = onnx.load(str(src))
+    model, external = _load_with_shapes(Path(src))
     meta = {p.key: p.value for p in model.metadata_props}
     graph = meta.get(GRAPH_KEY, "temporal")
     if not _precision_passes(meta.get(MODEL_KEY), graph):
@@ -149,7 +149,8 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
             warnings.simplefilter("ignore", UserWarning)
             fp16 = float16.convert_float_to_float16(
                 model, keep_io_types=True, op_block_list=[], node_block_list=sorted(names),
-                min_positive_val=0.0, max_finite_val=FP16_MAX)  # IEEE rounding; clamp to the FP16 range
+                min_positive_val=0.0, max_finite_val=FP16_MAX,  # IEEE rounding; clamp to the FP16 range
+                disable_shape_infer=external)  # a graph with external data: its shapes were inferred without weights
         _fp32_graph_outputs(fp16)
     dropped = drop_fp32_round_trips(fp16)  # either method: no FP16 round trip between two FP32 nodes
     types = tensor_types(fp16)
@@ -165,6 +166,22 @@ def fp16_onnx_from_fp32(src: PathLike, dst: PathLike, keep: Optional[Sequence[Ke
             "blocked_nodes": len(names), "blocked": by_rule, "round_trips_dropped": dropped,
             "casts_added": sum(n.op_type == "Cast" for n in fp16.graph.node)
             - sum(n.op_type == "Cast" for n in model.graph.node)}
+
+
+def _load_with_shapes(src: Path) -> Tuple[onnx.ModelProto, bool]:
+    """The graph with its weights in memory, and whether they came from an external data file. For such a
+    graph (over protobuf's 2 GB: an FP32 ViT-H) the shapes are inferred first, on the graph without its
+    weights: ONNX's in-memory shape inference serializes the model, which fails past 2 GB; the converter
+    then uses those shapes (value_info) instead of inferring its own."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    model = onnx.load(str(src), load_external_data=False)
+    if not any(uses_external_data(t) for t in model.graph.initializer):
+        return onnx.load(str(src)), False
+    model = onnx.shape_inference.infer_shapes(model)
+    load_external_data_for_model(model, str(src.parent))
+    return model, True
 
 
 def fp16_problems(model: onnx.ModelProto, fp32_nodes: Set[str], types: Dict[str, int] | None = None) -> List[str]:
@@ -395,7 +412,7 @@ COMPUTE_OPS = ("MatMul", "Gemm", "Conv", "GRU", "LSTM", "RNN")
 
 
 def reduced_precision_share(path: PathLike, batch: int = 1) -> Dict[str, Any]:
-    """Share of weights and of FLOPs in FP16 / INT8 in a mixed-precision ONNX (FP16 pass or Q/DQ INT8).
+    """Share of weights and of FLOPs in FP16 / INT8 / FP8 in a mixed-precision ONNX (FP16 pass, Q/DQ INT8 or FP8).
 
     Weights: elements of the float initializers (FP32 bytes), FP16 where stored FP16, INT8 where an
     INT8 initializer feeds a DequantizeLinear (its scale and zero point are not counted). FLOPs:
@@ -415,12 +432,17 @@ def reduced_precision_share(path: PathLike, batch: int = 1) -> Dict[str, Any]:
     for v in list(g.input) + list(g.value_info) + list(g.output):
         shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
         types[v.name] = v.type.tensor_type.elem_type
-    f16, f32, i8 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.INT8
+    f16, f32, i8, f8 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.INT8, \
+        onnx.TensorProto.FLOAT8E4M3FN
     dq_data = {n.input[0] for n in g.node if n.op_type == "DequantizeLinear"}
     dq_side = {i for n in g.node if n.op_type == "DequantizeLinear" for i in n.input[1:]}
     dq_out = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    # FP8 Q/DQ (calibration/fp8.py): a DQ whose zero point is float8
+    zero_types = {t.name: t.data_type for t in g.initializer}
+    fp8_out = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear" and len(n.input) > 2
+               and zero_types.get(n.input[2]) == f8}
 
-    weights = {"fp32": 0, "fp16": 0, "int8": 0}
+    weights = {"fp32": 0, "fp16": 0, "int8": 0, "fp8": 0}
     for t in g.initializer:
         n = int(np.prod(t.dims)) if t.dims else 1
         if t.name in dq_side:
@@ -429,9 +451,11 @@ def reduced_precision_share(path: PathLike, batch: int = 1) -> Dict[str, Any]:
             weights["fp16"] += n
         elif t.data_type == i8 and t.name in dq_data:
             weights["int8"] += n
+        elif t.data_type == f8 and t.name in dq_data:
+            weights["fp8"] += n
         elif t.data_type == f32:
             weights["fp32"] += n
-    flops = {"fp32": 0, "fp16": 0, "int8": 0}
+    flops = {"fp32": 0, "fp16": 0, "int8": 0, "fp8": 0}
     for node in g.node:
         if node.op_type not in COMPUTE_OPS:
             continue
@@ -440,13 +464,14 @@ def reduced_precision_share(path: PathLike, batch: int = 1) -> Dict[str, Any]:
         if types.get(node.input[0]) == f16:
             flops["fp16"] += count
         elif all(i in dq_out for i in data):
-            flops["int8"] += count
+            flops["fp8" if any(i in fp8_out for i in data) else "int8"] += count
         else:
             flops["fp32"] += count
     total_w, total_f = sum(weights.values()), sum(flops.values())
     return {"weights": total_w, "flops": total_f, "batch": batch,
             "weights_fp16": weights["fp16"] / max(total_w, 1), "weights_int8": weights["int8"] / max(total_w, 1),
-            "flops_fp16": flops["fp16"] / max(total_f, 1), "flops_int8": flops["int8"] / max(total_f, 1)}
+            "flops_fp16": flops["fp16"] / max(total_f, 1), "flops_int8": flops["int8"] / max(total_f, 1),
+            "weights_fp8": weights["fp8"] / max(total_w, 1), "flops_fp8": flops["fp8"] / max(total_f, 1)}
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -5,7 +5,9 @@ One Triton model per exported graph, named ``<model>_<graph>`` (``coseg_temporal
 - ``tensorrt_plan`` when the export (a ``trt-build`` output) holds engines: one plan per GPU compute
   capability, mapped with ``cc_model_filenames`` (a plan runs only on the capability and the TensorRT
   version that built it: the Triton release must bundle that TensorRT version);
-- ``onnxruntime_onnx`` otherwise (the ONNX of the requested precision for graphs that have one).
+- ``onnxruntime_onnx`` otherwise (the ONNX of the requested precision for graphs that have one); a graph
+  whose weights live in an external data file (over 2 GB: HMR 2.0's ViT-H) gets that file beside
+  ``model.onnx`` under the name the graph reads (``hmr2_hmr2_fp32.onnx.data``), verified first.
 ``max_batch_size`` and dynamic batching come from the export's batch profile times the graph's rows per
 window (``ModelContract.rows_per_item``, the rule trt-build's engine profiles use: windows for the model and
 step graphs, windows x T for the feature extractor, windows x emitted frames for the body model: x T for
@@ -249,7 +251,11 @@ def repository_from_export(export_dir: Path, out: Path, opts: RepoOptions = Repo
             art = _onnx_for(manifest, graph, opts.precision)
             if art is None:
                 raise HmrTrtError(f"{export_dir}/manifest.json lists no ONNX for the {graph.name} graph")
-            shutil.copyfile(graph_from_manifest(export_dir, manifest, art, contract).path, version / "model.onnx")
+            source = graph_from_manifest(export_dir, manifest, art, contract).path  # its data file checked too
+            shutil.copyfile(source, version / "model.onnx")
+            data = art.extra.get("external_data")
+            if data:  # weights over 2 GB: the data file beside model.onnx, named as the graph reads it
+                shutil.copyfile(source.parent / data["location"], version / data["location"])
             return platform, None
 
         for graph in contract.graphs:

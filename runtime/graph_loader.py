@@ -13,6 +13,12 @@ returns an artifact's file only once
    (``io_problems``, called by ``TensorRTBackend``); before that, those the manifest records for it and
    those of the ONNX it was built from (read, not hashed: the sidecar's onnx_sha256 ties the two).
 
+4. a graph whose weights live in an external data file (over protobuf's 2 GB: HMR 2.0's ViT-H, see
+   ``hmr_trt/external_data.py``) has that file beside it, as long as the manifest records
+   (``extra.external_data``: location, bytes, sha256; the graph's own metadata carries the same record),
+   and of that sha256: a truncated copy or another export's data file is named before ONNX Runtime or
+   TensorRT reads it (hashed once per file and process, like the graph).
+
 ``contract_from_manifest`` first refuses a contract that contradicts itself (``window`` 8 while its
 model graph takes 16 frames). Every refusal is one ``GraphError`` line naming the file that differs.
 The runtime's backends (runtime/backends_select.py), the engine builder (engines/export_engines.py)
@@ -23,6 +29,7 @@ Torch-free and engine-builder-free, Python 3.9.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -193,6 +200,46 @@ def _verify_onnx(path: Path, art: Artifact, spec: GraphSpec, manifest: Manifest,
     if problems:
         raise GraphError(f"{path} contradicts the {manifest.model} contract in {manifest_path} ({art.name} graph): "
                          f"{'; '.join(problems)}; {RERUN}")
+    if hash_file:
+        _verify_external_data(path, art, info.metadata, manifest_path)
+
+
+EXTERNAL_DATA_KEY = "hmr_trt.external_data"  # hmr_trt.external_data.METADATA_KEY (that module needs onnx)
+
+
+def _verify_external_data(path: Path, art: Artifact, metadata: Dict[str, str], manifest_path: Path) -> None:
+    """The graph's external data file (when it has one) is the one the manifest and the graph record: there,
+    of the recorded size, and of the recorded sha256."""
+    record = art.extra.get("external_data")
+    in_graph = metadata.get(EXTERNAL_DATA_KEY)
+    if in_graph is not None:
+        try:
+            graph_record = json.loads(in_graph)
+        except ValueError:
+            graph_record = None
+        if not isinstance(graph_record, dict) or (record is not None and graph_record != record):
+            raise GraphError(f"{path}: its external data record differs from the one {manifest_path} lists for the "
+                             f"{art.name} graph: {RERUN}")
+        record = graph_record
+    if record is None:
+        return
+    if not isinstance(record, dict) or not all(k in record for k in ("location", "bytes", "sha256")):
+        raise GraphError(f"{manifest_path}: the external data record of the {art.name} graph is incomplete "
+                         f"({record!r}): the manifest was edited; {RERUN}")
+    data = path.parent / str(record["location"])
+    if Path(str(record["location"])).name != str(record["location"]):
+        raise GraphError(f"{manifest_path}: the {art.name} graph's external data {record['location']!r} is not a "
+                         f"file beside the graph: the manifest was edited; {RERUN}")
+    problem = path_problem(data)
+    if problem:
+        raise GraphError(f"{data} (the external data of {path.name}): {problem}; keep it beside the graph, or {RERUN}")
+    size, want = data.stat().st_size, int(record["bytes"])
+    if size < want:
+        raise GraphError(f"{data}: truncated: {size} bytes, {manifest_path} records {want} for {path.name}; "
+                         f"copy it again or {RERUN}")
+    if size != want or file_sha256(data) != record["sha256"]:
+        raise GraphError(f"{data} is not the external data file of {path.name} that {manifest_path} records "
+                         f"({size} bytes, sha256 differs): it belongs to another export or was modified; {RERUN}")
 
 
 def _verify_engine(path: Path, art: Artifact, spec: GraphSpec, manifest: Manifest, root: Path,

@@ -179,3 +179,29 @@ def test_int8_sweep_meets_the_goal_on_real_video(full_export, video_windows, tmp
     assert report["before"]["vertices_mean_mm"] > report["after"]["vertices_mean_mm"]
     assert report["passed"], report.get("note")
     assert not qdq_problems(onnx.load(str(tmp_path / "int8.onnx")))
+
+
+def test_a_deep_matmul_net_is_swept_in_stage_groups() -> None:
+    """A graph with more MatMul layers than MATMUL_GROUP_LIMIT (a ViT-H has 192) is swept in CONV_GROUP_BUDGET
+    groups of neighbouring layers; a small one keeps one group per layer; Convs always go by stages."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hmr_trt.calibration.quantize import CONV_GROUP_BUDGET, MATMUL_GROUP_LIMIT, sweep_group_budget
+
+    def chain(n: int):
+        nodes, inits, x = [], [], "x"
+        for i in range(n):
+            inits.append(numpy_helper.from_array(np.eye(4, dtype=np.float32), f"blocks.{i}.w"))
+            nodes.append(helper.make_node("MatMul", [x, f"blocks.{i}.w"], [f"h{i}"], name=f"/blocks.{i}/fc/MatMul"))
+            x = f"h{i}"
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                  [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 4])], inits)
+        return helper.make_model(graph)
+
+    deep, small = chain(MATMUL_GROUP_LIMIT + 1), chain(8)
+    assert sweep_group_budget(deep, ("MatMul", "Gemm")) == CONV_GROUP_BUDGET
+    groups = layer_groups(deep, ("MatMul", "Gemm"), budget=CONV_GROUP_BUDGET)
+    assert len(groups) == CONV_GROUP_BUDGET and sum(map(len, groups.values())) == MATMUL_GROUP_LIMIT + 1
+    assert sweep_group_budget(small, ("MatMul", "Gemm")) is None
+    assert sweep_group_budget(deep, ("MatMul", "Gemm"), exclude=[f"/blocks.{i}/fc/MatMul" for i in range(10)]) is None
+    assert sweep_group_budget(small, ("MatMul", "Conv")) == CONV_GROUP_BUDGET

@@ -85,3 +85,100 @@ def test_full_image_camera_is_the_official_demo_conversion():
     np.testing.assert_allclose(got["cam_t"], cam_t, rtol=1e-6)
     np.testing.assert_allclose(got["cam_t_full"], official, rtol=1e-5)
     np.testing.assert_allclose(got["focal_length_px"], scaled, rtol=1e-5)
+
+
+# --- the external data file is verified before first use ------------------------------------------------------
+
+def _copy_export(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("damage", ["truncated", "modified", "longer", "missing"])
+def test_a_damaged_external_data_file_is_one_line_exit_1_before_anything_runs(hmr2_export, sample_video, tmp_path,
+                                                                              damage):
+    """trt-run (through runtime/graph_loader.py) checks the graph's data file against the manifest's record
+    (location, bytes, sha256) before ONNX Runtime reads it: a data file cut short in a copy, one of the same size
+    with other bytes (another export's), one with bytes appended, or none: one line naming the file, exit 1,
+    no output."""
+    from hmr_trt.manifest import Manifest
+
+    export = _copy_export(hmr2_export, tmp_path / "export")
+    art = Manifest.read(export).find("hmr2", "onnx", "fp32")
+    data = export / art.extra["external_data"]["location"]
+    raw = data.read_bytes()
+    if damage == "truncated":
+        data.write_bytes(raw[: len(raw) // 2])
+    elif damage == "modified":
+        data.write_bytes(raw[:-4] + bytes(b ^ 0xFF for b in raw[-4:]))
+    elif damage == "longer":
+        data.write_bytes(raw + b"\0" * 16)
+    else:
+        data.unlink()
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["--video", str(sample_video), "--export", str(export), "--out", str(out),
+                                 "--max-frames", "2", "--detector", "hog", "--quiet"])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert str(data) in " ".join(lines[0].split()) or data.name in lines[0], lines[0]
+    expected = {"truncated": f"truncated: {len(raw) // 2} bytes", "modified": "is not the external data file",
+                "longer": "is not the external data file", "missing": "not found"}[damage]
+    assert expected in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_graph_loader_checks_the_data_file_and_its_record(hmr2_export, tmp_path):
+    """graph_from_manifest: the intact export passes (the data file hashed once per process); a manifest record
+    that differs from the graph's own is refused, as is a location outside the graph's folder."""
+    import dataclasses
+
+    from hmr_trt.errors import GraphError
+    from hmr_trt.manifest import Manifest
+    from hmr_trt.runtime.graph_loader import graph_from_manifest
+
+    export = _copy_export(hmr2_export, tmp_path / "export")
+    manifest = Manifest.read(export)
+    art = manifest.find("hmr2", "onnx", "fp32")
+    assert graph_from_manifest(export, manifest, art).path == export / art.path
+    for record in ({**art.extra["external_data"], "bytes": 7},
+                   {**art.extra["external_data"], "location": "../" + art.extra["external_data"]["location"]}):
+        edited = dataclasses.replace(art, extra={**art.extra, "external_data": record})
+        with pytest.raises(GraphError, match="external data record differs"):
+            graph_from_manifest(export, manifest, edited)
+
+
+def test_triton_repository_carries_the_external_data_file(hmr2_export, tmp_path):
+    """trt-triton on an export whose graphs keep their weights in a data file: each model's version folder holds
+    model.onnx and the data file under the name the graph reads; the config parses as Triton's ModelConfig
+    protobuf; ONNX Runtime loads the copied model.onnx from that folder and gives the export's outputs."""
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (the triton extra) brings Triton's "
+                                                    "model-config protobuf")
+    import onnxruntime as ort
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from hmr_trt.engines.triton_repo import repository_from_export
+    from hmr_trt.manifest import Manifest, sha256_of
+
+    manifest = Manifest.read(hmr2_export)
+    out = tmp_path / "repo"
+    written = repository_from_export(hmr2_export, out)
+    assert set(written) == {"hmr2_hmr2", "hmr2_body_model"}
+    for name in written:
+        graph = name.split("_", 1)[1]
+        art = manifest.find(graph, "onnx", "fp32")
+        record = art.extra["external_data"]
+        version = out / name / "1"
+        assert sorted(p.name for p in version.iterdir()) == sorted(["model.onnx", record["location"]])
+        assert sha256_of(version / record["location"]) == record["sha256"]
+        cfg = text_format.Parse((out / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert cfg.platform == "onnxruntime_onnx" and [i.name for i in cfg.input] == [t.name for t in art.inputs]
+    x = np.random.default_rng(0).normal(size=(2, 3, 256, 256)).astype(np.float32)
+    copied = ort.InferenceSession(str(out / "hmr2_hmr2" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    original = ort.InferenceSession(str(hmr2_export / manifest.find("hmr2", "onnx", "fp32").path),
+                                    providers=["CPUExecutionProvider"])
+    for a, b in zip(copied.run(None, {"images": x}), original.run(None, {"images": x})):
+        np.testing.assert_array_equal(a, b)

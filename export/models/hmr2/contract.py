@@ -41,6 +41,9 @@ POSTPROCESS = KeepRule("postprocess", ("Mul", "Div", "Sub", "ReduceSum", "Reduce
                                        "Gather", "Unsqueeze", "Slice", "Reshape"),
                        r"^/[A-Za-z0-9]+(_\d+)?$",
                        "Gram-Schmidt of the 6D rotations: top-level arithmetic on the outputs")
+RESIDUAL = KeepRule("residual", ("Add",), r"^/backbone/blocks\.\d+/Add(_1)?$",
+                    "the backbone's residual stream (each block's two residual sums): 32 blocks of FP16 sums "
+                    "accumulate their rounding, and the stream's values grow with depth")
 HEAD = KeepRule("head", ("MatMul", "Gemm", "Add", "Mul", "Div", "Softmax", "ReduceMean", "Sqrt", "Sub", "Erf",
                          "Reshape", "Transpose", "Slice", "Expand", "Concat"),
                 r"^/smpl_head/",
@@ -63,6 +66,9 @@ CONTRACT = ModelContract(
         Recipe("fp16", "fp16", keep=(LAYERNORM, SOFTMAX, READOUT, POSTPROCESS),
                description="FP16 GEMMs and residual stream; LayerNorm, softmax, the read-outs and the rotation/"
                            "camera arithmetic in FP32"),
+        Recipe("fp16-res32", "fp16", keep=(LAYERNORM, SOFTMAX, READOUT, POSTPROCESS, RESIDUAL),
+               description="as fp16, with the backbone's residual stream FP32 (the GEMMs, GELU and attention "
+                           "products FP16)"),
         Recipe("fp16-head32", "fp16", keep=(LAYERNORM, SOFTMAX, READOUT, POSTPROCESS, HEAD),
                description="as fp16, with the whole SMPL head in FP32 (the backbone FP16)"),
         Recipe("int8", "int8", keep=(LAYERNORM, SOFTMAX, READOUT, POSTPROCESS), int8_exclude=(HEAD, POSTPROCESS),
