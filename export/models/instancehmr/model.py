@@ -37,6 +37,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PEOPLE_ACROSS = 6  # person crops side by side in a calibration mosaic: people about as tall as in the video
 SCENE_SCALE = 0.12
 _SEEDED: dict = {}  # seeded state dicts by configuration (the calibration passes run once per process)
+# the SPIN regressors' output spreads (export/seeded.py) tripled: measured over every cell of the person
+# mosaics, they left people read on the tiny config's random images moving 36 mm, on video frames 20 mm (< 50)
+PARAM_SPREAD = 3.0
 CARRIER_OFFSET = 1.5  # cell coordinates in [-1, 1] carried through the camera head's ReLUs shifted by this
 
 
@@ -305,9 +308,9 @@ def shape_like_trained(model: InstanceHMR, images: torch.Tensor) -> None:
     its peaks fall):
 
     - the parameter map starts from a standing person (``export.seeded.standing_mean_params``), each
-      part (root, body pose, betas) moving with the image by the SPIN-style regressors' standard
-      deviations (``ROOT_STD``, ``POSE_STD``, ``SHAPE_STD``; one gain per part, so nearly constant
-      channels are not blown up);
+      part (root, body pose, betas) moving with the image by ``PARAM_SPREAD`` x the SPIN-style
+      regressors' standard deviations (``ROOT_STD``, ``POSE_STD``, ``SHAPE_STD``; one gain per part, so
+      nearly constant channels are not blown up);
     - the camera map's scale starts at ``SCENE_SCALE`` (the sample video's people) with ``CAM_STD[0]``
       relative deltas, and its translation at each cell is that cell's own position in the input
       (as ROMP's camera puts the person on its center) plus ``CAM_STD`` deltas: the head's first conv
@@ -352,7 +355,7 @@ def shape_like_trained(model: InstanceHMR, images: torch.Tensor) -> None:
     out = seen["params"].transpose(0, 1).flatten(1) - params_conv.bias[:, None]  # (P, cells), without the bias
     s = param_slices(cfg.params_dim)
     for part, target in (("global_orient", ROOT_STD), ("body_pose", POSE_STD), ("betas", SHAPE_STD)):
-        gain = target / out[s[part]].std(dim=1).mean().clamp_min(1e-12)
+        gain = PARAM_SPREAD * target / out[s[part]].std(dim=1).mean().clamp_min(1e-12)
         params_conv.weight[s[part]] *= gain
         out[s[part]] *= gain
     params_conv.bias.copy_(_standing_params(cfg.params_dim) - out.mean(dim=1))
