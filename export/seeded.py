@@ -195,3 +195,49 @@ def shape_refiner(refiner: nn.Module, heads: Sequence[Tuple[nn.Linear, slice, in
 def module_arguments(model: nn.Module, module: nn.Module, run: Callable[[], object]) -> Tuple[torch.Tensor, ...]:
     """The positional arguments ``module`` receives (the last call) while ``run()`` drives ``model``."""
     return _calls(model, module, run)[-1]
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, bns: Sequence[nn.modules.batchnorm._BatchNorm], run: Callable[[], object]) -> None:
+    """Set the running statistics of ``bns`` to those of one train-mode pass ``run()`` over ``model``
+    (every other module in eval mode), as ``ResNet50Backbone`` does on ``person_crops``."""
+    was_training = model.training
+    model.eval()
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: after one batch the running stats are its stats
+        bn.train()
+    try:
+        run()
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        model.train(was_training)
+
+
+@torch.no_grad()
+def shape_linear_head(head: nn.Linear, outputs: torch.Tensor, start: Sequence[float], std: Sequence[float]) -> None:
+    """Scale the rows of ``head`` (whose outputs over some inputs were ``outputs`` (N, K)) so that each
+    output's std is ``std`` and its mean ``start``: a camera head starting at the crop camera."""
+    spread = outputs.std(dim=0).clamp_min(1e-12)
+    gain = torch.as_tensor(std, dtype=outputs.dtype) / spread
+    head.weight.mul_(gain[:, None])
+    head.bias.copy_(torch.as_tensor(start, dtype=outputs.dtype) - (outputs.mean(dim=0) - head.bias) * gain)
+
+
+def person_mosaics(size: int, across: int, count: int) -> np.ndarray:
+    """uint8 (count, size, size, 3) RGB: ``person_crops`` tiled ``across`` x ``across`` (mosaic k starts at
+    crop k * across**2, cycling), so that a whole-image network sees people about as tall as in the video."""
+    import cv2
+
+    cell = size // across
+    crops = person_crops(CROP_STORE)
+    out = np.zeros((count, size, size, 3), np.uint8)
+    for k in range(count):
+        for i in range(across * across):
+            crop = cv2.resize(np.ascontiguousarray(crops[(k * across * across + i) % len(crops)]), (cell, cell),
+                              interpolation=cv2.INTER_AREA)
+            r, c = divmod(i, across)
+            out[k, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = crop
+    return out

@@ -15,7 +15,8 @@ Models run one after another (CPU-heavy: minutes each on 2 cores).
 Usage:
   .venv/bin/python tools/precision_table.py [--models coseg,glot] [--precisions fp16,int8]
       [--from-export OUT_OF_TRT_EXPORT ...] [--json results.json] [--readme README.md]
-(``--models ""`` with ``--json``/``--from-export``: only rewrite the table from rows measured before).
+(``--models ""`` with ``--json``/``--from-export``: only rewrite the table from rows measured before;
+``--old OLD.json``: old -> new side by side, the old cells from an earlier table, ``rows_from_table``).
 ``--readme`` replaces the text between ``<!-- precision-table:begin -->`` and ``<!-- precision-table:end -->``.
 """
 
@@ -149,22 +150,90 @@ def gpu_speed() -> str:
     return "not measured: run trt-bench on the engines"
 
 
+def _recipe_cell(r: dict[str, Any]) -> str:
+    recipe = f"`{r['recipe']}`" + (" (default)" if r.get("default") else "")
+    if r.get("low_spread_mm"):
+        recipe += " (spread " + ", ".join(f"{k} {v:.0f} mm" for k, v in r["low_spread_mm"].items()) + "!)"
+    return recipe
+
+
+def cells(r: dict[str, Any]) -> dict[str, str]:
+    """A measured row's table cells (``CELLS``), as ``markdown`` prints them."""
+    share, cond = r["share"], r["conditioning"]
+    return {"video": _drift(r, "video"), "random": _drift(r, "random"),
+            "weights": f"{_pct(share['weights_fp16'])} / {_pct(share['weights_int8'])}",
+            "flops": f"{_pct(share['flops_fp16'])} / {_pct(share['flops_int8'])}",
+            "sensitivity": f"{cond['perturbation_mean_vertex_mm']:.3g}",
+            "input_fp16": f"{cond['input_fp16_mean_vertex_mm']:.3g}",
+            "verdict": f"{r['verdict']} (goal {r['goal_mm']:g})"}
+
+
 def markdown(rows: list[dict[str, Any]], speed: str) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for r in rows:
-        recipe = f"`{r['recipe']}`" + (" (default)" if r.get("default") else "")
-        if r.get("low_spread_mm"):
-            recipe += " (spread " + ", ".join(f"{k} {v:.0f} mm" for k, v in r["low_spread_mm"].items()) + "!)"
+        recipe = _recipe_cell(r)
         if "error" in r:
             lines.append(f"| {r['model']} | {recipe} | failed: {r['error'][:80]} |" + " |" * (len(HEADER) - 3))
             continue
-        share, cond = r["share"], r["conditioning"]
-        lines.append(" | ".join([
-            f"| {r['model']}", recipe, _drift(r, "video"), _drift(r, "random"),
-            f"{_pct(share['weights_fp16'])} / {_pct(share['weights_int8'])}",
-            f"{_pct(share['flops_fp16'])} / {_pct(share['flops_int8'])}",
-            f"{cond['perturbation_mean_vertex_mm']:.3g}", f"{cond['input_fp16_mean_vertex_mm']:.3g}",
-            f"{r['verdict']} (goal {r['goal_mm']:g})", speed]) + " |")
+        lines.append(" | ".join([f"| {r['model']}", recipe, *cells(r).values(), speed]) + " |")
+    return "\n".join(lines)
+
+
+# The old-vs-new table: the cells of a table in ``HEADER``'s layout (an earlier run: ``rows_from_table``)
+# beside this run's. Columns whose old figure is shown as "old -> new"; the others show the new figure.
+CELLS = ("video", "random", "weights", "flops", "sensitivity", "input_fp16", "verdict")
+COMPARED = ("video", "flops", "sensitivity", "input_fp16", "verdict")
+COMPARE_HEADER = ["model", "recipe", "video mean / max mm (old -> new)", "random mean / max mm (new)",
+                  "weights FP16/INT8 (new)", "FLOPs FP16/INT8 (old -> new)", "FP32 sensitivity mm (old -> new)",
+                  "input FP16 mm (old -> new)", "verdict (old -> new)", "GPU speed"]
+
+
+def rows_from_table(text: str) -> list[dict[str, str]]:
+    """The rows of the first table in ``HEADER``'s layout in ``text`` (e.g. the README's section between
+    the markers), as cell strings by ``CELLS`` name plus ``model`` and ``recipe`` (without backticks and
+    the "(default)" mark)."""
+    head = "| " + " | ".join(HEADER) + " |"
+    if head not in text:
+        raise SystemExit(f"no table with the header {head!r} found")
+    rows = []
+    for line in text.split(head, 1)[1].splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        parts = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(parts) != len(HEADER):
+            raise SystemExit(f"table row with {len(parts)} cells, expected {len(HEADER)}: {line!r}")
+        recipe = parts[1].split("`")[1] if "`" in parts[1] else parts[1]
+        rows.append({"model": parts[0], "recipe": recipe, "default": "(default)" in parts[1],
+                     **dict(zip(CELLS, parts[2:2 + len(CELLS)]))})
+    return rows
+
+
+def compare_markdown(rows: list[dict[str, Any]], old: list[dict[str, str]], speed: str) -> str:
+    """One line per (model, recipe) of either: old -> new where both exist, "not re-measured" where only
+    the old one does."""
+    new = {(r["model"], r["recipe"]): r for r in rows}
+    keys = list(new) + [(o["model"], o["recipe"]) for o in old if (o["model"], o["recipe"]) not in new]
+    order = {n: i for i, n in enumerate(registry.names())}
+    keys.sort(key=lambda k: (order.get(k[0], 99), k[1].split("-")[0] != "fp16", k[1]))
+    before = {(o["model"], o["recipe"]): o for o in old}
+    lines = ["| " + " | ".join(COMPARE_HEADER) + " |", "|" + "---|" * len(COMPARE_HEADER)]
+    for key in keys:
+        r, o = new.get(key), before.get(key)
+        if r is not None and "error" in r:
+            now = {c: f"failed: {r['error'][:60]}" if c == "video" else "" for c in CELLS}
+        else:
+            now = cells(r) if r is not None else {c: "not re-measured" for c in CELLS}
+        shown = []
+        for c in CELLS:
+            if c not in COMPARED:
+                shown.append(now[c])
+            elif o is None:
+                shown.append(f"(no old row) -> {now[c]}")
+            else:
+                old_cell = o[c].split(" (goal")[0] if c == "verdict" and r is not None else o[c]
+                shown.append(f"{old_cell} -> {now[c]}")
+        recipe = _recipe_cell(r if r is not None else {"recipe": key[1], "default": o.get("default")})
+        lines.append(" | ".join([f"| {key[0]}", recipe, *shown, speed]) + " |")
     return "\n".join(lines)
 
 
@@ -198,6 +267,8 @@ def main() -> None:
                     help="measure models whose seeded outputs move less than 50 mm across the windows (their "
                          "FP32 export refuses them); the table marks those rows")
     ap.add_argument("--readme", type=Path, default=None, help="write the table (all rows of --json) here")
+    ap.add_argument("--old", type=Path, default=None,
+                    help="an earlier table (JSON of rows_from_table's rows): print old -> new side by side")
     args = ap.parse_args()
     video = args.video or default_sample_video()
     if args.allow_low_spread:
@@ -220,7 +291,8 @@ def main() -> None:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     order = {n: i for i, n in enumerate(registry.names())}
     rows.sort(key=lambda r: (order.get(r["model"], 99), r["precision"] != "fp16", r["recipe"]))
-    table = markdown(rows, gpu_speed())
+    table = markdown(rows, gpu_speed()) if args.old is None else \
+        compare_markdown(rows, json.loads(args.old.read_text()), gpu_speed())
     print(table)
     if args.readme is not None:
         replace_section(args.readme, table)

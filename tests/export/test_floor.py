@@ -30,12 +30,12 @@ def sensitive_reference(name: str, tmp: Path):
     loaded from a released-format checkpoint where the model has one."""
     adapter = registry.adapter(name)
     cfg = adapter.tiny_config()
-    if name == "decomr":  # IUV and location heads 16x the seeded gain
+    if name == "decomr":  # IUV and location heads 16x the plain seeded draw's gain
         path = tmp / "h36m_up3d.pt"
-        save_released_format(adapter.reference(dataclasses.replace(cfg, head_gain=64.0)), path)
+        save_released_format(adapter.reference(dataclasses.replace(cfg, head_gain=64.0, trained_like=False)), path)
         return cfg, adapter.reference(cfg, path)
     if name == "instancehmr":  # residual branches at full gain, maps 10x the seeded spread
-        model = InstanceHMR(dataclasses.replace(cfg, residual_gain=1.0, output_std=3.0))
+        model = InstanceHMR(dataclasses.replace(cfg, residual_gain=1.0, output_std=3.0, trained_like=False))
         return cfg, adapter.reference(cfg, write_released(tmp / "sensitive.pkl", model.state_dict()))
     cfg = dataclasses.replace(cfg, head_gain=1.0)  # coseg: regressor heads 10x the seeded gain
     return cfg, adapter.reference(cfg)

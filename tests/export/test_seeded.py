@@ -89,3 +89,26 @@ def test_backbone_batchnorm_is_measured_on_people() -> None:
     # the shipped statistics are this backbone's on these crops (tools/make_seeded_data.py)
     np.testing.assert_allclose(f.mean(), mean.mean(), rtol=0.1)
     assert np.isfinite(f).all() and 0.2 < f.mean() < 5
+
+
+def test_linear_head_and_batchnorm_shaping_hit_their_targets() -> None:
+    """shape_linear_head: each output's mean and std over the inputs become the start and the target;
+    calibrate_batchnorm: running statistics become those of the one pass; person_mosaics: the crops tiled."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 8, generator=gen) * 3 + 1
+    head = torch.nn.Linear(8, 3)
+    with torch.no_grad():
+        seeded.shape_linear_head(head, head(x), (0.9, 0.0, -0.1), (0.02, 0.015, 0.015))
+        out = head(x)
+    assert torch.allclose(out.mean(0), torch.tensor([0.9, 0.0, -0.1]), atol=1e-5)
+    assert torch.allclose(out.std(0), torch.tensor([0.02, 0.015, 0.015]), rtol=1e-4)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4)).eval()
+    seeded.calibrate_batchnorm(net, [net[1]], lambda: net(x))
+    with torch.no_grad():
+        h = net[0](x)
+    assert torch.allclose(net[1].running_mean, h.mean(0), atol=1e-5) and not net[1].training  # back in eval mode
+    assert torch.allclose(net[1].running_var, h.var(0), rtol=1e-4)
+    mosaic = seeded.person_mosaics(96, 2, 1)
+    assert mosaic.shape == (1, 96, 96, 3) and mosaic.dtype == np.uint8
+    crop = seeded.person_crops(seeded.CROP_STORE)[1]
+    assert np.abs(mosaic[0, :48, 48:].astype(int).mean() - crop.astype(int).mean()) < 8  # crop 1 top right

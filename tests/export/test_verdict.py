@@ -69,3 +69,25 @@ def _precision_table_tool():  # noqa: ANN202 - a module loaded from tools/
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     return tool
+
+
+def test_precision_table_old_and_new_side_by_side() -> None:
+    """tools/precision_table.py --old: a table it printed before is read back cell by cell and shown as
+    old -> new beside a new measurement; a row measured only before says "not re-measured"."""
+    tool = _precision_table_tool()
+
+    def row(recipe: str, mean: float, verdict: str) -> dict:
+        return {"model": "coseg", "recipe": recipe, "precision": recipe.split("-")[0], "default": recipe == "fp16",
+                "drift_by_set": {"video": {"mean_vertex_mm": mean, "max_vertex_mm": 10 * mean}},
+                "share": {"weights_fp16": 1.0, "weights_int8": 0.0, "flops_fp16": 0.9995, "flops_int8": 0.0},
+                "conditioning": {"perturbation_mean_vertex_mm": 0.157, "input_fp16_mean_vertex_mm": 0.336},
+                "verdict": verdict, "goal_mm": 0.1}
+
+    before = tool.markdown([row("fp16", 0.86, "MISS"), row("fp16-rnn32", 0.731, "MISS")], "n/a")
+    old = tool.rows_from_table(f"text\n{before}\nmore")
+    assert [(o["recipe"], o["video"], o["default"]) for o in old] == [("fp16", "0.86 / 8.6", True),
+                                                                       ("fp16-rnn32", "0.731 / 7.31", False)]
+    table = tool.compare_markdown([row("fp16", 0.0625, "PASS")], old, "n/a")
+    assert "| coseg | `fp16` (default) | 0.86 / 8.6 -> 0.0625 / 0.625 | n/a | 100.0% / 0.0% | " \
+           ">99.9% / 0.0% -> >99.9% / 0.0% | 0.157 -> 0.157 | 0.336 -> 0.336 | MISS -> PASS (goal 0.1) | n/a |" in table
+    assert "| coseg | `fp16-rnn32` | 0.731 / 7.31 -> not re-measured |" in table

@@ -64,7 +64,8 @@ class DecomrAdapter(ModelAdapter):
 
     def reference(self, cfg: DecomrConfig, checkpoint: Optional[Path] = None,
                   data_dir: Optional[Union[str, Path]] = None) -> DecoMR:
-        model = DecoMR(cfg, self.uv_data(data_dir))
+        # the file sets every weight: the plain seeded draw underneath (shaping it costs minutes on a CPU)
+        model = DecoMR(cfg if checkpoint is None else replace(cfg, trained_like=False), self.uv_data(data_dir))
         if checkpoint is not None:
             load_official_checkpoint(model, checkpoint)
         return model.eval()

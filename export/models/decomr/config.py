@@ -26,6 +26,7 @@ class DecomrConfig:
     scatter: str = "index_add"
     seed: int = 0  # seeds the default (untrained) weights
     head_gain: float = 4.0  # seeded defaults only: gain of the IUV and location-map heads
+    trained_like: bool = True  # seeded: shaped like a trained network (model.shape_like_trained); False: plain draw
 
     def __post_init__(self) -> None:
         problems = []

@@ -33,6 +33,8 @@ from hmr_trt.export.backbone import Bottleneck, resnet_layer
 from .config import DecomrConfig
 from .uv_data import DecomrUVData
 
+# shaped seeded weights (cfg.trained_like), by configuration and reference map: measured once per process
+_SHAPED: dict = {}
 FOREGROUND = 0.5  # IUV confidence above which a pixel is warped (strict >, as the official code)
 
 
@@ -270,6 +272,13 @@ class DecoMR(nn.Module):
             head.bias.copy_((head.bias - mean) * g / std)
         self.LNet.uv_end[1].weight.mul_(g / 16)  # location map (vertices) of about a metre
         self.LNet.camera[-1].weight.mul_(0.1)
+        if self.cfg.trained_like:
+            key = (tuple(sorted((k, str(v)) for k, v in self.cfg.to_dict().items() if k != "scatter")),
+                   self.LNet.ref_map.numpy().tobytes())
+            if key not in _SHAPED:  # measured once per configuration and process (minutes for the full one)
+                shape_like_trained(self, gen)
+                _SHAPED[key] = {k: v.clone() for k, v in self.state_dict().items()}
+            self.load_state_dict(_SHAPED[key])
 
     def with_scatter(self, form: str) -> DecoMR:
         """The same module (shared weights) computing the image->UV scatter as ``form``."""
@@ -301,3 +310,156 @@ class DecoMR(nn.Module):
     def iuv(self, images: torch.Tensor) -> torch.Tensor:
         """The IUV image (B, 3, 56, 56) = [foreground prob, u, v] the decisions are taken from."""
         return self.CNet(images)[0]
+
+
+# --- seeded weights shaped like a trained network (cfg.trained_like) -----------------------------------------
+
+DELTA_SPREAD_MM = 70.0  # RMS motion of each vertex across the sample video's people (parity asks >= 50 mm)
+HINGES = 16  # smooth image-dependent deformations of the reference mesh
+HINGE_SHIFT = 0.15  # m: std, across people, of how far each deformation's hinge plane moves
+LOCAL_STD = 0.005  # m: what each of LNet's five residual stages adds to the location map from its own features
+CARRIER_MARGIN = 0.3  # m: each carried coordinate stays this far above zero through LNet's ReLUs
+UPRIGHT = (1.0, -1.0, -1.0)  # the reference mesh (y up, facing +z) half a turn about x: the crop camera's y down
+CNET_CROPS, LNET_CROPS = 16, 6  # person crops the calibration runs CNet / LNet on (LNet is the costly half)
+
+
+def _pass_through(block: ConvBottleNeck, n: int = 3) -> None:
+    """Channels 0..n-1 of ``block``'s output: those of its input (identity or 1x1 skip) plus its residual
+    branch at ``LOCAL_STD`` (GroupNorm-standardised, so about that many metres)."""
+    block.norm3.weight[:n] = LOCAL_STD
+    block.norm3.bias[:n] = 0.0
+    if block.in_channels != block.out_channels:
+        block.skip_conv.weight[:n] = 0.0
+        block.skip_conv.bias[:n] = 0.0
+        for k in range(n):
+            block.skip_conv.weight[k, k, 0, 0] = 1.0
+
+
+@torch.no_grad()
+def shape_like_trained(model: DecoMR, gen: torch.Generator) -> None:
+    """Seeded DecoMR weights that behave like a trained network's (still untrained):
+
+    - CNet's ResNet BatchNorm statistics from one pass over the sample video's person crops
+      (``export.seeded.person_crops``), the IUV heads standardised on those crops (about half of a
+      person crop's pixels foreground, u, v over the grid), the BatchNorm1d of ``fc_head`` and the camera
+      MLP measured on their codes;
+    - the camera starts from the one that fills the crop (scale ``START_CAM[0]``, centred) with the
+      SPIN-style regressors' small deltas (``CAM_STD``) on people;
+    - the location map starts from the mesh DecoMR is given (its reference map, ``LNet.ref_map``, an
+      input of LNet), turned upright for the crop camera and centred: channels 0-2 carry it through
+      LNet's 1x1 convs, the hourglass's outer skip and every ConvBottleNeck's skip to the output conv;
+      each residual stage on the way (the hourglass's outer level, ``uv_conv2``, the decoder, ``uv_end``)
+      adds its own features at ``LOCAL_STD``, so the warped image features and every stage count; on
+      top, ``HINGES`` smooth deformations ReLU(d . (ref - p) + e . glob) - ReLU(d . (ref - p)), each a
+      bend across a plane through the body whose place moves with the person's global code (zero for the
+      mean code), scaled so that vertices move ``DELTA_SPREAD_MM`` (RMS) across the person crops.
+    """
+    from hmr_trt.export.seeded import CAM_STD, START_CAM, calibrate_batchnorm, person_crops, shape_linear_head
+    from hmr_trt.mesh import motion_spread_mm
+    from hmr_trt.runtime.crops import normalise_crops
+
+    cfg, cnet, lnet = model.cfg, model.CNet, model.LNet
+    images = torch.from_numpy(normalise_crops(person_crops(cfg.img_res)))
+    images = images[::max(1, len(images) // CNET_CROPS)]
+    calibrate_batchnorm(cnet, [m for m in cnet.resnet.modules() if isinstance(m, nn.BatchNorm2d)],
+                        lambda: cnet.resnet(images))
+    heads = (cnet.dp_mask_end[1], cnet.dp_uv_end[1])
+    logits = {}
+    hooks = [h.register_forward_hook(lambda mod, inp, out: logits.__setitem__(mod, out)) for h in heads]
+    _, dp_feature, codes = cnet.eval()(images)
+    for hook in hooks:
+        hook.remove()
+    for head in heads:
+        mean, std = logits[head].mean(dim=(0, 2, 3)), logits[head].std(dim=(0, 2, 3))
+        head.weight.mul_((cfg.head_gain / std)[:, None, None, None])
+        head.bias.copy_((head.bias - mean) * cfg.head_gain / std)
+    calibrate_batchnorm(lnet, [m for m in lnet.modules() if isinstance(m, nn.BatchNorm1d)],
+                        lambda: (lnet.fc_head(codes), lnet.camera(codes)))
+    lnet.eval()
+    shape_linear_head(lnet.camera[-1], lnet.camera(codes), (START_CAM[0], 0.0, 0.0), CAM_STD)
+
+    # the location map: the reference mesh carried through LNet, plus the hinge deformations
+    w, g, h = cfg.channels[cfg.warp_level], cfg.global_dim, HINGES
+    ref = lnet.ref_map[0].flatten(1)  # (3, R*R)
+    lo, hi = ref.min(dim=1).values, ref.max(dim=1).values
+    off, centre = CARRIER_MARGIN - lo, (lo + hi) / 2
+    ref_cols = w + 3 + g + torch.arange(3)  # conv input: warped features (w + 3), global code (g), reference (3)
+    glob_cols = slice(w + 3, w + 3 + g)
+    a, b, c = lnet.uv_conv1[0], lnet.uv_conv1[2], lnet.uv_conv1[4]
+    wa, wb, wc = (conv.weight[:, :, 0, 0] for conv in (a, b, c))  # 1x1 convs: (out, in) views
+    for conv in (a, b, c):
+        conv.weight[:3] = 0.0
+        conv.bias[:3] = 0.0
+    for k in range(3):
+        wa[k, ref_cols[k]] = 1.0
+        wb[k, k] = 1.0
+        wc[k, k] = 1.0
+    a.bias[:3] = off
+    # into the hourglass centred, and mirrored on channels 3-5: its last GroupNorm's group 0 (channels 0-7)
+    # then has mean ~0, where ONNX Runtime's float32 statistics are accurate (about 1e-4 off at this mean)
+    c.weight[3:8] = 0.0
+    for k in range(3):
+        wc[3 + k, k] = -1.0
+    c.bias[:3] = -(off + centre)
+    c.bias[3:6] = off + centre
+    c.bias[6:8] = 0.0
+    few = slice(0, None, max(1, len(images) // LNET_CROPS))
+    dp_out, codes = cnet(images[few])[0], codes[few]  # the IUV image with the heads just shaped
+    glob = lnet.fc_head(codes)  # (N, g)
+    dirs = torch.randn(h, 3, generator=gen)
+    dirs /= dirs.norm(dim=1, keepdim=True)
+    points = ref[:, torch.randint(ref.shape[1], (h,), generator=gen)].t()  # (h, 3): planes through the body
+    e = torch.randn(h, g, generator=gen)
+    shift = glob @ e.t()  # (N, h)
+    e *= (HINGE_SHIFT / shift.std(dim=0).clamp_min(1e-12))[:, None]
+    for j in range(h):  # rows 3+j: ReLU(d.(ref - p) + e.(glob - mean)); rows 3+h+j: ReLU(d.(ref - p))
+        for row, code in ((3 + j, e[j]), (3 + h + j, None)):
+            wa[row] = 0.0
+            wa[row, ref_cols] = dirs[j]
+            a.bias[row] = -(dirs[j] @ points[j])
+            if code is not None:
+                wa[row, glob_cols] = code
+                a.bias[row] -= code @ glob.mean(dim=0)
+    up = lnet.hg.up_layers[0][1]  # the outer hourglass level adds to the skip: LOCAL_STD on 0-2, 0 on 3-7
+    up.norm3.weight[:8] = 0.0
+    up.norm3.bias[:8] = 0.0
+    up.norm3.weight[:3] = LOCAL_STD
+    up.skip_conv.weight[:8] = 0.0
+    up.skip_conv.bias[:8] = 0.0
+    for block in (lnet.uv_conv2, *(layer[1] for layer in lnet.decoder), lnet.uv_end[0]):
+        _pass_through(block)
+    end = lnet.uv_end[1]
+    end.weight.zero_()
+    for k in range(3):
+        end.weight[k, k, 0, 0] = UPRIGHT[k]
+    end.bias.copy_(-torch.tensor(UPRIGHT) * (off + centre))
+
+    seen = {}
+    hook = lnet.hg.norm.register_forward_pre_hook(lambda mod, args: seen.__setitem__("x", args[0]))
+    r = lnet.warp_res
+    lnet_in = torch.cat([warp_feature(dp_out, dp_feature[few], r, cfg.scatter),
+                         glob[:, :, None, None].expand(-1, -1, r, r), lnet.ref_map.expand(len(glob), -1, -1, -1)], 1)
+
+    def vertices() -> torch.Tensor:
+        """LNet (as ``UVNet.forward``) on the calibration crops, the hourglass's last GroupNorm handing
+        channels 0-2 on as they enter (its statistics of their group on these crops, averaged)."""
+        lnet.hg(lnet.uv_conv1(lnet_in))
+        group = seen["x"][:, :8].flatten(1)
+        mean, var = group.mean(dim=1).mean(), group.var(dim=1, unbiased=False).mean()
+        lnet.hg.norm.weight[:8] = 0.0
+        lnet.hg.norm.bias[:8] = 0.0
+        lnet.hg.norm.weight[:3] = (var + lnet.hg.norm.eps).sqrt()
+        lnet.hg.norm.bias[:3] = mean + off + centre  # back to positive for the ReLUs after it
+        uv_map = lnet.uv_end(lnet.decoder(lnet.uv_conv2(lnet.hg.norm(seen["x"]))))
+        return model.resample(uv_map.permute(0, 2, 3, 1))
+
+    mix = torch.randn(3, h, generator=gen) / math.sqrt(h)
+    wb[:3, 3:3 + h] = mix
+    wb[:3, 3 + h:3 + 2 * h] = -mix
+    try:
+        for _ in range(2):  # the deltas are linear in ``mix``; a second round settles the GroupNorm's share
+            gain = DELTA_SPREAD_MM / max(motion_spread_mm(vertices().numpy()), 1e-6)
+            wb[:3, 3:3 + 2 * h] *= gain
+        vertices()  # the GroupNorm's statistics with the final deltas
+    finally:
+        hook.remove()

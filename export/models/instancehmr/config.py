@@ -29,6 +29,7 @@ class InstanceHMRConfig:
     seed: int = 0  # seeded default initialisation
     residual_gain: float = 0.2  # seeded: scale of each residual branch's last BN (smaller: less round-off growth)
     output_std: float = 0.3  # seeded final 1x1 convs: std of each map's values, so the maps move with the image
+    trained_like: bool = True  # seeded: shaped like a trained network (model.shape_like_trained); False: plain draw
 
     def __post_init__(self) -> None:
         if self.image_size < 64 or self.image_size % 32:

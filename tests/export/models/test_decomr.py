@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -34,6 +35,14 @@ FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "decomr_official.np
 @pytest.fixture(scope="module")
 def tiny():
     cfg = ADAPTER.tiny_config()
+    return cfg, ADAPTER.reference(cfg)
+
+
+@pytest.fixture(scope="module")
+def plain():
+    """The plain seeded draw: the pinning tests place a flip at the one foreground pixel of its crops whose u
+    lies within 1e-5 of a cell edge (the shaped weights' nearest is 1e-4 away)."""
+    cfg = dataclasses.replace(ADAPTER.tiny_config(), trained_like=False)
     return cfg, ADAPTER.reference(cfg)
 
 
@@ -293,7 +302,7 @@ def test_matches_the_official_code(fixture, tmp_path):
         pytest.skip(f"{fixture} missing: run tools/decomr_official_parity.py --official <DecoMR checkout>")
     fx = np.load(fixture)
     gain = float(fx["head_gain"]) if "head_gain" in fx else DecomrConfig().head_gain
-    seeded = ADAPTER.reference(DecomrConfig(seed=int(fx["seed"]), head_gain=gain))
+    seeded = ADAPTER.reference(DecomrConfig(seed=int(fx["seed"]), head_gain=gain, trained_like=False))  # the plain draw
     path = tmp_path / "h36m_up3d.pt"
     save_released_format(seeded, path)
     ours = ADAPTER.reference(DecomrConfig(seed=int(fx["seed"]) + 1), checkpoint=path)
@@ -407,11 +416,11 @@ def test_pinned_reference_with_own_decisions_is_the_reference_to_the_bit(tiny):
 
 
 @pytest.mark.parametrize("shift, passes", [(1e-6, True), (0.05, False)])
-def test_fp32_parity_pins_flips_within_round_off_and_not_beyond(tiny, shift, passes):
+def test_fp32_parity_pins_flips_within_round_off_and_not_beyond(plain, shift, passes):
     """A UV cell flipped by a value within round-off of its edge is judged with the export's decision
     pinned (the outputs then agree); a decision tensor off by more than the decision tier fails."""
-    cfg, model = tiny
-    report = _pinned_report(tiny, _nudged(model, shift))
+    cfg, model = plain
+    report = _pinned_report(plain, _nudged(model, shift))
     d = report.rows[0]["decisions"]
     assert d["items_decided_otherwise"] == 1 and d["cell_flips"] == 1 and d["foreground_flips"] == 0
     assert d["judged_on"] == "pinned" and report.judged_on() == "pinned"
@@ -421,31 +430,31 @@ def test_fp32_parity_pins_flips_within_round_off_and_not_beyond(tiny, shift, pas
     if not passes:
         assert "decision tensor iuv" in report.failures[0]
     # FP16/INT8 keep the end-to-end judgement: a flip from reduced precision is drift the user sees
-    reduced = _pinned_report(tiny, _nudged(model, shift), precision="fp16")
+    reduced = _pinned_report(plain, _nudged(model, shift), precision="fp16")
     assert reduced.rows[0]["vertices_mean_mm"] == d["unpinned_vertices_mean_mm"]
     assert reduced.rows[0]["decisions"]["judged_on"] == "unpinned" and reduced.judged_on() == "end to end"
 
 
-def test_pinning_does_not_forgive_export_bugs(tiny):
+def test_pinning_does_not_forgive_export_bugs(plain):
     """A UV head off by 9e-4 (hundreds of pixels in other cells, under the 1e-3 output tier) and a wrong
     weight after the decisions both MISS."""
-    cfg, model = tiny
-    biased = _pinned_report(tiny, _biased(model, 9e-4))
+    cfg, model = plain
+    biased = _pinned_report(plain, _biased(model, 9e-4))
     assert not biased.passed and "decision tensor iuv" in biased.failures[0]
     assert biased.rows[0]["decisions"]["cell_flips"] > 10
-    wrong = _pinned_report(tiny, _wrong_lnet(model))
+    wrong = _pinned_report(plain, _wrong_lnet(model))
     assert not wrong.passed and wrong.rows[0]["decisions"]["items_decided_otherwise"] == 0
     assert any("mean vertex drift" in f for f in wrong.failures)
 
 
-def test_console_lines_say_what_is_judged(tiny):
+def test_console_lines_say_what_is_judged(plain):
     from hmr_trt.export.cli import decision_lines
 
-    cfg, model = tiny
-    lines = decision_lines(_pinned_report(tiny, _nudged(model, 1e-6)))
+    cfg, model = plain
+    lines = decision_lines(_pinned_report(plain, _nudged(model, 1e-6)))
     assert "1 of 3 inputs decided otherwise" in lines[0] and "judged with the export's decisions pinned" in lines[0]
     assert "note: end to end" in lines[1]
-    clean = decision_lines(_pinned_report(tiny, _biased(model, 0.0)))
+    clean = decision_lines(_pinned_report(plain, _biased(model, 0.0)))
     assert len(clean) == 1 and "0 of 3 inputs" in clean[0] and "edge" not in clean[0]
 
 
@@ -509,3 +518,32 @@ def test_fp16_lnet_recipe_converts_and_keeps_the_decisions_fp32(tiny, tiny_onnx,
     session = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
     v, _ = session.run(None, {"images": x})
     assert np.isfinite(v).all()
+
+
+# --- seeded weights shaped like a trained network -------------------------------------------------------
+
+def test_seeded_default_is_the_reference_mesh_upright_on_the_person(tiny):
+    """The shaped seeded weights (export/models/decomr/model.py: shape_like_trained) on the sample video's
+    people: the mesh is DecoMR's reference mesh turned upright (y down) with bounded deltas, the camera
+    the one that fills the crop, vertices move >= 50 mm across people (parity stays meaningful), and the
+    warped image features count (not only the global code)."""
+    from hmr_trt.export.seeded import START_CAM, person_crops
+    from hmr_trt.export.synthetic_smpl import make_synthetic_smpl
+    from hmr_trt.runtime.crops import normalise_crops
+
+    cfg, model = tiny
+    x = torch.from_numpy(normalise_crops(person_crops(cfg.img_res)))[1::3]  # mostly not the calibration crops
+    with torch.no_grad():
+        v, cam = model(x)
+        dp_out, feature, codes = model.CNet(x)
+        other = model.resample(model.LNet(dp_out, feature.flip(0), codes, cfg.scatter)[0])
+    template = torch.from_numpy(np.asarray(make_synthetic_smpl()["v_template"], np.float32))  # y up, facing +z
+    upright = template * torch.tensor([1.0, -1.0, -1.0])
+    upright -= (upright.max(0).values + upright.min(0).values) / 2  # centred in the crop
+    assert (v.mean(0) - upright).norm(dim=-1).mean() < 0.05  # the mean mesh: the template, to 5 cm
+    assert motion_spread_mm(v.numpy()) > 50.0 and (v - v.mean(0)).norm(dim=-1).max() < 0.5
+    assert (cam[:, 0] - START_CAM[0]).abs().max() < 0.1 and cam[:, 1:].abs().max() < 0.1
+    local = (other - v).norm(dim=-1).mean() * 1000
+    assert 0.5 < local < 50.0  # mm: another crop's warped features move the mesh, by far less than the code
+    bn = model.CNet.resnet.bn1
+    assert bn.running_mean.abs().sum() > 0 and not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))

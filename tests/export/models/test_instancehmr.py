@@ -86,6 +86,29 @@ def test_seeded_outputs_move_with_the_image(model) -> None:
     assert spread >= 50.0, spread
 
 
+def test_seeded_default_reads_a_standing_person_placed_at_its_peak(model) -> None:
+    """The shaped seeded weights (model.shape_like_trained) on a mosaic of the sample video's people: each
+    person read at a center-map peak stands (root half a turn about x, arms down, SPIN-like spread), and
+    the camera puts it on that peak's cell at the scale of the video's people."""
+    from hmr_trt.export.models.instancehmr.model import SCENE_SCALE
+    from hmr_trt.export.seeded import person_mosaics
+
+    x = torch.from_numpy(person_mosaics(CFG.image_size, 4, 2).astype(np.float32))
+    with torch.no_grad():
+        out = post.postprocess(*model(x), conf_thresh=0.2)
+    n = len(out["scores"])
+    assert n >= 4
+    root = out["pose_rotmat"][:, 0]
+    standing = torch.tensor([[1.0, 0, 0], [0, -1, 0], [0, 0, -1]])
+    assert (root - standing).abs().max() < 0.3
+    shoulders = out["pose_rotmat"][:, 16:18, 0, 1] * torch.tensor([1.0, -1.0])  # sin 75 deg: arms down
+    assert shoulders.median() > 0.85 and (shoulders > 0.3).all()
+    m = CFG.map_size
+    cell = out["centers_yx"].float() / (m - 1) * 2 - 1  # (y, x) of the peak in [-1, 1]
+    assert (out["cam"][:, 1] - cell[:, 1]).abs().max() < 0.15 and (out["cam"][:, 2] - cell[:, 0]).abs().max() < 0.15
+    assert ((out["cam"][:, 0] / SCENE_SCALE).log().abs() < 0.2).all()
+
+
 # --- released checkpoint --------------------------------------------------------------------------------
 
 def test_released_checkpoint_loads_strictly_and_sets_smpl_aside(model, tmp_path) -> None:
