@@ -25,7 +25,7 @@ from .errors import ConfigError
 
 FAMILIES = ("window", "frame", "scene")
 EMITS = ("all", "middle")
-ROLES = ("model", "body_model", "feature_extractor", "step")
+ROLES = ("model", "body_model", "feature_extractor", "step", "init")  # init: a recurrent track's first state (WHAM)
 PRECISIONS = ("fp32", "fp16", "int8")
 # Written-down goals (mean vertex drift vs the torch FP32 reference, mm) unless a contract says otherwise.
 DEFAULT_GOALS_MM = {"fp32": 0.01, "fp16": 0.1, "int8": 0.4}
