@@ -133,6 +133,8 @@ class WHAMTracks:
     def start(self, inits: Mapping[Hashable, Mapping[str, Any]]) -> None:
         """New tracks: {track: {init_global_orient (3, 3), init_body_pose (23, 3, 3), init_betas (10,),
         keypoints (37,)}} (the first frame's HMR 2.0 estimate and its normalised keypoints)."""
+        if not inits:
+            return
         for track in inits:
             if track in self._states:
                 raise ConfigError(f"wham streaming: track {track!r} is already started; end it first")
@@ -148,6 +150,8 @@ class WHAMTracks:
     def step(self, frames: Mapping[Hashable, Mapping[str, Any]]) -> Dict[Hashable, Dict[str, np.ndarray]]:
         """One new frame for each started track in ``frames`` ({track: {keypoints, mask, features,
         cam_angvel, bbox, camera}}): that frame's outputs per track, states advanced."""
+        if not frames:
+            return {}
         for track in frames:
             if track not in self._states:
                 raise ConfigError(f"wham streaming: track {track!r} has no state; start it with its first "

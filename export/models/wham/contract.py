@@ -51,12 +51,11 @@ LSTM = KeepRule("lstm", ("LSTM",), r"LSTM", "the recurrent state accumulates rou
 
 CONTRACT = ModelContract(
     name="wham",
-    family="window",
+    family="track",
     description="WHAM (Shin et al., CVPR 2024): unidirectional LSTMs over ViTPose keypoints and HMR 2.0 tokens; "
                 "camera-frame SMPL and the world trajectory, causal, one step per frame",
     graphs=graphs(),
     checkpoint="wham_vit_w_3dpw.pth.tar",
-    window=1,
     feature_dim=1024,
     emit="all",
     causal=True,

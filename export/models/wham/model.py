@@ -162,8 +162,9 @@ class WHAMBody(nn.Module):
     def vertices(self, rotmat: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
         """rotmat (N, 24, 3, 3), betas (N, 10) -> vertices (N, V, 3) before the offset."""
         n = rotmat.shape[0]
-        v_shaped = self.v_template + torch.einsum("bl,mkl->bmk", betas, self.shapedirs)
-        joints = torch.einsum("bik,ji->bjk", v_shaped, self.J_regressor)
+        v = self.v_template.shape[0]
+        v_shaped = self.v_template + torch.matmul(betas, self.shapedirs.reshape(v * 3, -1).transpose(0, 1)).reshape(n, v, 3)
+        joints = torch.matmul(self.J_regressor, v_shaped)
         pose_feature = (rotmat[:, 1:] - torch.eye(3)).reshape(n, -1)
         v_posed = torch.matmul(pose_feature, self.posedirs).reshape(n, -1, 3) + v_shaped
         rel = [joints[:, :1]] + [joints[:, j:j + 1] - joints[:, p:p + 1] for j, p in enumerate(SMPL_PARENTS) if j]
@@ -184,8 +185,8 @@ class WHAMBody(nn.Module):
     def points(self, rotmat: torch.Tensor, betas: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """-> (the 31 WHAM joints, the 4 feet points), both relative to the hips' midpoint."""
         verts = self.vertices(rotmat, betas)
-        joints = torch.einsum("bik,ji->bjk", verts, self.J_regressor_wham)
-        feet = torch.einsum("bik,ji->bjk", verts, self.J_regressor_feet)
+        joints = torch.matmul(self.J_regressor_wham, verts)
+        feet = torch.matmul(self.J_regressor_feet, verts)
         offset = joints[:, [11, 12]].mean(-2)[:, None]
         return joints - offset, feet - offset
 

@@ -1,0 +1,188 @@
+"""WHAM against the official code (tests/fixtures/wham_official*.{npz,pth.tar}, made by
+tools/wham_official_parity.py from the official modules): the released-layout checkpoint loads
+strictly, the whole-sequence forward equals the official one, and the init/step graphs in ONNX
+Runtime fed frame by frame over the 320-frame track equal it too, world trajectory included."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from hmr_trt import registry  # noqa: E402
+from hmr_trt.errors import CheckpointError, ConfigError, InputSpecError  # noqa: E402
+from hmr_trt.runtime.wham_stream import WHAMTracks, camera_row, normalize_keypoints  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+CHECKPOINT = FIXTURES / "wham_official_tiny.pth.tar"
+OUTPUTS = ("pose_rotmat", "betas", "cam", "cam_t", "contact", "root_world", "trans_world")
+# float32 round-off between two orders of the same arithmetic. The world root orientation is the
+# loosest: the refiner reads the feet's velocity as the difference of two world positions tens of metres
+# from the origin (float32 spacing 8e-6 m at 78 m) times 30, in the official code as here.
+ATOL = {"pose_rotmat": 1e-6, "betas": 1e-6, "cam": 1e-6, "cam_t": 1e-5, "contact": 1e-6, "root_world": 1e-4,
+        "trans_world": 2e-4}
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return dict(np.load(FIXTURES / "wham_official.npz"))
+
+
+@pytest.fixture(scope="module")
+def wham():
+    torch.set_num_threads(1)
+    adapter = registry.adapter("wham")
+    cfg = adapter.tiny_config()
+    return adapter, cfg, adapter.reference(cfg, CHECKPOINT)
+
+
+def frames(fx: dict):
+    w, h = float(fx["width"]), float(fx["height"])
+    return [normalize_keypoints(k, b, w, h) for k, b in zip(fx["keypoints"], fx["bbox"])], camera_row(w, h)
+
+
+def check(name: str, got: np.ndarray, official: np.ndarray) -> None:
+    assert got.shape == official.shape, name
+    assert np.abs(official).max() > 0.05, f"{name}: the fixture's official output is flat"
+    np.testing.assert_allclose(got, official, rtol=0, atol=ATOL[name], err_msg=name)
+
+
+def test_normalisation_equals_the_official_dataset(fixture):
+    xs, _ = frames(fixture)
+    np.testing.assert_allclose(np.stack([x for x, _ in xs]), fixture["official_x"], rtol=0, atol=2e-6)
+    np.testing.assert_array_equal(np.stack([m for _, m in xs]), fixture["official_mask"])
+    assert 0.1 < fixture["official_mask"].mean() < 0.5  # some keypoints masked, most not
+
+
+def test_whole_sequence_equals_the_official_forward(wham, fixture):
+    adapter, cfg, model = wham
+    xs, camera = frames(fixture)
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))[None]  # noqa: E731
+    with torch.no_grad():
+        out = model(t([x for x, _ in xs]), t([m for _, m in xs]), t(fixture["features"]), t(fixture["official_cam_angvel"]),
+                    t(fixture["bbox"]), t(camera), t(fixture["init_global_orient"]), t(fixture["init_body_pose"]),
+                    t(fixture["init_betas"]))
+    for name in OUTPUTS:
+        check(name, out[name][0].numpy(), fixture[f"official_{name}"])
+    contact = fixture["official_contact"]
+    assert ((contact > 0.5).mean(0) > 0).any() and ((contact > 0.5).mean(0) < 1).any()  # the reset path ran
+
+
+@pytest.fixture(scope="module")
+def graphs(wham, tmp_path_factory):
+    from hmr_trt.engines.preflight import validate_onnx
+    from hmr_trt.export.models.wham.export import export_graphs
+
+    adapter, cfg, model = wham
+    paths = export_graphs(model, tmp_path_factory.mktemp("wham"))
+    for path in paths.values():
+        validate_onnx(path)
+    return paths
+
+
+def test_step_graph_frame_by_frame_equals_the_official_sequence(wham, fixture, graphs):
+    """Two tracks (the fixture's, and the same track starting 25 frames later), one batched step per
+    video frame in ONNX Runtime; each equals the official whole-sequence forward frame by frame."""
+    from hmr_trt.runtime.backends import OnnxRuntimeBackend
+
+    adapter, cfg, _ = wham
+    xs, camera = frames(fixture)
+    n = len(xs)
+    starts = {"a": 0, "b": 25}
+    got = {k: {o: [] for o in OUTPUTS} for k in starts}
+    init = {"init_global_orient": fixture["init_global_orient"], "init_body_pose": fixture["init_body_pose"],
+            "init_betas": fixture["init_betas"], "keypoints": xs[0][0]}
+    with OnnxRuntimeBackend(graphs["init"], threads=1) as ib, OnnxRuntimeBackend(graphs["step"], threads=1) as sb:
+        tracks = WHAMTracks.from_contract(ib, sb, adapter.contract_for(cfg))
+        for frame in range(n + 25):
+            tracks.start({k: init for k, s in starts.items() if frame == s})
+            live = {}
+            for k, s in starts.items():
+                i = frame - s
+                if 0 <= i < n:
+                    live[k] = {"keypoints": xs[i][0], "mask": xs[i][1], "features": fixture["features"][i],
+                               "cam_angvel": fixture["official_cam_angvel"][i], "bbox": fixture["bbox"][i],
+                               "camera": camera}
+            for k, out in tracks.step(live).items():
+                for o in OUTPUTS:
+                    got[k][o].append(out[o])
+    assert tracks.frames == {"a": n, "b": n} and n >= 300
+    for k in starts:
+        for name in OUTPUTS:
+            check(name, np.stack(got[k][name]), fixture[f"official_{name}"])
+
+
+def test_features_of_the_wrong_shape_one_line(wham, graphs, fixture):
+    from hmr_trt.runtime.backends import OnnxRuntimeBackend
+
+    adapter, cfg, _ = wham
+    xs, camera = frames(fixture)
+    with OnnxRuntimeBackend(graphs["init"]) as ib, OnnxRuntimeBackend(graphs["step"]) as sb:
+        tracks = WHAMTracks.from_contract(ib, sb, adapter.contract_for(cfg))
+        with pytest.raises(ConfigError, match="no state"):
+            tracks.step({"a": {}})
+        tracks.start({"a": {"init_global_orient": fixture["init_global_orient"], "init_body_pose": fixture["init_body_pose"],
+                            "init_betas": fixture["init_betas"], "keypoints": xs[0][0]}})
+        frame = {"keypoints": xs[0][0], "mask": xs[0][1], "features": fixture["features"][0][:-1],
+                 "cam_angvel": np.zeros(6), "bbox": fixture["bbox"][0], "camera": camera}
+        with pytest.raises(InputSpecError) as err:
+            tracks.step({"a": frame})
+        assert "features" in str(err.value) and "\n" not in str(err.value)
+        assert tracks.frames["a"] == 0  # nothing stepped
+    with pytest.raises(InputSpecError, match=r"expected \(17, 3\)"):
+        normalize_keypoints(np.zeros((17, 2)), fixture["bbox"][0], 640, 480)
+
+
+def test_track_too_short_for_the_demo(wham, fixture):
+    adapter, cfg, model = wham
+    t = 12
+    z = lambda *s: torch.zeros(1, *s)  # noqa: E731
+    with pytest.raises(InputSpecError) as err:
+        model(z(t, 37), z(t, 17), z(t, cfg.d_feat), z(t, 6), z(t, 3), z(3), torch.eye(3)[None],
+              torch.eye(3).expand(1, 23, 3, 3), z(10))
+    assert "12 frames is too short" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputSpecError, match="features has shape"):
+        model(z(40, 37), z(40, 17), z(40, cfg.d_feat + 1), z(40, 6), z(40, 3), z(3), torch.eye(3)[None],
+              torch.eye(3).expand(1, 23, 3, 3), z(10))
+
+
+def test_released_files_of_another_model_or_size_one_line(wham, tmp_path):
+    adapter, cfg, _ = wham
+    vibe = registry.adapter("vibe")
+    from hmr_trt.export.models.temporal import save_trainer_checkpoint
+
+    other = save_trainer_checkpoint(vibe.reference(vibe.tiny_config()), tmp_path / "vibe_model_wo_3dpw.pth.tar",
+                                    smpl_vertices=40)
+    with pytest.raises(CheckpointError) as err:
+        adapter.reference(cfg, other)
+    assert "not a WHAM checkpoint" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(CheckpointError) as err:
+        adapter.reference(dataclasses.replace(cfg, d_embed=24), CHECKPOINT)
+    assert "shape mismatches" in str(err.value) and "\n" not in str(err.value)
+    from hmr_trt.export.models.checkpoint import load_torch_file
+
+    state = load_torch_file(CHECKPOINT, "wham")
+    state["model"].pop("trajectory_refiner.refiner.declayer1.bias")
+    torch.save(state, tmp_path / "cut.pth.tar")
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): trajectory_refiner.refiner.declayer1.bias"):
+        adapter.reference(cfg, tmp_path / "cut.pth.tar")
+
+
+def test_a_pickle_that_runs_code_is_refused(wham, tmp_path):
+    import os
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pth.tar"
+    torch.save({"model": {}, "x": Evil()}, path, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="refuses this file"):
+        registry.adapter("wham").reference(wham[1], path)
+    assert not (tmp_path / "pwned").exists()
