@@ -160,6 +160,10 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
     step = step or (lambda _label: ExitStack())
     seconds: dict[str, float] = {}
     job = _validate_options(opts)
+    if job.contract.family == "track":  # init + one-frame graphs (WHAM): their own job
+        from .track_export import run_track_export
+
+        return run_track_export(opts, job, step)
     adapter, cfg = job.adapter, job.cfg
     t0 = time.perf_counter()
 

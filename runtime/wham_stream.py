@@ -174,3 +174,90 @@ class WHAMTracks:
     def end(self, track: Hashable) -> None:
         self._states.pop(track, None)
         self.frames.pop(track, None)
+
+
+def open_wham(export_dir: Any, threads: int = 0, max_batch: Optional[int] = None) -> Tuple[WHAMTracks, Any]:
+    """A WHAM export folder (``trt-export --model wham``) -> (``WHAMTracks`` on ONNX Runtime, an ExitStack to
+    close). Both graphs are verified against the manifest and its contract first (runtime/graph_loader.py)."""
+    import contextlib
+    from pathlib import Path
+
+    from hmr_trt.manifest import Manifest
+
+    from .backends import OnnxRuntimeBackend
+    from .graph_loader import check_contract, contract_from_manifest, graph_from_manifest
+
+    root = Path(export_dir)
+    manifest = Manifest.read(root)
+    contract = check_contract(contract_from_manifest(manifest, str(root / "manifest.json")), str(root / "manifest.json"))
+    if contract.family != "track" or contract.graph_for("init") is None:
+        raise ConfigError(f"{root}: the export is of {contract.name} ({contract.family} family), not a WHAM-like "
+                          "track model with init and step graphs")
+    stack = contextlib.ExitStack()
+    backends = {}
+    for name in ("init", "step"):
+        art = manifest.find(name, "onnx", "fp32")
+        if art is None:
+            raise ConfigError(f"{root}/manifest.json lists no ONNX for the {name} graph; re-run trt-export")
+        verified = graph_from_manifest(root, manifest, art, contract)
+        backends[name] = stack.enter_context(OnnxRuntimeBackend(verified.path, threads=threads))
+    return WHAMTracks.from_contract(backends["init"], backends["step"], contract, max_batch=max_batch), stack
+
+
+class WHAMStreamer:
+    """The per-frame glue a video pipeline calls: raw keypoints (ViTPose, pixels with scores), the HMR 2.0
+    feature, and on a track's first frame its HMR 2.0 SMPL estimate -> WHAM's outputs, one batched step
+    per video frame for all live tracks.
+
+    The box is the demo's rule on this frame's keypoints (``box_from_keypoints``; the demo also
+    median-filters the boxes over about half a second centred on each frame, which needs future
+    frames: not done here), the camera's angular velocity is zero (a static camera) unless given per
+    frame, and a track's results are held until it has ``min_frames`` frames (the demo drops shorter
+    tracks): ``end_track`` of a shorter one drops them, nothing emitted."""
+
+    def __init__(self, tracks: WHAMTracks, width: float, height: float, focal: Optional[float] = None,
+                 min_frames: int = 30) -> None:
+        if min_frames < 1:
+            raise ConfigError(f"wham streaming: min_frames must be >= 1, got {min_frames}")
+        self.tracks = tracks
+        self.width, self.height = float(width), float(height)
+        self.camera = camera_row(width, height, focal)
+        self.min_frames = int(min_frames)
+        self._held: Dict[Hashable, List[Tuple[int, Dict[str, np.ndarray]]]] = {}
+        self.dropped: List[Hashable] = []
+
+    def step_frame(self, frame_index: int, people: Mapping[Hashable, Mapping[str, Any]]
+                   ) -> List[Tuple[Hashable, int, Dict[str, np.ndarray]]]:
+        """``people``: {track: {"keypoints": (17, 3), "features": (C,), "init": {"global_orient" (3, 3),
+        "body_pose" (23, 3, 3), "betas" (10,)} on the track's first frame, optional "bbox" (cx, cy, scale),
+        "cam_angvel" (6,)}} -> [(track, frame index, outputs)] released by this frame."""
+        starts, frames = {}, {}
+        for track, p in people.items():
+            box = np.asarray(p["bbox"], np.float64) if p.get("bbox") is not None else box_from_keypoints(p["keypoints"])
+            x, mask = normalize_keypoints(p["keypoints"], box, self.width, self.height)
+            if track not in self.tracks.frames:
+                init = p.get("init")
+                if init is None:
+                    raise InputSpecError(f"wham: track {track!r} starts at frame {frame_index} without its first "
+                                         "frame's SMPL estimate (init): WHAM starts every track from one")
+                starts[track] = {"init_global_orient": init["global_orient"], "init_body_pose": init["body_pose"],
+                                 "init_betas": init["betas"], "keypoints": x}
+            angvel = p.get("cam_angvel")
+            frames[track] = {"keypoints": x, "mask": mask, "features": p["features"], "bbox": box,
+                             "cam_angvel": np.zeros(6, np.float32) if angvel is None else angvel, "camera": self.camera}
+        self.tracks._stack(frames, self.tracks.frame_shapes, "step")  # every shape checked before any state moves
+        self.tracks.start(starts)
+        released: List[Tuple[Hashable, int, Dict[str, np.ndarray]]] = []
+        for track, out in self.tracks.step(frames).items():
+            held = self._held.setdefault(track, [])
+            held.append((int(frame_index), out))
+            if self.tracks.frames[track] >= self.min_frames:
+                released += [(track, f, o) for f, o in held]
+                held.clear()
+        return released
+
+    def end_track(self, track: Hashable) -> None:
+        """A track that left: forgotten; if it never reached ``min_frames`` its held results are dropped."""
+        if self._held.pop(track, None) and self.tracks.frames.get(track, 0) < self.min_frames:
+            self.dropped.append(track)
+        self.tracks.end(track)

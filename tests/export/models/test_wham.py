@@ -186,3 +186,67 @@ def test_a_pickle_that_runs_code_is_refused(wham, tmp_path):
     with pytest.raises(CheckpointError, match="refuses this file"):
         registry.adapter("wham").reference(wham[1], path)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    """``trt-export --model wham`` at the tiny config with the fixture's released-layout checkpoint."""
+    from hmr_trt.export.pipeline import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("wham_export") / "wham"
+    adapter = registry.adapter("wham")
+    result = run_export(ExportOptions(out=out, model="wham", config=adapter.tiny_config(), checkpoint=CHECKPOINT))
+    assert not result.manifest.parity["fp32"]["failures"]
+    return out
+
+
+def test_export_folder_streams_raw_keypoints_like_the_official_demo(export_dir, fixture):
+    """The export folder, verified, driven with raw keypoints and the first frame's SMPL estimate: results
+    held until the track has 30 frames, then equal to the official forward; a 20-frame track is dropped."""
+    from hmr_trt.runtime.wham_stream import WHAMStreamer, open_wham
+
+    tracks, stack = open_wham(export_dir, threads=1)
+    with stack:
+        streamer = WHAMStreamer(tracks, float(fixture["width"]), float(fixture["height"]))
+        init = {"global_orient": fixture["init_global_orient"], "body_pose": fixture["init_body_pose"],
+                "betas": fixture["init_betas"]}
+        got, released_at = [], {}
+        for i in range(len(fixture["keypoints"])):
+            people = {"a": {"keypoints": fixture["keypoints"][i], "features": fixture["features"][i],
+                            "cam_angvel": fixture["official_cam_angvel"][i], "init": init if i == 0 else None}}
+            if i < 20:
+                people["short"] = {**people["a"], "init": init if i == 0 else None}
+            elif i == 20:
+                streamer.end_track("short")
+            for track, frame, out in streamer.step_frame(i, people):
+                assert track == "a"
+                released_at.setdefault(i, []).append(frame)
+                got.append(out)
+        assert released_at[29] == list(range(30)) and streamer.dropped == ["short"]
+        for name in OUTPUTS:
+            check(name, np.stack([o[name] for o in got]), fixture[f"official_{name}"])
+        with pytest.raises(InputSpecError, match="without its first frame's SMPL estimate"):
+            streamer.step_frame(999, {"new": {"keypoints": fixture["keypoints"][0], "features": fixture["features"][0]}})
+
+
+def test_export_folder_refuses_a_modified_graph(export_dir, tmp_path):
+    import shutil
+
+    from hmr_trt.errors import GraphError
+    from hmr_trt.runtime.wham_stream import open_wham
+
+    copy = tmp_path / "wham"
+    shutil.copytree(export_dir, copy)
+    step = next(copy.glob("wham_step_fp32.onnx"))
+    step.write_bytes(step.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(GraphError):
+        open_wham(copy)
+
+
+def test_export_refuses_reduced_precision_for_now(tmp_path):
+    from hmr_trt.export.pipeline import ExportOptions, run_export
+
+    with pytest.raises(ConfigError, match="FP32 only"):
+        run_export(ExportOptions(out=tmp_path / "w", model="wham", precision="fp16",
+                                 config=registry.adapter("wham").tiny_config()))
+    assert not (tmp_path / "w").exists()

@@ -1,0 +1,124 @@
+"""``trt-export`` for ``track`` models (WHAM): the ``init`` and the one-frame model (``step``) graphs,
+validated, and their parity: ONNX Runtime fed frame by frame (runtime/wham_stream.py, the deployed
+path) against the torch whole-sequence forward on seeded tracks. FP32 only so far; written through a
+staging folder like every export (nothing left behind on failure)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict
+
+import numpy as np
+import torch
+
+from hmr_trt.engines.preflight import MAX_OPSET_TRT86, validate_onnx
+from hmr_trt.errors import ConfigError, ParityError
+from hmr_trt.manifest import Artifact, Manifest, sha256_of, staged_output, tool_versions
+
+from . import onnx_export
+
+# float32 round-off between the torch sequence and ONNX Runtime's steps; the world translation relative
+# to its size (a sum over the track), the root orientation looser (feet velocities are differences of
+# world positions far from the origin, see tests/export/models/test_wham.py)
+TOLERANCE = {"pose_rotmat": 1e-4, "betas": 1e-4, "cam": 1e-4, "cam_t": 1e-3, "contact": 1e-4, "root_world": 1e-3,
+             "trans_world": 1e-3}
+PARITY_TRACKS, PARITY_EXTRA_FRAMES = 3, 20
+
+
+def seeded_tracks(adapter: Any, cfg: Any, tracks: int, frames: int, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Inputs of ``tracks`` whole tracks (the model's ``forward`` arguments) drawn from ``seed``."""
+    from hmr_trt.export.models.wham.adapter import example_frame, example_init
+
+    gen = torch.Generator().manual_seed(seed)
+    steps = [example_frame(cfg, tracks, gen) for _ in range(frames)]
+    seq = {k: torch.stack([s[k] for s in steps], dim=1) for k in steps[0] if k != "camera"}
+    drift = torch.linspace(0, 40, frames)[None, :]
+    seq["bbox"][..., 0] += drift  # the box walks across the image
+    init = example_init(cfg, tracks, gen)
+    seq["keypoints"][:, 0] = init["keypoints"]
+    return {**seq, "camera": steps[0]["camera"], "init_global_orient": init["init_global_orient"],
+            "init_body_pose": init["init_body_pose"], "init_betas": init["init_betas"]}
+
+
+def step_parity(paths: Dict[str, Any], reference: Any, adapter: Any, cfg: Any, contract: Any) -> Dict[str, Any]:
+    from hmr_trt.runtime.backends import OnnxRuntimeBackend
+    from hmr_trt.runtime.wham_stream import WHAMTracks
+
+    frames = cfg.min_frames + PARITY_EXTRA_FRAMES
+    seq = seeded_tracks(adapter, cfg, PARITY_TRACKS, frames)
+    with torch.no_grad():
+        ref = reference(seq["keypoints"], seq["mask"], seq["features"], seq["cam_angvel"], seq["bbox"], seq["camera"],
+                        seq["init_global_orient"], seq["init_body_pose"], seq["init_betas"])
+    got: Dict[str, list] = {k: [] for k in ref}
+    with OnnxRuntimeBackend(paths["init"]) as ib, OnnxRuntimeBackend(paths["step"]) as sb:
+        tracks = WHAMTracks.from_contract(ib, sb, contract)
+        tracks.start({i: {"init_global_orient": seq["init_global_orient"][i].numpy(),
+                          "init_body_pose": seq["init_body_pose"][i].numpy(), "init_betas": seq["init_betas"][i].numpy(),
+                          "keypoints": seq["keypoints"][i, 0].numpy()} for i in range(PARITY_TRACKS)})
+        for t in range(frames):
+            out = tracks.step({i: {"keypoints": seq["keypoints"][i, t].numpy(), "mask": seq["mask"][i, t].numpy(),
+                                   "features": seq["features"][i, t].numpy(), "cam_angvel": seq["cam_angvel"][i, t].numpy(),
+                                   "bbox": seq["bbox"][i, t].numpy(), "camera": seq["camera"][i].numpy()}
+                               for i in range(PARITY_TRACKS)})
+            for k in got:
+                got[k].append(np.stack([out[i][k] for i in range(PARITY_TRACKS)]))
+    worst, failures = {}, []
+    for k, r in ref.items():
+        r = r.numpy()
+        g = np.stack(got[k], axis=1)
+        worst[k] = float(np.abs(g - r).max())
+        limit = TOLERANCE[k] * max(1.0, float(np.abs(r).max()))
+        if not worst[k] <= limit:
+            failures.append(f"{k} differs by {worst[k]:.3g} (limit {limit:.3g})")
+    return {"tracks": PARITY_TRACKS, "frames": frames, "max_abs": worst, "failures": failures}
+
+
+def run_track_export(opts: Any, job: Any, step: Any) -> Any:
+    from .pipeline import ExportResult, artifact_file
+
+    if opts.precision != "fp32":
+        raise ConfigError(f"model {opts.model}: --precision {opts.precision} is not available yet (FP32 only)")
+    adapter, cfg = job.adapter, job.cfg
+    t0 = time.perf_counter()
+    seconds: Dict[str, float] = {}
+    with step("building the torch reference"):
+        reference = adapter.reference(cfg, opts.checkpoint)
+    cfg = reference.cfg  # the checkpoint's body size
+    contract = adapter.contract_for(cfg)
+    seconds["reference"] = time.perf_counter() - t0
+    with staged_output(opts.out) as stage:
+        manifest = Manifest(model=opts.model, config=cfg.to_dict(), profile=opts.profile.to_dict(),
+                            tools=tool_versions("torch", "onnx", "onnxruntime"), contract=contract.to_dict())
+        if opts.checkpoint is None:
+            manifest.notes.append(f"{opts.model} weights: seeded defaults (untrained), seeded stand-in body "
+                                  "(NOT SMPL); meshes are not poses")
+        paths, specs = {}, {}
+        t = time.perf_counter()
+        for graph in contract.graphs:
+            with step(f"exporting the {graph.name} graph ({opts.exporter})"):
+                path = stage / artifact_file(opts.model, graph, "fp32")
+                example = adapter.example_inputs(cfg, graph.name, max(2, min(opts.profile.opt, 4)))
+                specs[graph.name] = onnx_export.onnx_from_module(
+                    adapter.exportable(reference, graph.name), graph, example, path, exporter=opts.exporter,
+                    max_batch=opts.profile.max, metadata={"model": opts.model, "exporter": opts.exporter,
+                                                          "config": cfg.to_dict(), "profile": opts.profile.to_dict()})
+                paths[graph.name] = path
+        seconds["export"] = time.perf_counter() - t
+        with step("validating (onnx.checker, shape inference, TensorRT op preflight)"):
+            for path in paths.values():
+                validate_onnx(path, max_opset=MAX_OPSET_TRT86 if opts.exporter == "torchscript" else None)
+        t = time.perf_counter()
+        with step("parity: ONNX Runtime frame by frame vs the torch whole-sequence forward"):
+            report = step_parity(paths, reference, adapter, cfg, contract)
+        seconds["parity"] = time.perf_counter() - t
+        if report["failures"]:
+            raise ParityError("FP32 step parity failed: " + "; ".join(report["failures"]) + "; nothing was written")
+        for graph in contract.graphs:
+            ins, outs = specs[graph.name]
+            manifest.add(Artifact(graph.name, paths[graph.name].name, "onnx", "fp32", sha256_of(paths[graph.name]),
+                                  ins, outs, parity=report if graph.role == "model" else None))
+        manifest.parity = {"fp32": report}
+        seconds["total"] = time.perf_counter() - t0
+        manifest.notes.append(f"export seconds: {seconds}")
+        manifest.write(stage)
+    return ExportResult(manifest, [], seconds)
