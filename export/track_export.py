@@ -6,11 +6,14 @@ staging folder like every export (nothing left behind on failure)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 import torch
 
+from hmr_trt import registry
 from hmr_trt.engines.preflight import MAX_OPSET_TRT86, validate_onnx
 from hmr_trt.errors import ConfigError, ParityError
 from hmr_trt.manifest import Artifact, Manifest, sha256_of, staged_output, tool_versions
@@ -73,8 +76,36 @@ def step_parity(paths: Dict[str, Any], reference: Any, adapter: Any, cfg: Any, c
     return {"tracks": PARITY_TRACKS, "frames": frames, "max_abs": worst, "failures": failures}
 
 
+FEATURE_EXPORTS = ("hmr2", "vitpose")  # sub-folders of a WHAM export: the image feature and the keypoints
+
+
+def feature_exports(opts: Any, cfg: Any, stage: Path, manifest: Manifest, step: Any) -> None:
+    """The exports WHAM's video pipeline reads, as sub-folders of its own (``hmr2/``: the 1024-d token and
+    the first frame's SMPL estimate; ``vitpose/``: the keypoints), each a complete export of its model that
+    trt-run verifies like any other. A tiny WHAM (feature width under 1024) gets tiny ones."""
+    from .pipeline import ExportOptions, run_export
+
+    tiny = cfg.d_feat != 1024
+    for name in FEATURE_EXPORTS:
+        if name not in registry.names():
+            manifest.notes.append(f"no {name} export: this hmr-trt has no {name} model; give one with "
+                                  f"trt-export --model {name} --out <this folder>/{name}")
+            continue
+        adapter = registry.adapter(name)
+        sub_cfg = None
+        if tiny:
+            sub_cfg = adapter.tiny_config()
+            if name == "hmr2":
+                sub_cfg = replace(sub_cfg, token_dim=cfg.d_feat)
+        with step(f"exporting {name} into {name}/ (its own export, {'tiny' if tiny else 'released'} config)"):
+            run_export(ExportOptions(out=stage / name, model=name, config=sub_cfg, exporter=opts.exporter,
+                                     profile=opts.profile, build_engines=opts.build_engines, video=opts.video))
+        manifest.notes.append(f"{name}/: the {name} export WHAM's pipeline reads ({'tiny' if tiny else 'released'} "
+                              "config, seeded weights)")
+
+
 def run_track_export(opts: Any, job: Any, step: Any) -> Any:
-    from .pipeline import ExportResult, artifact_file
+    from .pipeline import FACES_NAME, ExportResult, artifact_file
 
     if opts.precision != "fp32":
         raise ConfigError(f"model {opts.model}: --precision {opts.precision} is not available yet (FP32 only)")
@@ -94,7 +125,24 @@ def run_track_export(opts: Any, job: Any, step: Any) -> Any:
                                   "(NOT SMPL); meshes are not poses")
         paths, specs = {}, {}
         t = time.perf_counter()
+        body = None
+        with step("body model: the checkpoint's SMPL buffers"):
+            from hmr_trt.contract import smpl_body_graph
+
+            from .body_model import ExportableSMPL
+
+            body = ExportableSMPL(reference.smpl.body_model_data(reference.faces))
+            contract = replace(contract, graphs=contract.graphs + (smpl_body_graph(vertices=body.num_vertices),))
+            manifest.contract = contract.to_dict()
         for graph in contract.graphs:
+            if graph.role == "body_model":
+                with step("exporting the body_model graph"):
+                    path = stage / artifact_file(opts.model, graph, "fp32")
+                    specs[graph.name] = onnx_export.export_body_model(body, path, opts.profile.max * 4, opts.exporter,
+                                                                      {"model": opts.model, "body_model": "WHAM's"})
+                    paths[graph.name] = path
+                    np.save(stage / FACES_NAME, np.asarray(body.faces, dtype=np.int64))
+                continue
             with step(f"exporting the {graph.name} graph ({opts.exporter})"):
                 path = stage / artifact_file(opts.model, graph, "fp32")
                 example = adapter.example_inputs(cfg, graph.name, max(2, min(opts.profile.opt, 4)))
@@ -104,19 +152,22 @@ def run_track_export(opts: Any, job: Any, step: Any) -> Any:
                                                           "config": cfg.to_dict(), "profile": opts.profile.to_dict()})
                 paths[graph.name] = path
         seconds["export"] = time.perf_counter() - t
+        if opts.with_backbone:
+            feature_exports(opts, cfg, stage, manifest, step)
         with step("validating (onnx.checker, shape inference, TensorRT op preflight)"):
             for path in paths.values():
                 validate_onnx(path, max_opset=MAX_OPSET_TRT86 if opts.exporter == "torchscript" else None)
         t = time.perf_counter()
         with step("parity: ONNX Runtime frame by frame vs the torch whole-sequence forward"):
-            report = step_parity(paths, reference, adapter, cfg, contract)
+            report = step_parity({k: paths[k] for k in ("init", "step")}, reference, adapter, cfg, contract)
         seconds["parity"] = time.perf_counter() - t
         if report["failures"]:
             raise ParityError("FP32 step parity failed: " + "; ".join(report["failures"]) + "; nothing was written")
         for graph in contract.graphs:
             ins, outs = specs[graph.name]
             manifest.add(Artifact(graph.name, paths[graph.name].name, "onnx", "fp32", sha256_of(paths[graph.name]),
-                                  ins, outs, parity=report if graph.role == "model" else None))
+                                  ins, outs, parity=report if graph.role == "model" else None,
+                                  extra={"faces": FACES_NAME} if graph.role == "body_model" else {}))
         manifest.parity = {"fp32": report}
         seconds["total"] = time.perf_counter() - t0
         manifest.notes.append(f"export seconds: {seconds}")

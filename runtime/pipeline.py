@@ -545,6 +545,10 @@ def make_stage(family: str, backends: Backends, timer: StageTimer, opts: RunOpti
     """The stage of the export's family (feed / end_track / end); scene models find people themselves."""
     if family == "scene":
         return SceneFamilyStage(backends, timer, opts)
+    if family == "track":  # WHAM: keypoints, image features and a recurrent step per track
+        from .wham_video import TrackFamilyStage
+
+        return TrackFamilyStage(backends, timer, opts)
     return CropFamilyStage(backends, timer, opts)
 
 
@@ -833,7 +837,12 @@ STANDARD_OUTPUTS = ("pose_rotmat", "betas", "cam", "vertices", "joints3d")
 
 
 def _model_extras(res: Dict[str, np.ndarray], contract: Any) -> Dict[str, np.ndarray]:
-    """Frame models' own outputs beyond the standard ones (HMR 2.0's ``token``), per row."""
+    """Frame models' own outputs beyond the standard ones (HMR 2.0's ``token``), per row; track models'
+    world trajectory, foot contacts and full-image camera (WHAM)."""
+    if contract is not None and contract.family == "track":
+        from .wham_video import WORLD_OUTPUTS
+
+        return {k: res[k] for k in WORLD_OUTPUTS if k in res}
     if contract is None or contract.family != "frame":
         return {}
     return {k: res[k] for k in contract.model_graph.output_names if k not in STANDARD_OUTPUTS and k in res}

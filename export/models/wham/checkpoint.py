@@ -28,14 +28,16 @@ OFFICIAL_IGNORED = ("smpl.body_pose", "smpl.betas", "smpl.global_orient", "smpl.
 UNUSED_SMPL = ("smpl.faces_tensor", "smpl.vertex_joint_selector.extra_joints_idxs")
 
 
-def read_state(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """The ``model`` state dict of a released file, the unused SMPL entries dropped."""
+def read_state(path: Union[str, Path], keep_faces: bool = False) -> Dict[str, torch.Tensor]:
+    """The ``model`` state dict of a released file, the unused SMPL entries dropped (``keep_faces``: the
+    triangles kept, for the body-model graph's renders)."""
     raw = load_torch_file(path, "wham")
     if not isinstance(raw, dict) or "model" not in raw:
         found = sorted(raw)[:8] if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(f"wham: {path} is not a WHAM checkpoint: it has no 'model' state dict (found: {found})")
     state = state_dict_from(raw, path, "wham", keys=("model",))
-    return {k: v for k, v in state.items() if k not in OFFICIAL_IGNORED + UNUSED_SMPL}
+    drop = OFFICIAL_IGNORED + tuple(k for k in UNUSED_SMPL if not (keep_faces and k == "smpl.faces_tensor"))
+    return {k: v for k, v in state.items() if k not in drop}
 
 
 def config_for(state: Dict[str, torch.Tensor], base: WHAMConfig) -> WHAMConfig:
@@ -48,7 +50,10 @@ def config_for(state: Dict[str, torch.Tensor], base: WHAMConfig) -> WHAMConfig:
 
 
 def load_released(module: torch.nn.Module, path: Union[str, Path]) -> None:
-    state = read_state(path)
+    """Strict match of the released file's network and body buffers; the SMPL faces kept as ``module.faces``."""
+    state = read_state(path, keep_faces=True)
+    faces = state.pop("smpl.faces_tensor", None)
+    module.faces = faces.numpy().astype("int64") if faces is not None else None
     match_state_dict(module, state, path, "wham")
     parents = state["smpl.parents"].tolist()
     from ...smpl_io import SMPL_PARENTS

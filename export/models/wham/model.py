@@ -182,6 +182,19 @@ class WHAMBody(nn.Module):
         v_h = torch.cat((v_posed, torch.ones_like(v_posed[..., :1])), dim=-1)[..., None]
         return torch.matmul(t, v_h)[..., :3, 0]
 
+    def body_model_data(self, faces: np.ndarray | None = None) -> Dict[str, np.ndarray]:
+        """These buffers in SMPL's file layout (``export/smpl_io.py``), for the pipeline's body-model graph;
+        ``faces``: the checkpoint's ``smpl.faces_tensor`` (a seeded body gets a strip of triangles)."""
+        v = self.v_template.shape[0]
+        if faces is None:
+            idx = np.arange(v - 2)
+            faces = np.stack([idx, idx + 1, idx + 2], axis=1)
+        kintree = np.stack([np.array(SMPL_PARENTS), np.arange(24)]).astype(np.int64)
+        kintree[0, 0] = -1
+        return {"v_template": self.v_template.numpy(), "f": np.asarray(faces, np.int64),
+                "J_regressor": self.J_regressor.numpy(), "kintree_table": kintree, "weights": self.lbs_weights.numpy(),
+                "shapedirs": self.shapedirs.numpy(), "posedirs": self.posedirs.numpy().T.reshape(v, 3, 207)}
+
     def points(self, rotmat: torch.Tensor, betas: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """-> (the 31 WHAM joints, the 4 feet points), both relative to the hips' midpoint."""
         verts = self.vertices(rotmat, betas)
@@ -215,6 +228,7 @@ class WHAM(nn.Module):
                 self.mask_embedding.normal_(0.0, 0.1)
             seeded_body(self.smpl, cfg.seed)
         self.register_buffer("yup", y_flip(), persistent=False)
+        self.faces: np.ndarray | None = None  # the released file's SMPL triangles (checkpoint.load_released)
         self.eval()
 
     # --- per track -------------------------------------------------------------------------

@@ -250,3 +250,72 @@ def test_export_refuses_reduced_precision_for_now(tmp_path):
         run_export(ExportOptions(out=tmp_path / "w", model="wham", precision="fp16",
                                  config=registry.adapter("wham").tiny_config()))
     assert not (tmp_path / "w").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# trt-run --video with a WHAM export
+
+class _StandInViTPose(torch.nn.Module):
+    """crops (N, 3, 256, 192) -> heatmaps (N, 17, 64, 48): a seeded 1x1 convolution over 4x4-pooled crops.
+    Stands in for the ViTPose export (``trt-export --model vitpose``, the vitpose24 branch) until it is
+    merged; the decoding is the real runtime/keypoints.py."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(3)
+        self.conv = torch.nn.Conv2d(3, 17, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(17, 3, 1, 1, generator=gen))
+            self.conv.bias.zero_()
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv(torch.nn.functional.avg_pool2d(crops, 4)))
+
+
+@pytest.fixture(scope="module")
+def video_export(tmp_path_factory, sample_video):
+    """The tiny WHAM export with its hmr2/ sub-export (trt-export --model wham), and a stand-in ViTPose graph."""
+    from hmr_trt.contract import GraphSpec, TensorSpec
+    from hmr_trt.export.onnx_export import onnx_from_module
+    from hmr_trt.export.pipeline import ExportOptions, run_export
+
+    root = tmp_path_factory.mktemp("wham_video")
+    out = root / "wham"
+    run_export(ExportOptions(out=out, model="wham", config=registry.adapter("wham").tiny_config(), video=sample_video))
+    spec = GraphSpec("vitpose", "model", (TensorSpec("crops", ("batch", 3, 256, 192)),),
+                     (TensorSpec("heatmaps", ("batch", 17, 64, 48)),))
+    onnx_from_module(_StandInViTPose().eval(), spec, (torch.zeros(2, 3, 256, 192),), root / "vitpose.onnx")
+    return out, root / "vitpose.onnx"
+
+
+def test_trt_run_video_with_a_wham_export(video_export, sample_video, tmp_path, monkeypatch):
+    """Detector -> tracker -> ViTPose keypoints + HMR 2.0 token -> WHAM step -> body model on the sample video:
+    per-frame results with the world trajectory in the track files, tracks under WHAM's 30 frames dropped.
+    (The step graph's equality with the official forward is the streaming tests' above.)"""
+    from hmr_trt.runtime import wham_video
+    from hmr_trt.runtime.backends import OnnxRuntimeBackend
+    from hmr_trt.runtime.pipeline import RunOptions, run_video
+
+    export, vitpose = video_export
+
+    def stand_in(export_dir, stack, threads=0):
+        return stack.enter_context(OnnxRuntimeBackend(vitpose, threads=threads)), "crops", "heatmaps"
+
+    monkeypatch.setattr(wham_video, "open_keypoints", stand_in)
+    fed = []
+    real = wham_video.TrackFamilyStage.feed
+    monkeypatch.setattr(wham_video.TrackFamilyStage, "feed",
+                        lambda self, i, img: (lambda r: (fed.append((i, len(r[0]))), r)[1])(real(self, i, img)))
+    summary = run_video(RunOptions(out=tmp_path / "run", export_dir=export, video=str(sample_video), max_frames=45,
+                                   threads=1))
+    assert summary["family"] == "track" and summary["frames_decoded"] == 45
+    assert any(n for _, n in fed), "nobody detected with 6 keypoints in 45 frames"
+    files = sorted((tmp_path / "run").glob("track_*.npz"))
+    assert files and summary["tracks"] == len(files)
+    for path in files:
+        arrays = np.load(path)
+        n = len(arrays["frame_indices"])
+        assert n >= 30  # WHAM's minimum track length: shorter tracks dropped
+        assert arrays["trans_world"].shape == (n, 3) and arrays["root_world"].shape == (n, 3, 3)
+        assert arrays["vertices"].shape[0] == n and np.isfinite(arrays["trans_world"]).all()
+        assert np.abs(np.diff(arrays["trans_world"], axis=0)).max() > 0  # the trajectory moves
