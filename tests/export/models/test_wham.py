@@ -319,3 +319,19 @@ def test_trt_run_video_with_a_wham_export(video_export, sample_video, tmp_path, 
         assert arrays["trans_world"].shape == (n, 3) and arrays["root_world"].shape == (n, 3, 3)
         assert arrays["vertices"].shape[0] == n and np.isfinite(arrays["trans_world"]).all()
         assert np.abs(np.diff(arrays["trans_world"], axis=0)).max() > 0  # the trajectory moves
+
+
+def test_trt_export_cli_refuses_another_models_file_in_one_line(tmp_path):
+    """`trt-export --model wham --checkpoint <a VIBE file>`: exit 1, one line, nothing written."""
+    from typer.testing import CliRunner
+
+    from hmr_trt.export.cli import app
+    from hmr_trt.export.models.temporal import save_trainer_checkpoint
+
+    vibe = registry.adapter("vibe")
+    other = save_trainer_checkpoint(vibe.reference(vibe.tiny_config()), tmp_path / "vibe.pth.tar", smpl_vertices=40)
+    result = CliRunner().invoke(app, ["--out", str(tmp_path / "out"), "--model", "wham", "--checkpoint", str(other)])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not a WHAM checkpoint" in lines[0], result.output
+    assert not (tmp_path / "out").exists()
