@@ -25,6 +25,7 @@ import numpy as np
 from hmr_trt.errors import ConfigError
 
 from .streaming import FrameResult
+from .wham_stream import BOX_FACTOR
 
 MINIMUM_JOINTS = 6  # detector.py: a person needs this many keypoints over VIS_THRESH in a frame
 HMR2_CROP = 256
@@ -51,6 +52,13 @@ def open_keypoints(export_dir: Path, stack: contextlib.ExitStack, threads: int =
     verified = graph_from_manifest(folder, manifest, art, contract)
     backend = stack.enter_context(OnnxRuntimeBackend(verified.path, threads=threads))
     return backend, graph.inputs[0].name, graph.outputs[0].name
+
+
+def _extent_box(bbox: np.ndarray) -> np.ndarray:
+    """WHAM's (cx, cy, scale) -> the square (x1, y1, x2, y2) of side scale * 200 / 1.2 (the keypoints' extent)."""
+    cx, cy, s = (float(v) for v in bbox)
+    half = s * 100.0 / BOX_FACTOR
+    return np.array([cx - half, cy - half, cx + half, cy + half], np.float32)
 
 
 class TrackFamilyStage:
@@ -123,7 +131,9 @@ class TrackFamilyStage:
         with self.timer("model"):
             released = self.streamer.step_frame(index, feed)
         results = [FrameResult(t, f, {k: np.asarray(v) for k, v in out.items()}) for t, f, out in released]
-        return [(t, b) for t, b, _ in people], results
+        # the person's box is WHAM's: the square around the confident keypoints, so that the contract's
+        # geometry (1.2 x the box) is the square WHAM's crop camera ``cam`` refers to
+        return [(t, _extent_box(box)) for (t, _, _), box in zip(people, wham_boxes)], results
 
     def end_track(self, track_id: Any) -> Tuple[List[FrameResult], bool]:
         if self.streamer is None or track_id not in self.streamer.tracks.frames:
