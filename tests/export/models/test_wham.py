@@ -74,12 +74,24 @@ def test_whole_sequence_equals_the_official_forward(wham, fixture):
 
 
 @pytest.fixture(scope="module")
-def graphs(wham, tmp_path_factory):
-    from hmr_trt.engines.preflight import validate_onnx
-    from hmr_trt.export.models.wham.export import export_graphs
+def export_dir(tmp_path_factory):
+    """``trt-export --model wham`` at the tiny config with the fixture's released-layout checkpoint (with its
+    hmr2/ sub-export): one export for every test below."""
+    from hmr_trt.export.pipeline import ExportOptions, run_export
 
-    adapter, cfg, model = wham
-    paths = export_graphs(model, tmp_path_factory.mktemp("wham"))
+    out = tmp_path_factory.mktemp("wham_export") / "wham"
+    adapter = registry.adapter("wham")
+    result = run_export(ExportOptions(out=out, model="wham", config=adapter.tiny_config(), checkpoint=CHECKPOINT,
+                                      video=None))
+    assert not result.manifest.parity["fp32"]["failures"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def graphs(export_dir):
+    from hmr_trt.engines.preflight import validate_onnx
+
+    paths = {"init": export_dir / "init_fp32.onnx", "step": export_dir / "wham_step_fp32.onnx"}
     for path in paths.values():
         validate_onnx(path)
     return paths
@@ -188,18 +200,6 @@ def test_a_pickle_that_runs_code_is_refused(wham, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    """``trt-export --model wham`` at the tiny config with the fixture's released-layout checkpoint."""
-    from hmr_trt.export.pipeline import ExportOptions, run_export
-
-    out = tmp_path_factory.mktemp("wham_export") / "wham"
-    adapter = registry.adapter("wham")
-    result = run_export(ExportOptions(out=out, model="wham", config=adapter.tiny_config(), checkpoint=CHECKPOINT))
-    assert not result.manifest.parity["fp32"]["failures"]
-    return out
-
-
 def test_export_folder_streams_raw_keypoints_like_the_official_demo(export_dir, fixture):
     """The export folder, verified, driven with raw keypoints and the first frame's SMPL estimate: results
     held until the track has 30 frames, then equal to the official forward; a 20-frame track is dropped."""
@@ -273,19 +273,16 @@ class _StandInViTPose(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def video_export(tmp_path_factory, sample_video):
-    """The tiny WHAM export with its hmr2/ sub-export (trt-export --model wham), and a stand-in ViTPose graph."""
+def video_export(export_dir, tmp_path_factory):
+    """The WHAM export (with hmr2/) and a stand-in ViTPose graph."""
     from hmr_trt.contract import GraphSpec, TensorSpec
     from hmr_trt.export.onnx_export import onnx_from_module
-    from hmr_trt.export.pipeline import ExportOptions, run_export
 
-    root = tmp_path_factory.mktemp("wham_video")
-    out = root / "wham"
-    run_export(ExportOptions(out=out, model="wham", config=registry.adapter("wham").tiny_config(), video=sample_video))
     spec = GraphSpec("vitpose", "model", (TensorSpec("crops", ("batch", 3, 256, 192)),),
                      (TensorSpec("heatmaps", ("batch", 17, 64, 48)),))
-    onnx_from_module(_StandInViTPose().eval(), spec, (torch.zeros(2, 3, 256, 192),), root / "vitpose.onnx")
-    return out, root / "vitpose.onnx"
+    path = tmp_path_factory.mktemp("vitpose") / "vitpose.onnx"
+    onnx_from_module(_StandInViTPose().eval(), spec, (torch.zeros(2, 3, 256, 192),), path)
+    return export_dir, path
 
 
 def test_trt_run_video_with_a_wham_export(video_export, sample_video, tmp_path, monkeypatch):
