@@ -72,6 +72,28 @@ def camera_row(width: float, height: float, focal: Optional[float] = None) -> np
     return np.array([width, height, f], np.float32)
 
 
+def cam_angvel_from_dpvo(trajectory: np.ndarray, fps: float) -> np.ndarray:
+    """A camera trajectory in DPVO's layout ((T, 7): x, y, z, qx, qy, qz, qw, camera to world) -> the per-frame
+    ``cam_angvel`` (T, 6) as ``dataset_custom.convert_dpvo_to_cam_angvel`` makes it: frame t gets the
+    rotation from frame t to frame t + 1 (one frame of look-ahead) as 6D minus the identity's, times the
+    frame rate; the last frame repeats the first's. A static camera gives zeros (``cam_angvel`` of the
+    step graph then needs no trajectory at all)."""
+    traj = np.asarray(trajectory, dtype=np.float64)
+    if traj.ndim != 2 or traj.shape[1] != 7 or len(traj) < 2:
+        raise InputSpecError(f"wham: a camera trajectory must be (T >= 2, 7) [x, y, z, qx, qy, qz, qw], "
+                             f"got {traj.shape}")
+    x, y, z, w = (traj[:, i] for i in (3, 4, 5, 6))
+    norm = np.sqrt(w * w + x * x + y * y + z * z)
+    w, x, y, z = w / norm, x / norm, y / norm, z / norm
+    c2w = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+                    2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+                    2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1).reshape(-1, 3, 3)
+    r = np.swapaxes(c2w, -1, -2)  # world to camera
+    rel = r[:-1] @ np.swapaxes(r[1:], -1, -2)
+    angvel = (rel[:, :2, :].reshape(-1, 6) - np.array([1.0, 0, 0, 0, 1.0, 0])) * float(fps)
+    return np.concatenate([angvel, angvel[:1]]).astype(np.float32)
+
+
 class WHAMTracks:
     """Per-track WHAM state for the ``init``/``step`` graphs, batched across tracks.
 

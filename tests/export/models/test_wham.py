@@ -332,3 +332,15 @@ def test_trt_export_cli_refuses_another_models_file_in_one_line(tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "not a WHAM checkpoint" in lines[0], result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_camera_angular_velocity_equals_the_official_dpvo_conversion(fixture):
+    from hmr_trt.runtime.wham_stream import cam_angvel_from_dpvo
+
+    got = cam_angvel_from_dpvo(fixture["slam"], 30.0)
+    official = fixture["official_cam_angvel"]
+    assert np.abs(official).max() > 0.05  # the fixture's camera turns
+    np.testing.assert_allclose(got, official, rtol=0, atol=2e-5)
+    assert not cam_angvel_from_dpvo(np.tile([0, 0, 0, 0, 0, 0, 1.0], (5, 1)), 30.0).any()  # static: zeros
+    with pytest.raises(InputSpecError, match="camera trajectory"):
+        cam_angvel_from_dpvo(np.zeros((5, 4)), 30.0)
