@@ -104,11 +104,31 @@ def feature_exports(opts: Any, cfg: Any, stage: Path, manifest: Manifest, step: 
                               "config, seeded weights)")
 
 
+def fp16_step(stage: Path, paths: Dict[str, Path], reference: Any, adapter: Any, cfg: Any, contract: Any,
+              recipe: str, model: str) -> Dict[str, Any]:
+    """The step graph at FP16 (the recipe's keep rules), and its drift from the torch sequence along the parity
+    tracks, measured on its CPU stand-in (FP32 compute, FP16 storage: engines/precision.py)."""
+    import tempfile
+
+    from hmr_trt.engines.precision import emulation_onnx_from_fp16, fp16_onnx_from_fp32
+
+    from .pipeline import artifact_file
+
+    dst = stage / artifact_file(model, contract.graph("step"), "fp16")
+    info = fp16_onnx_from_fp32(paths["step"], dst, contract.recipe_for("fp16", recipe).keep)
+    with tempfile.TemporaryDirectory(prefix="wham-fp16-") as tmp:
+        emulated = Path(tmp) / "step_fp16_emulated.onnx"
+        emulation_onnx_from_fp16(dst, emulated)
+        report = step_parity({"init": paths["init"], "step": emulated}, reference, adapter, cfg, contract)
+    return {"recipe": recipe, "conversion": {k: v for k, v in info.items() if k != "blocked"}, **report,
+            "trans_world_mm": 1000.0 * report["max_abs"]["trans_world"]}
+
+
 def run_track_export(opts: Any, job: Any, step: Any) -> Any:
     from .pipeline import FACES_NAME, ExportResult, artifact_file
 
-    if opts.precision != "fp32":
-        raise ConfigError(f"model {opts.model}: --precision {opts.precision} is not available yet (FP32 only)")
+    if opts.precision == "int8":
+        raise ConfigError(f"model {opts.model}: --precision int8 is not available yet (fp32 or fp16)")
     adapter, cfg = job.adapter, job.cfg
     t0 = time.perf_counter()
     seconds: Dict[str, float] = {}
@@ -169,6 +189,17 @@ def run_track_export(opts: Any, job: Any, step: Any) -> Any:
                                   ins, outs, parity=report if graph.role == "model" else None,
                                   extra={"faces": FACES_NAME} if graph.role == "body_model" else {}))
         manifest.parity = {"fp32": report}
+        if opts.precision == "fp16":
+            with step(f"FP16 step graph (recipe {job.recipe}) and its drift along the parity tracks"):
+                fp16 = fp16_step(stage, paths, reference, adapter, cfg, contract, job.recipe, opts.model)
+            manifest.parity["fp16"] = fp16
+            limit = job.limit_mm
+            if limit is not None and fp16["trans_world_mm"] > limit:
+                raise ParityError(f"FP16 (recipe {job.recipe}) moves the world trajectory by {fp16['trans_world_mm']:.3g} "
+                                  f"mm over {fp16['frames']} frames, over the limit of {limit:g} mm; nothing was written")
+            art = stage / artifact_file(opts.model, contract.graph("step"), "fp16")
+            manifest.add(Artifact("step", art.name, "onnx", "fp16", sha256_of(art), *specs["step"], parity=fp16,
+                                  extra={"recipe": job.recipe}))
         seconds["total"] = time.perf_counter() - t0
         manifest.notes.append(f"export seconds: {seconds}")
         manifest.write(stage)

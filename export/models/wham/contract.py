@@ -47,7 +47,14 @@ def graphs(d_embed: int = 512, n_layers: int = 3, refiner_layers: int = 2, d_fea
     return step, init
 
 
-LSTM = KeepRule("lstm", ("LSTM",), r"LSTM", "the recurrent state accumulates rounding frame after frame")
+# The step graph's node names are flat (``/rnn_1/LSTM_2``, ``/declayer0_1/Gemm``, ``/integrator/layer1/Gemm``):
+# the recipes convert the linear layers (Gemm) and, in fp16-lstm, the LSTMs; everything else (the body
+# model's skinning, the 6D rotations, the rollout's running sums over tens of metres) stays FP32.
+REST = KeepRule("rest", ("Add", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Expand",
+                         "Gather", "Greater", "MatMul", "Mul", "Not", "ReduceL2", "ReduceMean", "ReduceSum",
+                         "Reshape", "Shape", "Slice", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where"), r".",
+                "skinning, rotations and the world rollout: sums of metres whose FP16 spacing is centimetres")
+LSTM = KeepRule("lstm", ("LSTM",), r"/LSTM(_\d+)?$", "the recurrent state accumulates rounding frame after frame")
 
 CONTRACT = ModelContract(
     name="wham",
@@ -62,6 +69,9 @@ CONTRACT = ModelContract(
     feature_extractor="hmr2",
     crop_size=256,
     bbox_scale=1.2,
-    recipes=(Recipe("fp16", "fp16", keep=(LSTM,), description="FP16 with the LSTMs in FP32"),),
+    recipes=(Recipe("fp16", "fp16", keep=(REST, LSTM), description="FP16 linear layers; the LSTMs, skinning and "
+                                                                   "rollout in FP32"),
+             Recipe("fp16-lstm", "fp16", keep=(REST,), description="FP16 linear layers and LSTMs; skinning and "
+                                                                   "rollout in FP32")),
     default_recipe={"fp16": "fp16"},
 )

@@ -243,13 +243,38 @@ def test_export_folder_refuses_a_modified_graph(export_dir, tmp_path):
         open_wham(copy)
 
 
-def test_export_refuses_reduced_precision_for_now(tmp_path):
+def test_fp16_step_graph_keeps_the_recipes_fp32_parts_and_reports_its_drift(tmp_path):
+    """--precision fp16: the step graph's linear layers (and the LSTMs in fp16-lstm) in FP16, its drift along the
+    parity tracks measured on the CPU stand-in; INT8 is refused."""
+    import onnx
+
     from hmr_trt.export.pipeline import ExportOptions, run_export
 
-    with pytest.raises(ConfigError, match="FP32 only"):
-        run_export(ExportOptions(out=tmp_path / "w", model="wham", precision="fp16",
-                                 config=registry.adapter("wham").tiny_config()))
-    assert not (tmp_path / "w").exists()
+    cfg = registry.adapter("wham").tiny_config()
+    result = run_export(ExportOptions(out=tmp_path / "w", model="wham", config=cfg, precision="fp16", with_backbone=False,
+                                      checkpoint=CHECKPOINT))
+    fp16 = result.manifest.parity["fp16"]
+    assert 0 < fp16["trans_world_mm"] < 100 and fp16["conversion"]["converted_nodes"] > 0
+    graph = onnx.load(str(tmp_path / "w" / "wham_step_fp16.onnx"))
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(graph).graph.value_info}
+    lstm_out = [n.output[0] for n in graph.graph.node if n.op_type == "LSTM"]
+    assert lstm_out and all(types.get(o) == onnx.TensorProto.FLOAT for o in lstm_out)  # the default keeps LSTMs
+    assert result.manifest.find("step", "onnx", "fp16") is not None
+    with pytest.raises(ConfigError, match="int8"):
+        run_export(ExportOptions(out=tmp_path / "y", model="wham", config=cfg, precision="int8", with_backbone=False))
+    assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.slow
+def test_fp16_over_the_drift_limit_writes_nothing(tmp_path):
+    from hmr_trt.errors import ParityError
+    from hmr_trt.export.pipeline import ExportOptions, run_export
+
+    cfg = registry.adapter("wham").tiny_config()
+    with pytest.raises(ParityError, match="nothing was written"):
+        run_export(ExportOptions(out=tmp_path / "x", model="wham", config=cfg, precision="fp16", with_backbone=False,
+                                 checkpoint=CHECKPOINT, max_drift_mm=0.01))
+    assert not (tmp_path / "x").exists()
 
 
 # --------------------------------------------------------------------------------------------
