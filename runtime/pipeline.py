@@ -698,7 +698,9 @@ class FrameLoop:
                 image["orig_cam"][i] if "orig_cam" in image else None,
                 image["joints2d"][i] if "joints2d" in image else None,
                 joints[i] if joints is not None else None, verts[i] if self.vertices or self.keep_images else None,
-                image["crop_boxes"][i] if "crop_boxes" in image else None)
+                image["crop_boxes"][i] if "crop_boxes" in image else None,
+                {k: v[i] for k, v in extras.items()} if self.backends.contract is not None
+                and self.backends.contract.family == "track" else {})
             frame.pending.discard(r.track_id)
             frame.final = now
 

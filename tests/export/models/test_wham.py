@@ -329,7 +329,7 @@ def test_trt_run_video_with_a_wham_export(video_export, sample_video, tmp_path, 
     monkeypatch.setattr(wham_video.TrackFamilyStage, "feed",
                         lambda self, i, img: (lambda r: (fed.append((i, len(r[0]))), r)[1])(real(self, i, img)))
     summary = run_video(RunOptions(out=tmp_path / "run", export_dir=export, video=str(sample_video), max_frames=45,
-                                   threads=1))
+                                   threads=1, format=("npz", "jsonl")))
     assert summary["family"] == "track" and summary["frames_decoded"] == 45
     assert any(n for _, n in fed), "nobody detected with 6 keypoints in 45 frames"
     files = sorted((tmp_path / "run").glob("track_*.npz"))
@@ -341,6 +341,12 @@ def test_trt_run_video_with_a_wham_export(video_export, sample_video, tmp_path, 
         assert arrays["trans_world"].shape == (n, 3) and arrays["root_world"].shape == (n, 3, 3)
         assert arrays["vertices"].shape[0] == n and np.isfinite(arrays["trans_world"]).all()
         assert np.abs(np.diff(arrays["trans_world"], axis=0)).max() > 0  # the trajectory moves
+    import json
+
+    lines = [json.loads(line) for line in (tmp_path / "run" / "frames.jsonl").read_text().splitlines()]
+    assert len(lines) == 45
+    people = [p for line in lines for p in line["people"]]
+    assert people and all(len(p["trans_world"]) == 3 and len(p["root_world"]) == 3 for p in people)
 
 
 def test_trt_export_cli_refuses_another_models_file_in_one_line(tmp_path):
