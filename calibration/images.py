@@ -49,6 +49,18 @@ def iter_person_crops(video: PathLike, crop: int = 224, scale: float = 1.2, per_
             yield crop_from_frame(frame, square_box(box, scale, aspect), crop, antialias)
 
 
+def iter_topdown_crops(video: PathLike, per_frame: int = 2, start_frame: int = 0) -> Iterator[np.ndarray]:
+    """Keypoint models (contract ``body_model: "keypoints"``, ViTPose): (3, 256, 192) float32 normalised crops of the
+    ``per_frame`` best HOG detections of each sampled frame, cut as runtime/keypoints.py cuts them."""
+    from hmr_trt.runtime.detect import HogPeopleDetector
+    from hmr_trt.runtime.keypoints import topdown_crop
+
+    detector = HogPeopleDetector()
+    for _, frame in sampled_frames(video, start_frame=start_frame):
+        for box in detector.detect(frame)[:per_frame]:
+            yield topdown_crop(frame, box)[0]
+
+
 def iter_letterboxed(video: PathLike, size: int = 512, start_frame: int = 0) -> Iterator[np.ndarray]:
     """(size, size, 3) float32 RGB 0-255 sampled frames, padded to a square and resized."""
     from hmr_trt.runtime.scene import letterbox
@@ -100,7 +112,9 @@ def images_from_videos(source: Union[PathLike, Sequence[PathLike]], contract: Mo
     images: List[np.ndarray] = []
     seen = []
     for path in _files(source, VIDEO_SUFFIXES, "videos"):
-        if contract.family == "frame":
+        if contract.body_model == "keypoints":
+            got = _take(iter_topdown_crops(path, start_frame=start_frame), max_images - len(images))
+        elif contract.family == "frame":
             got = _take(iter_person_crops(path, contract.crop_size, contract.bbox_scale, start_frame=start_frame,
                                           aspect=contract.crop_aspect, antialias=contract.crop_antialias),
                         max_images - len(images))
@@ -114,7 +128,9 @@ def images_from_videos(source: Union[PathLike, Sequence[PathLike]], contract: Mo
         what = "people found" if contract.family == "frame" else "frames sampled"
         raise InputSpecError(f"no calibration images: {what} from frame {start_frame} on (every {STRIDE}th frame): "
                              f"{', '.join(seen)}")
-    if contract.family == "frame":
+    if contract.body_model == "keypoints":  # normalised already
+        batch = np.stack(images)
+    elif contract.family == "frame":
         from hmr_trt.runtime.crops import normalise_crops
 
         batch = normalise_crops(np.stack(images))

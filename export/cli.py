@@ -20,6 +20,11 @@ class Exporter(str, Enum):
     dynamo = "dynamo"
 
 
+class Size(str, Enum):
+    released = "released"
+    tiny = "tiny"
+
+
 Model = Enum("Model", {name: name for name in registry.names()}, type=str)  # --model: the registered models
 
 
@@ -32,6 +37,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def export(
     out: Annotated[Path, typer.Option("--out", help="Output directory (created; replaced only on success).")],
     model: Annotated[Model, typer.Option(help="Which network (the registered models).")] = Model[registry.DEFAULT_MODEL],
+    size: Annotated[Size, typer.Option(help="released: the published network (default); tiny: the same code at small "
+                                       "widths, UNTRAINED (seeded weights), to try the pipeline or run CI in "
+                                       "seconds; labelled in manifest.json, never the real network.")] = Size.released,
     precision: Annotated[Precision, typer.Option(help="fp32, fp16 or int8.")] = Precision.fp32,
     window: Annotated[Optional[int], typer.Option(help="Frames per window T (default: the model's; coseg: "
                                                   "even, >= 4).")] = None,
@@ -80,7 +88,10 @@ def export(
                              checkpoint=checkpoint, backbone_checkpoint=backbone_checkpoint, smpl_model=smpl_model,
                              mean_params=mean_params, video=sample, exporter=exporter.value, calib=calib,
                              calib_cache=calib_cache, recipe=recipe, max_drift_mm=max_drift_mm, strict=strict,
-                             step=step_graph, decomr_data=decomr_data)
+                             step=step_graph, decomr_data=decomr_data, size=size.value)
+        if size is Size.tiny:
+            console.print(f"[bold yellow]--size tiny: {model.value}'s small UNTRAINED configuration (seeded weights), "
+                          "for trying the pipeline and CI; not the released network, its outputs mean nothing[/]")
         try:
             result = run_export(opts, step=step)
         except ParityError as exc:
@@ -129,7 +140,7 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
             console.print(f"  {rep.precision}: weights {100 * rep.share['weights_fp16']:.0f}% FP16 / "
                           f"{100 * rep.share['weights_int8']:.0f}% INT8, FLOPs {100 * rep.share['flops_fp16']:.0f}% "
                           f"FP16 / {100 * rep.share['flops_int8']:.0f}% INT8")
-        for line in decision_lines(rep):
+        for line in decision_lines(rep) + keypoint_lines(rep):
             console.print(line)
         if rep.conditioning and rep.precision == "fp32":
             c = rep.conditioning
@@ -177,6 +188,24 @@ def decision_lines(rep) -> list[str]:  # noqa: ANN001 - parity.ParityReport
                        f"{d.get('unpinned_on_those_mean_mm', float('nan')):.3g} mm mean; the others agree to "
                        f"{d.get('unpinned_elsewhere_mean_mm', float('nan')):.3g} mm. The model's decisions flip "
                        "within round-off of their edges: any two FP32 runtimes can disagree there.[/]")
+    return out
+
+
+def keypoint_lines(rep) -> list[str]:  # noqa: ANN001 - parity.ParityReport
+    """Keypoint models (contract body_model "keypoints"): the drifts above are crop pixels, and per set the
+    heatmap maxima the export put in another cell than the reference (end to end drift beside)."""
+    rows = {r["set"]: r for r in rep.rows if "keypoints" in r}  # the largest batch of each set
+    if not rows:
+        return []
+    pinned = next(iter(rows.values()))["keypoints"].get("judged_on") == "pinned"
+    out = [f"  {rep.precision}: keypoint model: the drifts above are keypoints in pixels of the crop"
+           + (", decoded from the reference's heatmap maxima; the heatmaps themselves are held to the per-output tier"
+              if pinned else ", end to end")]
+    for name, r in rows.items():
+        k = r["keypoints"]
+        out.append(f"  {rep.precision} maxima ({name} crops, batch {r['batch']}): {k['maxima_decided_otherwise']} of "
+                   f"{k['keypoints']} in another cell; end to end {k['unpinned_mean_px']:.3g} px mean "
+                   f"(max {k['unpinned_max_px']:.3g})")
     return out
 
 

@@ -99,7 +99,8 @@ def feature_exports(opts: Any, cfg: Any, stage: Path, manifest: Manifest, step: 
                 sub_cfg = replace(sub_cfg, token_dim=cfg.d_feat)
         with step(f"exporting {name} into {name}/ (its own export, {'tiny' if tiny else 'released'} config)"):
             run_export(ExportOptions(out=stage / name, model=name, config=sub_cfg, exporter=opts.exporter,
-                                     profile=opts.profile, build_engines=opts.build_engines, video=opts.video))
+                                     profile=opts.profile, build_engines=opts.build_engines, video=opts.video,
+                                     size=opts.size))
         manifest.notes.append(f"{name}/: the {name} export WHAM's pipeline reads ({'tiny' if tiny else 'released'} "
                               "config, seeded weights)")
 
@@ -140,6 +141,10 @@ def run_track_export(opts: Any, job: Any, step: Any) -> Any:
     with staged_output(opts.out) as stage:
         manifest = Manifest(model=opts.model, config=cfg.to_dict(), profile=opts.profile.to_dict(),
                             tools=tool_versions("torch", "onnx", "onnxruntime"), contract=contract.to_dict())
+        if opts.size == "tiny":
+            from .pipeline import TINY_NOTE
+
+            manifest.notes.append(TINY_NOTE)
         if opts.checkpoint is None:
             manifest.notes.append(f"{opts.model} weights: seeded defaults (untrained), seeded stand-in body "
                                   "(NOT SMPL); meshes are not poses")

@@ -12,6 +12,9 @@ Scene models output maps: ``scene_people`` reads their SMPL parameters at a fixe
 (``runtime/scene.grid_people``: the same cells whatever the center scores) and at the top
 ``SCENE_PEAKS`` center-map peaks of every image (where the runtime reads its people: a peak that moves
 one cell is a discrete decision, the contract's ``centers``); lead axes (B, 64 + SCENE_PEAKS).
+Keypoint models (``body_model: "keypoints"``, ViTPose) have no mesh: their "vertices" are the keypoints
+decoded from the ``heatmaps`` output (runtime/keypoints.py) in pixels of the model's crop, as (x, y, 0) in
+units of ``KEYPOINT_UNIT`` so that every "mm" figure reads as crop pixels (``keypoint_points``).
 
 For the GPU tests (torch-free)::
 
@@ -37,6 +40,9 @@ def meshes(body: Optional[BodyModel], outputs: Feed, contract: Optional[ModelCon
     """Model outputs (lead..., ...) -> vertices (lead..., V, 3) and joints (lead..., J, 3), in metres."""
     if contract is not None and contract.family == "scene" and "pose_rotmat" not in outputs:
         outputs = scene_people(outputs)
+    if contract is not None and contract.body_model == "keypoints":
+        points = keypoint_points(outputs["heatmaps"])
+        return points, points
     if contract is not None and contract.body_model == "none":
         verts = outputs["vertices"]
         # models without joints (DecoMR): the mesh centroid stands in, so joint drift is still defined
@@ -49,6 +55,21 @@ def meshes(body: Optional[BodyModel], outputs: Feed, contract: Optional[ModelCon
     out = body({"pose_rotmat": np.ascontiguousarray(pose.reshape(n, *pose.shape[len(lead):]), np.float32),
                 "betas": np.ascontiguousarray(betas.reshape(n, betas.shape[-1]), np.float32)})
     return out["vertices"].reshape(*lead, -1, 3), out["joints3d"].reshape(*lead, -1, 3)
+
+
+KEYPOINT_UNIT = 1e-3  # a crop pixel, as the metres the drift figures take: their "mm" read as crop pixels
+
+
+def keypoint_points(heatmaps: np.ndarray, maxima: Optional[np.ndarray] = None) -> np.ndarray:
+    """Heatmaps (N, K, H, W) -> keypoints (N, K, 3): (x, y) in crop pixels (the official decoding with the crop
+    as the frame), 0, in units of ``KEYPOINT_UNIT``. ``maxima``: the integer cells to refine from (parity pins
+    the reference's: ``runtime.keypoints.decode_heatmaps``)."""
+    from hmr_trt.runtime.keypoints import decode_heatmaps
+
+    hm = np.asarray(heatmaps)
+    identity = np.broadcast_to(np.eye(2, 3, dtype=np.float32), (len(hm), 2, 3))
+    xy = decode_heatmaps(hm, identity, maxima)[..., :2].astype(np.float64)
+    return np.concatenate([xy, np.zeros_like(xy[..., :1])], axis=-1) * KEYPOINT_UNIT
 
 
 SCENE_PEAKS = 4  # parity reads the people at the top 4 center-map peaks of every image (beside the grid)

@@ -26,6 +26,7 @@ MODELS = {
     "decomr": "hmr_trt.export.models.decomr",
     "instancehmr": "hmr_trt.export.models.instancehmr",
     "hmr2": "hmr_trt.export.models.hmr2",
+    "vitpose": "hmr_trt.export.models.vitpose",
     "wham": "hmr_trt.export.models.wham",
 }
 

@@ -106,7 +106,10 @@ def contract_problems(contract: ModelContract) -> List[str]:
             if axis(out.shape, 1) != frames:
                 problems.append(f"emit {contract.emit!r} of window {contract.window} gives {frames} frame(s) per "
                                 f"window but its {model.name} graph's {out.name} is {_shape(out.shape)}")
-    if contract.family == "frame" and first is not None and tuple(first.shape[-2:]) != (contract.crop_size,) * 2:
+    crop = (contract.crop_size,) * 2
+    if contract.body_model == "keypoints":  # top-down keypoint crops keep their aspect (ViTPose: 256 x 192)
+        crop = (contract.crop_size, int(round(contract.crop_size * contract.crop_aspect)))
+    if contract.family == "frame" and first is not None and tuple(first.shape[-2:]) != crop:
         problems.append(f"crop_size is {contract.crop_size} but its {model.name} graph takes {first.name} "
                         f"{_shape(first.shape)}")
     if contract.family == "scene" and first is not None and tuple(first.shape[1:3]) != (contract.image_size,) * 2:

@@ -22,16 +22,25 @@ WHAM's demo runs ViTPose-H with the ``ViTPose_huge_coco_256x192`` config through
   averaged with the plain ones before decoding (no heatmap shift: ``shift_heatmap`` is off). The
   ViTPose export does this inside the graph, so its ``heatmaps`` output decodes as it is.
 
+The export (``trt-export --model vitpose``): input ``crops`` (N, 3, 256, 192) float32 (``topdown_crops``),
+output ``heatmaps`` (N, 17, 64, 48) float32, flip test inside; ``open_keypoint_model`` opens it (TensorRT engine
+or ONNX Runtime, as ``trt-run`` chooses) for one batched call over every person's crop::
+
+    with open_keypoint_model("out/vitpose") as vitpose:
+        keypoints = vitpose.keypoints(frame_bgr, boxes_xyxy)  # (N, 17, 3) [x, y, score] in frame pixels
+
 numpy + OpenCV only (OpenCV imported where used), so it runs on a bare Python 3.9 GPU image.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
-from hmr_trt.errors import InputSpecError
+from hmr_trt.errors import ConfigError, InputSpecError
 from hmr_trt.runtime.crops import normalise_crops
 
 INPUT_SIZE = (192, 256)  # crop (width, height)
@@ -94,8 +103,9 @@ def topdown_crops(frame_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> Tuple[np.nda
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def _maxima(heatmaps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Integer (x, y) float32 of each heatmap's first maximum (-1, -1 where it is not positive), and the maximum."""
+def heatmap_maxima(heatmaps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(N, K, H, W) -> integer (x, y) float32 (N, K, 2) of each heatmap's first maximum ((-1, -1) where it is not
+    positive, as the official code marks it), and the maximum (N, K): the keypoint's score."""
     n, k, _, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, -1)
     idx = flat.argmax(axis=2)
@@ -136,9 +146,13 @@ def _dark_refine(xy: np.ndarray, heatmaps: np.ndarray, kernel: int = DARK_KERNEL
     return (xy - step).astype(np.float32)
 
 
-def decode_heatmaps(heatmaps: np.ndarray, trans: np.ndarray) -> np.ndarray:
+def decode_heatmaps(heatmaps: np.ndarray, trans: np.ndarray, maxima: np.ndarray | None = None) -> np.ndarray:
     """Heatmaps (N, 17, 64, 48) and each crop's frame -> crop map (N, 2, 3) -> (N, 17, 3) [x, y, score] in
-    frame pixels, float32 (the official UDP + DARK decoding)."""
+    frame pixels, float32 (the official UDP + DARK decoding).
+
+    ``maxima``: (N, K, 2) integer cells to refine from instead of the heatmaps' own (``heatmap_maxima``), the
+    score then the heatmap's value there; parity pins the reference's so that two runtimes are compared on
+    the continuous part (the maximum is a discrete decision two float32 runtimes may take apart on a tie)."""
     hm = np.asarray(heatmaps)
     tr = np.asarray(trans, dtype=np.float64)
     if hm.ndim != 4 or hm.shape[2:] != (HEATMAP_SIZE[1], HEATMAP_SIZE[0]):
@@ -151,7 +165,12 @@ def decode_heatmaps(heatmaps: np.ndarray, trans: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros((0, k, 3), np.float32)
     hm = np.ascontiguousarray(hm, dtype=np.float32)
-    xy, score = _maxima(hm)
+    xy, score = heatmap_maxima(hm)
+    if maxima is not None:
+        xy = np.asarray(maxima, dtype=np.float32).reshape(n, k, 2)
+        cells = np.clip(xy, 0, None).astype(int)
+        score = np.where(xy[..., 0] < 0, score, hm[np.arange(n)[:, None], np.arange(k)[None], cells[..., 1],
+                                                    cells[..., 0]])
     xy = _dark_refine(xy, hm)
     # heatmap -> crop (UDP: the end pixels' centres map onto each other) -> frame (the inverse affine map)
     per_pixel = np.array([(INPUT_SIZE[0] - 1.0) / (HEATMAP_SIZE[0] - 1.0),
@@ -160,3 +179,64 @@ def decode_heatmaps(heatmaps: np.ndarray, trans: np.ndarray) -> np.ndarray:
     lin, off = tr[:, :, :2], tr[:, :, 2]
     frame_xy = np.einsum("nab,nkb->nka", np.linalg.inv(lin), crop_xy - off[:, None, :])
     return np.concatenate([frame_xy, score[..., None]], axis=-1).astype(np.float32)
+
+
+class KeypointModel:
+    """An opened keypoint export: crops -> heatmaps on its backend, decoded to frame pixels here."""
+
+    def __init__(self, backend: Any, contract: Any) -> None:
+        self.backend, self.contract = backend, contract
+        graph = contract.model_graph
+        self.input_name, self.output_name = graph.input_names[0], graph.output_names[0]
+        self.crop_shape = tuple(graph.inputs[0].shape[1:])
+
+    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 3, 256, 192) normalised crops -> (N, 17, 64, 48) heatmaps (flip test included), in chunks of the
+        backend's largest batch."""
+        x = np.ascontiguousarray(crops, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.crop_shape:
+            raise InputSpecError(f"crops must be (N, {', '.join(map(str, self.crop_shape))}) (topdown_crops), "
+                                 f"got {tuple(x.shape)}")
+        if len(x) == 0:
+            rows, cols = HEATMAP_SIZE[1], HEATMAP_SIZE[0]
+            return np.zeros((0, int(self.contract.model_graph.outputs[0].shape[1]), rows, cols), np.float32)
+        from .backends_select import _chunked
+
+        return np.asarray(_chunked(self.backend, {self.input_name: x})[self.output_name], dtype=np.float32)
+
+    def keypoints_of_crops(self, crops: np.ndarray, trans: np.ndarray) -> np.ndarray:
+        """Crops and their frame -> crop maps (``topdown_crops``; any mix of frames) -> (N, 17, 3) frame keypoints."""
+        return decode_heatmaps(self.heatmaps(crops), trans)
+
+    def keypoints(self, frame_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Every person of one frame in one call: (N, 4|5) boxes -> (N, 17, 3) [x, y, score] in frame pixels."""
+        crops, trans = topdown_crops(frame_bgr, boxes_xyxy)
+        return self.keypoints_of_crops(crops, trans)
+
+
+def check_keypoint_contract(contract: Any, where: str) -> None:
+    """A keypoint export's contract (``body_model: "keypoints"``, one crops -> heatmaps graph), else one line."""
+    graph = contract.model_graph
+    if contract.body_model != "keypoints" or len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ConfigError(f"{where} is a {contract.name} export ({contract.family} model, body model "
+                          f"{contract.body_model!r}), not a keypoint model: export one with "
+                          "trt-export --model vitpose")
+    if tuple(graph.outputs[0].shape[2:]) != (HEATMAP_SIZE[1], HEATMAP_SIZE[0]):
+        raise ConfigError(f"{where}: its heatmaps are {graph.outputs[0].shape[1:]}, this decoder reads "
+                          f"(K, {HEATMAP_SIZE[1]}, {HEATMAP_SIZE[0]})")
+
+
+@contextlib.contextmanager
+def open_keypoint_model(export_dir: Union[str, Path], backend: str = "auto", precision: str = "fp32",
+                        threads: int = 0, device: str = "auto", ort_providers: Optional[str] = None,
+                        triton_url: Optional[str] = None) -> Iterator[KeypointModel]:
+    """Open a ViTPose export (its engine when one runs here, else its ONNX on ONNX Runtime); checked to be a
+    keypoint model before any graph is loaded."""
+    from hmr_trt.manifest import Manifest
+
+    from .backends_select import contract_of, open_backends
+
+    check_keypoint_contract(contract_of(Manifest.read(Path(export_dir))), str(export_dir))
+    with open_backends(Path(export_dir), backend, precision, threads, need_backbone=False, device=device,
+                       ort_providers=ort_providers, triton_url=triton_url) as backends:
+        yield KeypointModel(backends.temporal, backends.contract)

@@ -213,6 +213,15 @@ def _check_family_options(opts: RunOptions, family: str, mode: str) -> None:
     if mode == "features" and family != "window":
         raise ConfigError(f"--features: {opts.export_dir} is a {family} model, which takes images, not backbone "
                           "features; give --video or --image")
+    if family == "frame":
+        from hmr_trt.manifest import Manifest
+
+        from .backends_select import contract_of
+
+        if contract_of(Manifest.read(Path(opts.export_dir))).body_model == "keypoints":
+            raise ConfigError(f"{opts.export_dir} is a keypoint model (ViTPose: heatmaps, no body): trt-run runs it "
+                              "inside a pipeline that reads keypoints; from Python, "
+                              "hmr_trt.runtime.keypoints.open_keypoint_model(export).keypoints(frame, boxes)")
     if "vibe" in formats_of(opts.format):
         from .vibe_format import peer_demo
 

@@ -32,26 +32,17 @@ HMR2_CROP = 256
 WORLD_OUTPUTS = ("root_world", "trans_world", "contact", "cam_t")  # written per frame beside the SMPL outputs
 
 
-def open_keypoints(export_dir: Path, stack: contextlib.ExitStack, threads: int = 0) -> Tuple[Any, str, str]:
-    """The ViTPose export under ``export_dir/vitpose``, its model graph verified: (backend, input, output)."""
-    from hmr_trt.manifest import Manifest
-
-    from .backends import OnnxRuntimeBackend
-    from .graph_loader import contract_from_manifest, graph_from_manifest
+def open_keypoints(export_dir: Path, stack: contextlib.ExitStack, opts: Any) -> Any:
+    """The ViTPose export under ``export_dir/vitpose`` (runtime/keypoints.py: ``open_keypoint_model``, its graph
+    verified against its manifest, checked to be a keypoint model), on trt-run's backend."""
+    from .keypoints import open_keypoint_model
 
     folder = Path(export_dir) / "vitpose"
     if not (folder / "manifest.json").is_file():
         raise ConfigError(f"{export_dir} has no ViTPose export ({folder}/manifest.json): WHAM reads ViTPose "
                           f"keypoints; run trt-export --model vitpose --out {folder}")
-    manifest = Manifest.read(folder)
-    contract = contract_from_manifest(manifest, str(folder / "manifest.json"))
-    graph = contract.model_graph
-    art = manifest.find(graph.name, "onnx", "fp32")
-    if art is None:
-        raise ConfigError(f"{folder}/manifest.json lists no FP32 ONNX for {graph.name}; re-run trt-export")
-    verified = graph_from_manifest(folder, manifest, art, contract)
-    backend = stack.enter_context(OnnxRuntimeBackend(verified.path, threads=threads))
-    return backend, graph.inputs[0].name, graph.outputs[0].name
+    return stack.enter_context(open_keypoint_model(folder, opts.backend, "fp32", opts.threads, device=opts.device,
+                                                   ort_providers=opts.ort_providers))
 
 
 def _extent_box(bbox: np.ndarray) -> np.ndarray:
@@ -85,7 +76,7 @@ class TrackFamilyStage:
         self.hmr2 = self.stack.enter_context(open_backends(hmr2_dir, opts.backend, "fp32", opts.threads,
                                                           need_backbone=False, device=opts.device,
                                                           ort_providers=opts.ort_providers))
-        self.keypoints, self.kp_in, self.kp_out = open_keypoints(export_dir, self.stack, opts.threads)
+        self.keypoints = open_keypoints(export_dir, self.stack, opts)
         from hmr_trt.manifest import Manifest
 
         self.min_frames = int(Manifest.read(export_dir).config.get("min_frames", 30))
@@ -96,7 +87,6 @@ class TrackFamilyStage:
     def feed(self, index: int, image: np.ndarray) -> Tuple[List[Tuple[Any, np.ndarray]], List[FrameResult]]:
         from .crops import crop_from_frame, normalise_crops
         from .frame_stage import infer_model
-        from .keypoints import decode_heatmaps, topdown_crops
         from .wham_stream import VIS_THRESH, WHAMStreamer, box_from_keypoints
 
         if self.streamer is None:
@@ -110,9 +100,7 @@ class TrackFamilyStage:
             return [], []
         boxes = np.stack([np.asarray(b, np.float32)[:4] for _, b in active])
         with self.timer("keypoints"):
-            crops, trans = topdown_crops(image, boxes)
-            heatmaps = self.keypoints.infer({self.kp_in: crops})[self.kp_out]
-            keypoints = decode_heatmaps(heatmaps, trans)
+            keypoints = self.keypoints.keypoints(image, boxes)
         people = [(t, b, k) for (t, b), k in zip(active, keypoints) if (k[:, 2] > VIS_THRESH).sum() >= MINIMUM_JOINTS]
         self.skipped_few_keypoints += len(active) - len(people)
         if not people:

@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "vitpose_official.npz"
+CHECKPOINT = ROOT / "tests" / "fixtures" / "vitpose_official_tiny.pth"
 VIDEO = ROOT / "data" / "vtest.avi"
 CONFIG = "configs/body/2d_kpt_sview_rgb_img/topdown_heatmap/coco/ViTPose_huge_coco_256x192.py"
 # (frame index, box x1 y1 x2 y2) in the detector's float32 xyxy: a walking person, a tall thin box (widened
@@ -44,6 +45,7 @@ CROP_BOXES = ((0, (331.0, 97.5, 417.2, 329.9)), (0, (52.0, 201.0, 118.0, 402.0))
               (60, (200.3, 300.0, 500.0, 401.7)), (60, (600.0, -40.0, 820.0, 380.0)))
 CROP_STRIDE = 4  # the normalised crops are kept at every 4th pixel of each axis
 HEATMAP_SEED = 3
+HEATMAP_STRIDE = 4  # the tiny network's official heatmaps are kept at every 4th cell of each axis
 
 
 def _stub(name: str, **attrs) -> types.ModuleType:
@@ -74,6 +76,7 @@ class _Registry:
 def import_official(official: Path) -> types.SimpleNamespace:
     """Load the official files the test pipeline, decoding and network run (see the module docstring)."""
     import cv2
+    import torch
 
     def unused(*args, **kwargs):
         raise RuntimeError("stub reached: the official path was expected not to call it")
@@ -105,12 +108,21 @@ def import_official(official: Path) -> types.SimpleNamespace:
     _stub("mmpose.models", build_posenet=unused)
     _stub("mmpose.utils.hooks", OutputHook=unused)
     _stub("PIL", Image=None) if "PIL" not in sys.modules and importlib.util.find_spec("PIL") is None else None
+    _stub("mmcv.cnn", build_conv_layer=lambda cfg, *a, **k: torch.nn.Conv2d(*a, **k),
+          build_upsample_layer=lambda cfg, *a, **k: torch.nn.ConvTranspose2d(*a, **k),
+          build_norm_layer=unused, constant_init=unused, normal_init=unused)
+    _stub("mmpose.models.utils.ops", resize=unused)
     inference = _load(official, "mmpose.apis.inference")
     loading = _load(official, "mmpose.datasets.pipelines.loading")
     top_down = _load(official, "mmpose.datasets.pipelines.top_down_transform")
     shared = _load(official, "mmpose.datasets.pipelines.shared_transform")
+    _load(official, "mmpose.models.backbones.base_backbone")
+    vit = _load(official, "mmpose.models.backbones.vit")
+    _load(official, "mmpose.models.heads.topdown_heatmap_base_head")
+    head = _load(official, "mmpose.models.heads.topdown_heatmap_simple_head")
     return types.SimpleNamespace(post=post, eval=evaluation, inference=inference, loading=loading,
-                                 top_down=top_down, shared=shared)
+                                 top_down=top_down, shared=shared, ViT=vit.ViT,
+                                 Head=head.TopdownHeatmapSimpleHead)
 
 
 def read_config(official: Path) -> dict:
@@ -195,11 +207,75 @@ def official_keypoints(off, config: dict, heatmaps: np.ndarray, crops: list) -> 
     return np.concatenate([preds, maxvals], axis=-1).astype(np.float32)
 
 
+def write_released_format(model, config_text: str, path: Path) -> None:
+    """The network's weights as mmcv's ``save_checkpoint`` writes them (``meta``, ``state_dict``), with the
+    parts a split multi-dataset checkpoint keeps beside the COCO model: backbone MLP experts and the other
+    datasets' heads (``tools/model_split.py`` leaves both in)."""
+    from collections import OrderedDict
+
+    import torch
+
+    gen = torch.Generator().manual_seed(11)
+    state = OrderedDict((k, v.clone()) for k, v in model.state_dict().items())
+    hidden = model.cfg.embed_dim * model.cfg.mlp_ratio
+    for i in range(model.cfg.depth):
+        for e in range(2):
+            state[f"backbone.blocks.{i}.mlp.experts.{e}.weight"] = torch.randn(8, hidden, generator=gen)
+            state[f"backbone.blocks.{i}.mlp.experts.{e}.bias"] = torch.randn(8, generator=gen)
+    for h, joints in enumerate((14, 16)):  # AIC, MPII
+        for k, v in model.state_dict().items():
+            if k.startswith("keypoint_head."):
+                other = v.clone() if v.dtype != torch.float32 else torch.randn(v.shape, generator=gen)
+                if k.startswith("keypoint_head.final_layer."):
+                    other = other[:joints]
+                state[k.replace("keypoint_head.", f"associate_keypoint_heads.{h}.")] = other
+    meta = {"mmcv_version": "1.3.9", "time": "Thu Jun  2 10:00:00 2022", "config": config_text, "epoch": 210,
+            "iter": 0, "env_info": "seeded by hmr-trt tools/vitpose_official_parity.py", "seed": 0}
+    torch.save({"meta": meta, "state_dict": state}, path)
+
+
+def official_heatmaps_and_keypoints(off, cfg, config: dict, checkpoint: Path, crops: list):
+    """The official ``ViT`` and ``TopdownHeatmapSimpleHead`` at ``cfg``'s sizes (the config's other values),
+    loaded from ``checkpoint`` as mmcv's ``load_checkpoint`` does (non-strict: the other parts unused) and
+    composed as ``TopDown.forward_test`` composes them: flip test, then the head's ``decode``."""
+    import torch
+
+    m = config["model"]
+    bb = dict(m["backbone"], embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.heads)
+    bb.pop("type")
+    hd = dict(m["keypoint_head"], in_channels=cfg.embed_dim,
+              num_deconv_filters=(cfg.deconv_filters,) * cfg.deconv_layers, test_cfg=m["test_cfg"])
+    hd.pop("type")
+    net = torch.nn.Module()
+    net.backbone, net.keypoint_head = off.ViT(**bb), off.Head(**hd)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]  # our own file
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or any(not k.startswith(("associate_keypoint_heads.", "backbone.blocks."))
+                                  or (k.startswith("backbone.blocks.") and ".mlp.experts." not in k)
+                                  for k in result.unexpected_keys):
+        raise SystemExit(f"official load: missing {result.missing_keys}, unexpected {result.unexpected_keys}")
+    net.eval()
+    img = torch.from_numpy(np.stack([c["normalised"] for c in crops]))
+    # no "bbox_score": decode writes it into a float with a (1,)-array, which numpy 2 refuses; it only fills
+    # the result's box score, not the keypoints
+    metas = [{"center": c["center"], "scale": c["scale"], "image_file": None, "bbox_id": i,
+              "flip_pairs": [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14], [15, 16]]}
+             for i, c in enumerate(crops)]
+    with torch.no_grad():
+        heat = net.keypoint_head.inference_model(net.backbone(img), flip_pairs=None)
+        if m["test_cfg"].get("flip_test", True):
+            flipped = net.keypoint_head.inference_model(net.backbone(img.flip(3)), metas[0]["flip_pairs"])
+            heat = (heat + flipped) * 0.5
+    result = net.keypoint_head.decode(metas, heat, img_size=[img.shape[3], img.shape[2]])
+    return heat.astype(np.float32), result["preds"].astype(np.float32)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--official", required=True, type=Path, help="extracted ViTAE-Transformer/ViTPose tree")
     ap.add_argument("--video", type=Path, default=VIDEO)
     ap.add_argument("--out", type=Path, default=FIXTURE)
+    ap.add_argument("--checkpoint-out", type=Path, default=CHECKPOINT)
     args = ap.parse_args()
     official = args.official.resolve()
     off = import_official(official)
@@ -224,11 +300,35 @@ def main() -> int:
     mine = decode_heatmaps(heatmaps.astype(np.float32), np.stack(ours_trans[:len(heatmaps)]))
     print(f"synthetic heatmaps: max |keypoint xy - official| = {np.abs(mine[..., :2] - keypoints[..., :2]).max():.3g} px, "
           f"max |score - official| = {np.abs(mine[..., 2] - keypoints[..., 2]).max():.3g}")
+
+    import dataclasses
+
+    import torch
+
+    from hmr_trt.export.models.vitpose.adapter import ADAPTER
+
+    cfg = ADAPTER.tiny_config()
+    args.checkpoint_out.parent.mkdir(parents=True, exist_ok=True)
+    write_released_format(ADAPTER.reference(cfg), (official / CONFIG).read_text(), args.checkpoint_out)
+    official_heat, official_kp = official_heatmaps_and_keypoints(off, cfg, config, args.checkpoint_out, crops)
+    ours_model = ADAPTER.reference(dataclasses.replace(cfg, seed=cfg.seed + 1), args.checkpoint_out)
+    ours_crops = np.stack([topdown_crop(frames[f], np.array(b, np.float32))[0] for f, b in CROP_BOXES])
+    with torch.no_grad():
+        ours_heat = ours_model(torch.from_numpy(ours_crops))[0].numpy()
+    ours_kp = decode_heatmaps(ours_heat, np.stack(ours_trans))
+    print(f"tiny network on {len(CROP_BOXES)} real crops: max |heatmaps - official| = "
+          f"{np.abs(ours_heat - official_heat).max():.3g} (range {np.abs(official_heat).max():.3g}); max |keypoint xy - "
+          f"official| = {np.abs(ours_kp[..., :2] - official_kp[..., :2]).max():.3g} px, max |score - official| = "
+          f"{np.abs(ours_kp[..., 2] - official_kp[..., 2]).max():.3g}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, boxes=np.array([b for _, b in CROP_BOXES], np.float32),
                         frames=np.array([f for f, _ in CROP_BOXES]), crop_stride=CROP_STRIDE,
-                        synthetic_heatmaps=heatmaps, synthetic_keypoints=keypoints, **arrays)
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+                        synthetic_heatmaps=heatmaps, synthetic_keypoints=keypoints,
+                        tiny_heatmaps_strided=official_heat[:, :, ::HEATMAP_STRIDE, ::HEATMAP_STRIDE],
+                        tiny_heatmap_max_abs=np.abs(official_heat).max(axis=(2, 3)),
+                        tiny_keypoints=official_kp, **arrays)
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes), {args.checkpoint_out} "
+          f"({args.checkpoint_out.stat().st_size} bytes)")
     return 0
 
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from hmr_trt.errors import InputSpecError
-from hmr_trt.runtime.keypoints import box_center_scale, decode_heatmaps, topdown_crop, topdown_crops
+from hmr_trt.runtime.keypoints import (
+    box_center_scale,
+    decode_heatmaps,
+    heatmap_maxima,
+    topdown_crop,
+    topdown_crops,
+)
 
 OFFICIAL = Path(__file__).resolve().parents[1] / "fixtures" / "vitpose_official.npz"
 
@@ -87,6 +93,23 @@ def test_decode_is_per_person(official) -> None:
     both = decode_heatmaps(heatmaps, trans)
     np.testing.assert_array_equal(decode_heatmaps(heatmaps[2:3], trans[2:3]), both[2:3])
     assert decode_heatmaps(heatmaps[:0], trans[:0]).shape == (0, 17, 3)
+
+
+def test_decode_from_given_maxima(official) -> None:
+    """Parity pins the reference's maxima: its own cells give the plain decode; other cells refine from there,
+    the score then the heatmap's value at the cell."""
+    heatmaps = official["synthetic_heatmaps"].astype(np.float32)
+    trans = np.stack([official[f"crop{i}/trans"] for i in range(len(heatmaps))])
+    cells, scores = heatmap_maxima(heatmaps)
+    np.testing.assert_array_equal(decode_heatmaps(heatmaps, trans, cells), decode_heatmaps(heatmaps, trans))
+    moved = cells.copy()
+    moved[0, 5] += (1, 0)
+    got = decode_heatmaps(heatmaps, trans, moved)
+    x, y = moved[0, 5].astype(int)
+    assert got[0, 5, 2] == heatmaps[0, 5, y, x] < scores[0, 5]
+    assert np.abs(got[0, 5, :2] - decode_heatmaps(heatmaps, trans)[0, 5, :2]).max() > 0
+    np.testing.assert_array_equal(np.delete(got.reshape(-1, 3), 5, 0),
+                                  np.delete(decode_heatmaps(heatmaps, trans).reshape(-1, 3), 5, 0))
 
 
 @pytest.mark.parametrize("heatmaps, trans, match", [
