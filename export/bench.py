@@ -11,7 +11,10 @@ of it is reused when its files match its manifest, else one is made; then torch 
 Runtime at batch 1 and 8, the per-frame step where the model has one, the feature extractor, the
 runtime on the first frames of the sample video. ``--models all --plan full`` (``make bench-zoo``)
 measures every registered model; models already measured with that plan in ``--out`` are kept
-(``--force`` measures them again). Every measurement prints one line as it ends, flushed, so a pipe
+(``--force`` measures them again); Ctrl-C or SIGTERM stops the run with the finished models saved and
+reported (exit 130). A batch size whose call is estimated, linearly from the largest
+smaller batch measured, to take over the plan's cap (30 s; ``--max-call-s``) is skipped and reported
+as skipped with its estimate, never dropped silently. Every measurement prints one line as it ends, flushed, so a pipe
 or a CI log shows the run as it goes.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import resource
+import signal
 import sys
 import time
 from enum import Enum
@@ -182,11 +186,11 @@ def run_bench(out: Path, models: List[str], export_dir: Optional[Path] = None, v
               tiny: bool = False, plots: bool = True, budget_s: Optional[float] = None,
               scene_export: Optional[Path] = None, *, plan: Optional[str] = None, force: bool = False,
               make_export: bool = False, reuse: Sequence[Path] = (), readme: Optional[Path] = None,
-              say: Optional[Callable[[str], None]] = None) -> BenchResult:
+              say: Optional[Callable[[str], None]] = None, max_call_s: Optional[float] = None) -> BenchResult:
     """Measure ``models`` (each one's record saved to ``<out>/models/<plan>/`` as soon as it is done; models
     with a record of this plan are kept unless ``force``), then the report over all of them. ``plan``:
     quick (default), full or tiny (``tiny=True``: seconds, for tests); ``budget_s`` overrides its round-robin
-    seconds per batch size."""
+    seconds per batch size, ``max_call_s`` its cap on a call's estimated seconds (0: none)."""
     import torch
 
     from .bench_sections import PLANS, machine_floor, machine_info, measure_model
@@ -196,13 +200,15 @@ def run_bench(out: Path, models: List[str], export_dir: Optional[Path] = None, v
     if name not in PLANS:
         raise ConfigError(f"--plan {name!r}: one of {', '.join(PLANS)}")
     chosen = PLANS[name] if budget_s is None else dataclasses.replace(PLANS[name], budget_s=budget_s)
+    chosen = chosen if max_call_s is None else dataclasses.replace(chosen, max_call_s=max_call_s)
     store = RecordStore(out, chosen.name)
     result = BenchResult(machine_info(), models=[])
     records: List[ModelRecord] = []
     floor = None
     say(f"{len(models)} model(s) ({', '.join(models)}), plan {chosen.name}: batches "
-        f"{', '.join(map(str, chosen.batches))}, {chosen.budget_s:g} s of round robin per batch size; "
-        f"records in {store.folder}")
+        f"{', '.join(map(str, chosen.batches))}, {chosen.budget_s:g} s of round robin per batch size"
+        + (f", batch sizes whose call is estimated over {chosen.max_call_s:g} s skipped" if chosen.max_call_s else "")
+        + f"; records in {store.folder}")
     try:
         for i, model in enumerate(models, 1):
             tag = f"[{i}/{len(models)}] {model}"
@@ -293,7 +299,8 @@ def main() -> None:
         models: Optional[str] = typer.Option(None, "--models", help="Comma-separated registered models, or all "
                                              f"(default: {registry.DEFAULT_MODEL}, the default model)."),
         plan: Plan = typer.Option(Plan.quick, help="quick: batches 1 and 8, 2 s per batch size, 100 video frames "
-                                 "(minutes); full: batches 1-32, 4 s, 50 and 200 frames (the zoo table)."),
+                                 "(minutes); full: batches 1-32, 4 s, 50 and 200 frames (the zoo table); both skip a batch size "
+                                 "whose call is estimated over 30 s."),
         force: bool = typer.Option(False, "--force", help="Measure again the models already measured with this "
                                    "plan in --out (default: keep them; an interrupted run resumes)."),
         export: Optional[Path] = typer.Option(None, help="A trt-export directory: its ONNX per precision, engines, "
@@ -307,6 +314,10 @@ def main() -> None:
         gpu: bool = typer.Option(False, help="Require a GPU (fail if none) instead of CPU-only sections."),
         budget_s: Optional[float] = typer.Option(None, "--budget-s", help="Round-robin seconds per model and "
                                                  "batch size (default: the plan's)."),
+        max_call_s: Optional[float] = typer.Option(None, "--max-call-s", help="Skip (and report as skipped) a batch "
+                                                   "size whose call is estimated, linearly from the largest smaller "
+                                                   "batch, to take over this many seconds (default: the plan's, 30; "
+                                                   "0 measures every batch size)."),
         scene_export: Optional[Path] = typer.Option(None, help="A scene-model export (e.g. instancehmr): with a "
                                                     "window-model --export, the scene-vs-window section."),
         readme: Optional[Path] = typer.Option(None, help="Rewrite the zoo table of this README (between its "
@@ -320,6 +331,8 @@ def main() -> None:
                 raise ConfigError("--gpu given but torch sees no CUDA device")
             if budget_s is not None and not budget_s > 0:
                 raise ConfigError(f"--budget-s must be > 0, got {budget_s}")
+            if max_call_s is not None and not max_call_s >= 0:
+                raise ConfigError(f"--max-call-s must be >= 0, got {max_call_s}")
             if export is not None and not (export / "manifest.json").is_file():
                 raise ConfigError(f"--export {export}: no manifest.json (make one with trt-export)")
             if scene_export is not None and not (scene_export / "manifest.json").is_file():
@@ -333,11 +346,15 @@ def main() -> None:
             say = Progress()
             if video is not None and vid is None:
                 say(f"no video at {video}: the end-to-end section is skipped (make data/vtest.avi fetches it)")
+            def on_sigterm(_signum: int, _frame: object) -> None:  # `kill`, a CI job cancelled: as Ctrl-C
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGTERM, on_sigterm)
             try:
                 result = run_bench(out, chosen, export, vid, tiny=tiny, budget_s=budget_s, scene_export=scene_export,
                                    plan="tiny" if tiny else plan.value, force=force,
                                    make_export=len(chosen) == 1 if make_export is None else make_export,
-                                   reuse=(DEMO_EXPORT,), readme=readme, say=say)
+                                   reuse=(DEMO_EXPORT,), readme=readme, say=say, max_call_s=max_call_s)
             except KeyboardInterrupt:
                 sys.exit(130)  # run_bench said what was saved
             say(f"finished in {time.perf_counter() - t:.0f} s: {out}/report.md")

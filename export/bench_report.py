@@ -32,6 +32,7 @@ class BenchResult:
     scene_vs_window: Dict[str, Any] = field(default_factory=dict)  # bench_sections.bench_scene_vs_window
     provenance: List[Dict[str, Any]] = field(default_factory=list)  # per model: when, load, kept from a record
     plots: List[str] = field(default_factory=list)  # PNG files write_report wrote beside report.md
+    skipped: List[Dict[str, Any]] = field(default_factory=list)  # batch sizes over the plan's cap per call
 
     def find(self, model: str, system: str, batch: int, section: Optional[str] = None) -> Optional[Timing]:
         return next((t for t in self.timings if (t.model, t.system, t.batch) == (model, system, batch)
@@ -41,7 +42,7 @@ class BenchResult:
         return {"machine": self.machine, "models": self.models, "timings": [t.to_dict() for t in self.timings],
                 "floors": self.floors, "e2e": self.e2e, "tracks_scaling": self.tracks_scaling,
                 "memory": self.memory, "goals": self.goals, "notes": self.notes,
-                "scene_vs_window": self.scene_vs_window, "provenance": self.provenance}
+                "scene_vs_window": self.scene_vs_window, "provenance": self.provenance, "skipped": self.skipped}
 
 
 def describe_rows(rows: List[Timing]) -> str:
@@ -129,6 +130,19 @@ def timing_table(result: BenchResult) -> List[str]:
     return lines
 
 
+def skipped_lines(skipped: List[Dict[str, Any]]) -> List[str]:
+    """The batch sizes not measured: each one's estimated seconds per call against the plan's cap."""
+    if not skipped:
+        return []
+    lines = ["", "Not measured (the estimated call, the slowest system's minimum at the largest smaller batch scaled "
+             "linearly, exceeds the plan's cap per call):", "", "| model | graph | batch | skipped | cap |",
+             "|---|---|---|---|---|"]
+    for s in skipped:
+        lines.append(f"| {s['model']} | {s['section']} | {s['batch']} | skipped: est. {s['est_call_s']:.0f} s per call "
+                     f"(from batch {s['from_batch']}) | {s['max_call_s']:g} s |")
+    return lines
+
+
 def provenance_lines(provenance: List[Dict[str, Any]]) -> List[str]:
     """When each model was measured, under which load, and whether this run kept an earlier record."""
     if not provenance:
@@ -164,7 +178,7 @@ def write_report(result: BenchResult, out: Path, plots: bool = True) -> Path:
     lines = ["# hmr-trt benchmark", "", f"Machine: {result.machine}", "",
              f"Systems at one batch size are timed in alternation (round robin); goals use each row's minimum; "
              f"a row is noisy when p90/median > {NOISY_SPREAD}.", "", *provenance_lines(result.provenance),
-             "## Models", "", *timing_table(result)]
+             "## Models", "", *timing_table(result), *skipped_lines(result.skipped)]
     if result.floors:
         lines += ["", "## The floor", ""]
         for model, f in result.floors.items():

@@ -36,7 +36,6 @@ from hmr_trt.runtime.backends import OnnxRuntimeBackend
 from .bench_report import BASELINE, BenchResult, describe_rows
 from .bench_timing import RoundRobin, System, Timing, time_systems
 
-OPSET = 17
 Say = Callable[[str], None]  # one progress line (bench.Progress prints it, flushed)
 
 
@@ -58,10 +57,13 @@ class BenchPlan:
     track_frames: int
     e2e_frames: Tuple[int, ...]
     tiny: bool = False  # the adapters' tiny configurations (tests)
+    # A batch size whose call is estimated (linearly from the largest batch measured below it, slowest system)
+    # to take longer than this many seconds is skipped and recorded as such; 0: every batch size is measured.
+    max_call_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.batches or min(self.batches) < 1 or not self.budget_s > 0:
-            raise ConfigError(f"bench plan {self.name}: batches >= 1 and budget_s > 0, got {self}")
+        if not self.batches or min(self.batches) < 1 or not self.budget_s > 0 or self.max_call_s < 0:
+            raise ConfigError(f"bench plan {self.name}: batches >= 1, budget_s > 0 and max_call_s >= 0, got {self}")
 
     @property
     def round_robin(self) -> RoundRobin:
@@ -72,12 +74,32 @@ class BenchPlan:
 
 
 # quick: `make bench` (the default model in minutes on 2 cores); full: `make bench-zoo` (every model, the
-# README's zoo table); tiny: the tests' seconds-long run on tiny configurations.
+# README's zoo table); tiny: the tests' seconds-long run on tiny configurations. The 30 s cap per call bounds a
+# round robin of two systems at about (1 warm-up + 3 rounds) x 2 x 30 s = 4 min: without it DecoMR, InstanceHMR
+# and HMR 2.0 (ViT-H) at batch 16 and 32 take 2-5 min per call on 2 CPU cores, hours for the full plan.
 PLANS: Dict[str, BenchPlan] = {
-    "quick": BenchPlan("quick", (1, 8), 2.0, 30, (1, 8), (1, 4), 32, (60,)),
-    "full": BenchPlan("full", (1, 4, 16, 32), 4.0, 50, (1, 8, 32), (1, 4, 16), 64, (50, 200)),
+    "quick": BenchPlan("quick", (1, 8), 2.0, 30, (1, 8), (1, 4), 32, (60,), max_call_s=30.0),
+    "full": BenchPlan("full", (1, 4, 16, 32), 4.0, 50, (1, 8, 32), (1, 4, 16), 64, (50, 200), max_call_s=30.0),
     "tiny": BenchPlan("tiny", (1, 4), 0.1, 5, (), (), 0, (), tiny=True),
 }
+
+
+def over_cap(result: BenchResult, say: Say, model: str, section: str, batch: int, max_call_s: float) -> bool:
+    """Whether ``batch`` is skipped: its call, estimated from the largest smaller batch of this model and section
+    already timed (its slowest system's minimum x batch / that batch), exceeds ``max_call_s`` (0: no cap). A
+    skip is recorded in ``result.skipped`` and said in one progress line."""
+    done = [t for t in result.timings if (t.model, t.section) == (model, section) and t.batch < batch]
+    if not max_call_s or not done:
+        return False
+    base = max(t.batch for t in done)
+    est_s = max(t.min_ms for t in done if t.batch == base) / 1000.0 * batch / base
+    if est_s <= max_call_s:
+        return False
+    result.skipped.append({"model": model, "section": section, "batch": batch, "est_call_s": round(est_s, 1),
+                           "from_batch": base, "max_call_s": max_call_s})
+    say(f"{model} {section} batch {batch}: skipped: est. {est_s:.0f} s per call (batch {base}'s slowest call x "
+        f"{batch / base:g}; over the {max_call_s:g} s cap per call)")
+    return True
 
 
 def _measure(result: BenchResult, say: Say, model: str, section: str, batch: int, systems: Sequence[System],
@@ -167,13 +189,14 @@ def measured_gflops(n: int = 1024) -> float:
 
 
 def onnx_for_timing(mut: ModelUnderTest, path: Path) -> Path:
-    """The model graph exported for timing (FP32, the contract's names and dynamic batch axis)."""
+    """The model graph exported for timing as trt-export writes it (FP32, the contract's names and shapes, the
+    weights in ``<name>.onnx.data`` beside it past protobuf's 2 GB, e.g. HMR 2.0's ViT-H)."""
+    from .onnx_export import onnx_from_module
+
     module = mut.adapter.exportable(mut.reference, mut.graph.name)
-    with torch.no_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(module, mut.inputs(1), str(path), input_names=list(mut.graph.input_names),
-                          output_names=list(mut.graph.output_names), dynamic_axes=mut.graph.dynamic_axes(),
-                          opset_version=OPSET, dynamo=False)
+        onnx_from_module(module, mut.graph, mut.inputs(1), path)
     return path
 
 
@@ -215,13 +238,16 @@ def onnx_by_precision(mut: ModelUnderTest, export_dir: Optional[Path], tmp: Path
 
 
 def bench_model(result: BenchResult, mut: ModelUnderTest, onnx_paths: Dict[str, Path], batches: Sequence[int],
-                plan: RoundRobin, say: Say = _silent) -> None:
-    """torch eager FP32 and ONNX Runtime per precision, in one round robin per batch size."""
+                plan: RoundRobin, say: Say = _silent, max_call_s: float = 0.0) -> None:
+    """torch eager FP32 and ONNX Runtime per precision, in one round robin per batch size (``over_cap``: a
+    batch size whose call is estimated over ``max_call_s`` is skipped)."""
     sessions = {p: OnnxRuntimeBackend(path) for p, path in onnx_paths.items()}
     for backend in sessions.values():
         backend.activate()
     try:
         for batch in batches:
+            if over_cap(result, say, mut.name, mut.graph.name, batch, max_call_s):
+                continue
             inputs, feed = mut.inputs(batch), mut.feed(batch)
             systems = [System(BASELINE, _no_grad(mut.reference, inputs))]
             systems += [System(f"onnxruntime {p}", lambda b=b, feed=feed: b.infer(feed)) for p, b in sessions.items()]
@@ -235,7 +261,7 @@ STEP_SECTION = "per new frame: window vs step"
 
 
 def bench_step(result: BenchResult, mut: ModelUnderTest, window_onnx: Path, tmp: Path, batches: Sequence[int],
-               plan: RoundRobin, say: Say = _silent) -> None:
+               plan: RoundRobin, say: Say = _silent, max_call_s: float = 0.0) -> None:
     """Causal models with a recurrent step graph (VIBE): the cost of one new frame per track (batch = tracks),
     as a T-frame window forward (``--emit last`` without a step graph; torch eager is the baseline) against
     one step of the step graph, torch and ONNX Runtime, in one round robin per batch size."""
@@ -258,6 +284,8 @@ def bench_step(result: BenchResult, mut: ModelUnderTest, window_onnx: Path, tmp:
         backend.activate()
     try:
         for batch in batches:
+            if over_cap(result, say, mut.name, STEP_SECTION, batch, max_call_s):
+                continue
             step_in = mut.adapter.example_inputs(mut.cfg, graph.name, batch)
             step_feed = {n: t.numpy() for n, t in zip(graph.input_names, step_in)}
             feed = mut.feed(batch)
@@ -379,7 +407,8 @@ FEATURE_EXTRACTORS: Dict[str, Callable[[], torch.nn.Module]] = {"spin_resnet50":
 
 
 def bench_feature_extractor(result: BenchResult, mut: ModelUnderTest, export_dir: Optional[Path],
-                            batches: Sequence[int], plan: RoundRobin, say: Say = _silent) -> None:
+                            batches: Sequence[int], plan: RoundRobin, say: Say = _silent,
+                            max_call_s: float = 0.0) -> None:
     """The model's feature extractor (torch eager FP32 vs the export's ONNX on ONNX Runtime), once per extractor."""
     graph = mut.contract.graph_for("feature_extractor")
     name = mut.contract.feature_extractor
@@ -395,6 +424,8 @@ def bench_feature_extractor(result: BenchResult, mut: ModelUnderTest, export_dir
         ort.activate()
     try:
         for batch in batches:
+            if over_cap(result, say, name, graph.name, batch, max_call_s):
+                continue
             x = torch.randn(batch, *graph.inputs[0].shape[1:])
             feed = {graph.inputs[0].name: x.numpy()}
             systems = [System(BASELINE, _no_grad(module, (x,)))]
@@ -479,8 +510,8 @@ def measure_model(result: BenchResult, name: str, export_dir: Optional[Path], vi
         onnx_paths = onnx_by_precision(mut, export_dir, Path(tmp), result)
         say(f"{name}: timing the {mut.graph.name} graph: torch eager vs ONNX Runtime "
             f"{'/'.join(onnx_paths)} at batch {', '.join(map(str, plan.batches))}")
-        bench_model(result, mut, onnx_paths, plan.batches, rr, say)
-        bench_step(result, mut, onnx_paths["fp32"], Path(tmp), plan.batches, rr, say)
+        bench_model(result, mut, onnx_paths, plan.batches, rr, say, plan.max_call_s)
+        bench_step(result, mut, onnx_paths["fp32"], Path(tmp), plan.batches, rr, say, plan.max_call_s)
     floor_figures(result, mut, *machine)
     f = result.floors[name]
     say(f"{name}: floor {f['flops_per_item'] / 1e9:.2f} GFLOP and {f['weight_bytes_fp32'] / 1e6:.0f} MB of weights "
@@ -489,7 +520,7 @@ def measure_model(result: BenchResult, name: str, export_dir: Optional[Path], vi
         bench_model_gpu(result, mut, plan.batches, rr, engines_of(export_dir, mut), say)
     if plan.tiny:
         return
-    bench_feature_extractor(result, mut, export_dir, plan.extractor_batches, rr, say)
+    bench_feature_extractor(result, mut, export_dir, plan.extractor_batches, rr, say, plan.max_call_s)
     if export_of(export_dir, name) is None:
         result.notes.append(f"{name}: end-to-end and track-scaling sections skipped: no export of {name} "
                             f"(make one with trt-export --model {name}, or trt-bench --make-export)")

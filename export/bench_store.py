@@ -57,13 +57,14 @@ class ModelRecord:
     tracks_scaling: List[Dict[str, Any]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     peak_rss_mb: float = 0.0
+    skipped: List[Dict[str, Any]] = field(default_factory=list)  # batch sizes over the plan's cap per call
 
     def to_dict(self) -> Dict[str, Any]:
         return {"version": RECORD_VERSION, "model": self.model, "plan": self.plan, "measured_at": self.measured_at,
                 "seconds": self.seconds, "load_before": self.load_before, "load_after": self.load_after,
                 "machine": self.machine, "export": self.export, "timings": [t.to_dict() for t in self.timings],
                 "floors": self.floors, "e2e": self.e2e, "tracks_scaling": self.tracks_scaling,
-                "notes": self.notes, "peak_rss_mb": self.peak_rss_mb}
+                "notes": self.notes, "peak_rss_mb": self.peak_rss_mb, "skipped": self.skipped}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> ModelRecord:
@@ -76,7 +77,8 @@ class ModelRecord:
         return cls(d["model"], dict(d["plan"]), d.get("measured_at", ""), float(d.get("seconds", 0.0)),
                    list(d.get("load_before", [])), list(d.get("load_after", [])), dict(d.get("machine", {})),
                    d.get("export"), timings, dict(d.get("floors", {})), list(d.get("e2e", [])),
-                   list(d.get("tracks_scaling", [])), list(d.get("notes", [])), float(d.get("peak_rss_mb", 0.0)))
+                   list(d.get("tracks_scaling", [])), list(d.get("notes", [])), float(d.get("peak_rss_mb", 0.0)),
+                   list(d.get("skipped", [])))
 
     def add_to(self, result: BenchResult) -> None:
         """Append this record's rows to ``result`` (the run's report)."""
@@ -85,6 +87,7 @@ class ModelRecord:
         result.e2e += self.e2e
         result.tracks_scaling += self.tracks_scaling
         result.notes += self.notes
+        result.skipped += self.skipped
         if self.model not in result.models:
             result.models.append(self.model)
 
@@ -94,17 +97,18 @@ class Mark:
 
     def __init__(self, result: BenchResult) -> None:
         self.result = result
-        self.counts = (len(result.timings), len(result.e2e), len(result.tracks_scaling), len(result.notes))
+        self.counts = (len(result.timings), len(result.e2e), len(result.tracks_scaling), len(result.notes),
+                       len(result.skipped))
         self.start = time.perf_counter()
         self.load = load_average()
 
     def record(self, model: str, plan: Dict[str, Any], export: Optional[Path], peak_rss_mb: float) -> ModelRecord:
-        r, (nt, ne, ns, nn) = self.result, self.counts
+        r, (nt, ne, ns, nn, nk) = self.result, self.counts
         return ModelRecord(model, plan, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            round(time.perf_counter() - self.start, 1), self.load, load_average(), dict(r.machine),
                            str(export) if export is not None else None, list(r.timings[nt:]),
                            {model: r.floors[model]} if model in r.floors else {}, list(r.e2e[ne:]),
-                           list(r.tracks_scaling[ns:]), list(r.notes[nn:]), round(peak_rss_mb, 1))
+                           list(r.tracks_scaling[ns:]), list(r.notes[nn:]), round(peak_rss_mb, 1), list(r.skipped[nk:]))
 
 
 class RecordStore:
@@ -141,8 +145,8 @@ class RecordStore:
 def zoo_table(records: List[ModelRecord]) -> List[str]:
     """Markdown: per model, torch eager and ORT FP32 at batch 1, ORT per item at the largest batch, the floor."""
     lines = ["| model | torch eager b1 | ORT FP32 b1 | ORT speed-up b1 | ORT FP32 per item (batch) | GFLOP per item "
-             "| weights | ORT b1 vs floor | measured (UTC), load avg | noisy rows |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| weights | ORT b1 vs floor | measured (UTC), load avg | noisy rows | batches not measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rec in records:
         rows = [t for t in rec.timings if t.model == rec.model]
         graph = rows[0].section if rows else ""
@@ -159,7 +163,9 @@ def zoo_table(records: List[ModelRecord]) -> List[str]:
                  f"{f['flops_per_item'] / 1e9:.2f}" if f else "n/a",
                  f"{f['weight_bytes_fp32'] / 1e6:.1f} MB" if f else "n/a",
                  f"{ort.min_ms / f['floor_batch1_ms']:.2f}x" if ort and f.get("floor_batch1_ms") else "n/a",
-                 f"{rec.measured_at[:16].replace('T', ' ')}, {load}", ", ".join(noisy) or "none"]
+                 f"{rec.measured_at[:16].replace('T', ' ')}, {load}", ", ".join(noisy) or "none",
+                 "; ".join(f"b{k['batch']} skipped: est. {k['est_call_s']:.0f} s per call" for k in rec.skipped
+                           if (k["model"], k["section"]) == (rec.model, graph)) or "none"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -178,16 +184,20 @@ def zoo_block(records: List[ModelRecord]) -> List[str]:
     """The generated block: how it was measured (wrapped to the README's width), then the table."""
     plans: Dict[str, List[str]] = {}
     for r in records:
+        cap = r.plan.get("max_call_s") or 0
         key = (f"{r.plan.get('name')} (batches {', '.join(map(str, r.plan.get('batches', [])))}, "
-               f"{r.plan.get('budget_s')} s of round robin per batch size)")
+               f"{r.plan.get('budget_s')} s of round robin per batch size"
+               + (f", a batch size whose call is estimated over {cap:g} s skipped)" if cap else ")"))
         plans.setdefault(key, []).append(r.model)
     how = "; ".join(f"{k}: {', '.join(v)}" if len(plans) > 1 else k for k, v in plans.items())
     machine = records[0].machine if records else {}
     text = (f"`trt-bench --readme` from {len(records)} model records, plan {how}; {machine.get('cpu', '?')}, "
             f"{machine.get('cores', '?')} cores, torch {machine.get('torch', '?')}, ONNX Runtime "
             f"{machine.get('onnxruntime', '?')}. Minimum ms of a round robin; ratios within one model's run; "
-            "load average (1 min) before / after each model; a noisy row has p90/median > 1.2. ONNX Runtime "
-            "times each model's FP32 graph (the export's, or one exported by the benchmark).")
+            "load average (1 min) before / after each model; a noisy row has p90/median > 1.2. Each model's default "
+            "configuration (HMR 2.0: ViT-H, per crop) with seeded weights; ONNX Runtime times its FP32 graph (the "
+            "export's, or one exported by the benchmark). A batch size not measured says its estimated seconds per "
+            "call (the slowest call at the largest smaller batch, scaled linearly).")
     return [*textwrap.wrap(text, width=110, break_on_hyphens=False), "", *zoo_table(records)]
 
 

@@ -403,7 +403,7 @@ def test_readme_zoo_table_is_rewritten_between_its_markers_only(tmp_path, toy_re
     assert text.startswith("# title\n\nbefore\n" + README_BEGIN + "\n") and text.endswith(README_END + "\nafter\n")
     assert "| old | table |" not in text
     rows = [line for line in text.splitlines() if line.startswith("| toy |") or line.startswith("| other |")]
-    assert len(rows) == 2 and all(line.count(" | ") == 9 for line in rows)
+    assert len(rows) == 2 and all(line.count(" | ") == 10 and line.endswith("| none |") for line in rows)
     toy = records[0]
     b1 = next(t for t in toy.timings if (t.system, t.batch) == ("onnxruntime fp32", 1))
     assert f"{b1.min_ms:.1f} ms" in rows[0] and "(4)" in rows[0]  # ORT per item at the largest batch
@@ -497,3 +497,150 @@ def test_trt_bench_without_models_measures_the_default_model_only(tmp_path, toy_
     printed = capsys.readouterr().out
     assert "1 model(s) (other)" in printed and "[1/1] other: measuring" in printed
     assert "end-to-end section is skipped" in printed and "finished in" in printed
+
+
+# ---------------------------------------------------------------------------------------------
+# the cap per call: a batch size estimated too slow is skipped, and said to be
+
+
+def test_a_batch_size_is_skipped_when_its_estimated_call_exceeds_the_cap() -> None:
+    from hmr_trt.export.bench_sections import over_cap
+
+    result = BenchResult(machine={}, models=["m"])
+    result.timings += [Timing("m", "g", "torch eager fp32", 1, [10_000.0, 12_000.0]),
+                       Timing("m", "g", "onnxruntime fp32", 1, [4_000.0]),
+                       Timing("other", "g", "torch eager fp32", 4, [90_000.0])]  # another model: not read
+    said: list = []
+    assert over_cap(result, said.append, "m", "g", 1, 30.0) is False  # nothing smaller measured: measured
+    assert over_cap(result, said.append, "m", "g", 4, 0.0) is False  # 0: no cap
+    assert over_cap(result, said.append, "m", "g", 2, 30.0) is False and said == []  # est. 20 s
+    assert over_cap(result, said.append, "m", "g", 4, 30.0) is True  # slowest minimum 10 s x 4 = 40 s
+    assert result.skipped == [{"model": "m", "section": "g", "batch": 4, "est_call_s": 40.0, "from_batch": 1,
+                               "max_call_s": 30.0}]
+    assert said == ["m g batch 4: skipped: est. 40 s per call (batch 1's slowest call x 4; over the 30 s cap per "
+                    "call)"]
+    result.timings.append(Timing("m", "g", "torch eager fp32", 2, [14_000.0]))  # estimates from the largest below
+    assert over_cap(result, said.append, "m", "g", 4, 30.0) is False  # 14 s x 2 = 28 s
+
+
+def test_skipped_batches_are_in_the_record_the_report_and_the_readme(tmp_path, toy_registry) -> None:
+    from hmr_trt.export.bench_store import README_BEGIN, README_END, RecordStore, update_readme
+
+    out = tmp_path / "bench"
+    said: list = []
+    result = run_bench(out, ["toy"], tiny=True, plots=False, say=said.append, max_call_s=1e-9)
+    assert {t.batch for t in result.timings} == {1}  # batch 4 estimated over the (tiny) cap
+    assert [(k["model"], k["section"], k["batch"], k["from_batch"]) for k in result.skipped] == [("toy", "toy_graph",
+                                                                                                  4, 1)]
+    slowest_b1 = max(t.min_ms for t in result.timings)
+    assert result.skipped[0]["est_call_s"] == round(slowest_b1 / 1000 * 4, 1)
+    assert any("toy toy_graph batch 4: skipped: est." in m for m in said)
+    record = RecordStore(out, "tiny").load("toy")
+    assert record.skipped == result.skipped and record.plan["max_call_s"] == 1e-9
+    report = (out / "report.md").read_text()
+    assert "| toy | toy_graph | 4 | skipped: est. 0 s per call (from batch 1) | 1e-09 s |" in report
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    update_readme(readme, [record])
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| toy |"))
+    assert row.endswith("| b4 skipped: est. 0 s per call |") and "(1)" in row  # per item at the largest measured
+    assert "a batch size whose call is estimated over 1e-09 s skipped" in " ".join(readme.read_text().split())
+    kept = run_bench(out, ["toy"], tiny=True, plots=False, say=lambda _m: None)  # a resumed run keeps the skip
+    assert kept.skipped == result.skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C in the middle of a model, in a real trt-bench process, then the same command again
+
+RESUME_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import torch
+import test_bench as tb
+from hmr_trt import registry
+
+class Slow(tb.Toy):
+    def forward(self, features):
+        time.sleep(0.3)  # long enough to be interrupted between its round robins
+        return super().forward(features)
+
+class SlowAdapter(tb.ToyAdapter):
+    def reference(self, cfg, checkpoint=None):
+        torch.manual_seed(0)
+        return Slow().eval()
+
+registry.MODELS = {{"toy": "tests.toy", "slow": "tests.slow"}}
+registry.adapter = lambda name: SlowAdapter() if name == "slow" else tb.ToyAdapter()
+from hmr_trt.export import bench
+bench.main()
+"""
+
+
+def _trt_bench(script, out, interrupt_after: str = "", signum=None):
+    """The script as a process (stdout a pipe); ``signum`` (default SIGINT, as Ctrl-C) once a line containing
+    ``interrupt_after`` is printed. Returns (exit code, lines). Bounded: killed after 180 s."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    args = [sys.executable, str(script), "--models", "all", "--tiny", "--out", str(out), "--video", str(out / "none")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(180, proc.kill)
+    timer.start()
+    lines: list = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if interrupt_after and interrupt_after in line:
+                proc.send_signal(signal.SIGINT if signum is None else signum)
+                interrupt_after = ""
+        return proc.wait(timeout=60), lines
+    finally:
+        timer.cancel()
+        proc.kill()
+        proc.wait()
+
+
+def test_ctrl_c_in_the_middle_of_a_model_then_the_same_command_resumes(tmp_path) -> None:
+    """A real SIGINT while the second model is between round robins: exit 130, the first model's record kept and
+    not measured again by the next run, the interrupted model measured from the start."""
+    from pathlib import Path
+
+    script = tmp_path / "trt_bench_toys.py"
+    script.write_text(RESUME_SCRIPT.format(tests=str(Path(__file__).resolve().parent)))
+    out = tmp_path / "bench"
+    records = out / "models" / "tiny"
+    code, first = _trt_bench(script, out, interrupt_after="slow toy_graph batch 1:")
+    assert code == 130, "\n".join(first)
+    assert any("[1/2] toy: done in" in line for line in first) and any("[2/2] slow: measuring" in line for line in first)
+    assert not any("slow toy_graph batch 4:" in line for line in first)  # cut short after its batch-1 rows
+    assert "interrupted: 1 of 2 model(s) are saved" in first[-1]
+    assert sorted(p.name for p in records.iterdir()) == ["toy.json"]  # nothing of the interrupted model
+    toy_record = (records / "toy.json").read_bytes()
+
+    code, second = _trt_bench(script, out)
+    assert code == 0, "\n".join(second)
+    assert any("[1/2] toy: kept the measurement" in line for line in second)
+    assert not any(line.split("] ", 1)[-1].startswith("toy toy_graph batch") for line in second)  # not remeasured
+    assert [line.split("] ", 1)[-1].split(":")[0] for line in second if "toy_graph batch" in line] == \
+        ["slow toy_graph batch 1", "slow toy_graph batch 4"]  # the interrupted one, from its first batch
+    assert (records / "toy.json").read_bytes() == toy_record and (records / "slow.json").is_file()
+    report = (out / "report.md").read_text()
+    assert "| toy | toy_graph | onnxruntime fp32 | 4 |" in report and "| slow | toy_graph | onnxruntime fp32 | 4 |" in report
+
+
+@pytest.mark.slow  # a second process pair like the Ctrl-C test's (~25 s under load)
+def test_sigterm_stops_trt_bench_as_ctrl_c_does(tmp_path) -> None:
+    """`kill` (a CI job cancelled) in the middle of a model: exit 130, the finished model saved and reported."""
+    import signal
+    from pathlib import Path
+
+    script = tmp_path / "trt_bench_toys.py"
+    script.write_text(RESUME_SCRIPT.format(tests=str(Path(__file__).resolve().parent)))
+    out = tmp_path / "bench"
+    code, lines = _trt_bench(script, out, interrupt_after="slow toy_graph batch 1:", signum=signal.SIGTERM)
+    assert code == 130, "\n".join(lines)
+    assert "interrupted: 1 of 2 model(s) are saved" in lines[-1]
+    assert sorted(p.name for p in (out / "models" / "tiny").iterdir()) == ["toy.json"]
+    assert "| toy | toy_graph | onnxruntime fp32 | 4 |" in (out / "report.md").read_text()
