@@ -120,10 +120,17 @@ class ModelUnderTest:
     cfg: Any
     contract: ModelContract
     reference: torch.nn.Module
+    step: Optional[torch.nn.Module] = None  # track models (WHAM): the one-frame step the model graph computes
 
     @property
     def graph(self) -> GraphSpec:
         return self.contract.model_graph
+
+    @property
+    def timed(self) -> torch.nn.Module:
+        """The torch module the model graph computes: the reference itself, or a track model's step (one frame
+        for a batch of live tracks; its whole-sequence forward takes other inputs)."""
+        return self.reference if self.step is None else self.step
 
     def inputs(self, batch: int, device: str = "cpu") -> tuple:
         return tuple(t.to(device) for t in self.adapter.example_inputs(self.cfg, self.graph.name, batch))
@@ -136,7 +143,9 @@ def load_model(name: str, tiny: bool) -> ModelUnderTest:
     adapter = registry.adapter(name)
     cfg = adapter.tiny_config() if tiny else adapter.default_config()
     reference = adapter.reference(cfg).eval()
-    return ModelUnderTest(name, adapter, cfg, adapter.contract_for(cfg), reference)
+    contract = adapter.contract_for(cfg)
+    step = adapter.exportable(reference, contract.model_graph.name).eval() if contract.family == "track" else None
+    return ModelUnderTest(name, adapter, cfg, contract, reference, step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +258,7 @@ def bench_model(result: BenchResult, mut: ModelUnderTest, onnx_paths: Dict[str, 
             if over_cap(result, say, mut.name, mut.graph.name, batch, max_call_s):
                 continue
             inputs, feed = mut.inputs(batch), mut.feed(batch)
-            systems = [System(BASELINE, _no_grad(mut.reference, inputs))]
+            systems = [System(BASELINE, _no_grad(mut.timed, inputs))]
             systems += [System(f"onnxruntime {p}", lambda b=b, feed=feed: b.infer(feed)) for p, b in sessions.items()]
             _measure(result, say, mut.name, mut.graph.name, batch, systems, plan)
     finally:
@@ -269,6 +278,9 @@ def bench_step(result: BenchResult, mut: ModelUnderTest, window_onnx: Path, tmp:
 
     from .onnx_export import onnx_from_module
 
+    if mut.contract.family == "track":
+        say(f"{mut.name}: its model graph is already one step per new frame (the rows above; batch = live tracks)")
+        return
     graph = recurrent_step_graph(mut.contract)
     if graph is None:
         say(f"{mut.name}: no recurrent step graph (each new frame costs a window): no per-frame step rows"
@@ -313,9 +325,9 @@ def bench_model_gpu(result: BenchResult, mut: ModelUnderTest, batches: Sequence[
     import copy
 
     sync = torch.cuda.synchronize
-    gpu = copy.deepcopy(mut.reference).cuda()
-    half = copy.deepcopy(mut.reference).cuda().half()
-    compiled = torch.compile(copy.deepcopy(mut.reference).cuda())
+    gpu = copy.deepcopy(mut.timed).cuda()
+    half = copy.deepcopy(mut.timed).cuda().half()
+    compiled = torch.compile(copy.deepcopy(mut.timed).cuda())
     trt_backends = _tensorrt_backends(engines or {}, result)
     try:
         for batch in batches:
@@ -368,7 +380,7 @@ def floor_figures(result: BenchResult, mut: ModelUnderTest, bandwidth_gbs: float
     """FLOPs per item (one counted pass at batch 1), weight bytes and recurrent share, against this machine."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = mut.reference
+    model = mut.timed
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(*mut.inputs(1))
     counts = counter.get_flop_counts()
@@ -504,6 +516,10 @@ def measure_model(result: BenchResult, name: str, export_dir: Optional[Path], vi
     rr = plan.round_robin
     say(f"{name}: building the torch reference ({'tiny' if plan.tiny else 'default'} configuration)")
     mut = load_model(name, plan.tiny)
+    if mut.step is not None:
+        result.notes.append(f"{name}: the {mut.graph.name} rows are one new video frame for a batch of live tracks "
+                            "(batch = tracks); its keypoints and image features are the vitpose (per crop) and hmr2 "
+                            "models' own rows")
     with tempfile.TemporaryDirectory() as tmp:
         if export_of(export_dir, name) is None:
             say(f"{name}: exporting the {mut.graph.name} graph to ONNX (FP32) for timing")

@@ -40,6 +40,9 @@ CALIBRATION_START_FRAME = 400  # calibration frames of the sample video do not o
 FACES_NAME = "body_model_faces.npy"  # runtime/backends_select.py reads it under this name
 PARITY_REFERENCE_NAME = "parity_reference.npz"  # torch outputs for the parity windows (GPU tests, no torch there)
 BATCH_SIZES = (1, 2, 7)
+SIZES = ("released", "tiny")  # trt-export --size
+TINY_NOTE = ("TINY CONFIGURATION (trt-export --size tiny): the model's small untrained network with seeded "
+             "weights, for trying the pipeline and CI only; NOT the released network, its outputs mean nothing")
 
 
 @dataclass
@@ -66,6 +69,7 @@ class ExportOptions:
     build_engines: bool = True  # when TensorRT and a GPU are present
     step: bool | None = None  # step graph: None = the model's own, or the generic one under 100 MB (step_graph.py)
     decomr_data: Path | None = None  # DecoMR's UV data folder (default: hmr-trt's synthetic layout)
+    size: str = "released"  # "tiny": the adapter's tiny config (untrained, seeded), labelled so in the manifest
 
 
 Step = Callable[[str], Any]  # a context-manager factory that shows one step of progress
@@ -105,9 +109,17 @@ def _validate_options(opts: ExportOptions) -> Job:
     check_input_paths(opts)
     adapter = registry.adapter(opts.model)
     adapter.use_data_dir(opts.decomr_data)  # models without data files refuse a folder
-    cfg = opts.config if opts.config is not None else adapter.default_config()
-    if opts.window is not None and opts.config is None:
-        cfg = adapter.with_window(cfg, opts.window)
+    if opts.size not in SIZES:
+        raise ConfigError(f"--size must be one of {', '.join(SIZES)}, got {opts.size!r}")
+    if opts.size == "tiny" and (opts.checkpoint or opts.backbone_checkpoint):
+        raise ConfigError("--size tiny is an untrained configuration with seeded weights; a checkpoint is "
+                          "exported at its own size (leave --size out)")
+    if opts.config is not None:
+        cfg = opts.config
+    else:
+        cfg = adapter.tiny_config() if opts.size == "tiny" else adapter.default_config()
+        if opts.window is not None:
+            cfg = adapter.with_window(cfg, opts.window)
     contract = adapter.contract_for(cfg)
     for batch in BATCH_SIZES:
         if not opts.profile.contains(batch) and batch <= opts.profile.max:
@@ -160,6 +172,10 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
     step = step or (lambda _label: ExitStack())
     seconds: dict[str, float] = {}
     job = _validate_options(opts)
+    if job.contract.family == "track":  # init + one-frame graphs (WHAM): their own job
+        from .track_export import run_track_export
+
+        return run_track_export(opts, job, step)
     adapter, cfg = job.adapter, job.cfg
     t0 = time.perf_counter()
 
@@ -184,6 +200,8 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
         manifest = Manifest(model=opts.model, config=cfg.to_dict(), profile=opts.profile.to_dict(),
                             tools=tool_versions("torch", "onnx", "onnxruntime", "onnxscript", "smplx"),
                             contract=contract.to_dict())
+        if opts.size == "tiny":
+            manifest.notes.append(TINY_NOTE)
         manifest.notes.append(body_info)
         if step_note:
             manifest.notes.append(step_note)

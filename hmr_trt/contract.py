@@ -11,6 +11,8 @@ Three families:
   TCMR, MPS-Net). ``causal`` models (VIBE) use no future frame, so position t only reads frames <= t.
 - ``frame``: one crop per person per frame (e.g. DecoMR).
 - ``scene``: one whole image, many people (e.g. the instance-aware network).
+- ``track``: a causal recurrent model over a track's per-frame inputs, run as an ``init`` graph (a
+  track's first frame -> its state) and a one-frame ``model`` graph carrying the state (WHAM).
 
 The contracts themselves live beside each model's torch code (``export/models/<name>/contract.py``,
 torch-free); ``hmr_trt.registry`` finds them by name.
@@ -23,9 +25,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError
 
-FAMILIES = ("window", "frame", "scene")
+FAMILIES = ("window", "frame", "scene", "track")
 EMITS = ("all", "middle")
-ROLES = ("model", "body_model", "feature_extractor", "step")
+ROLES = ("model", "body_model", "feature_extractor", "step", "init")  # init: a recurrent track's first state (WHAM)
 PRECISIONS = ("fp32", "fp16", "int8")
 # Written-down goals (mean vertex drift vs the torch FP32 reference, mm) unless a contract says otherwise.
 DEFAULT_GOALS_MM = {"fp32": 0.01, "fp16": 0.1, "int8": 0.4}

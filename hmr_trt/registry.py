@@ -27,6 +27,7 @@ MODELS = {
     "instancehmr": "hmr_trt.export.models.instancehmr",
     "hmr2": "hmr_trt.export.models.hmr2",
     "vitpose": "hmr_trt.export.models.vitpose",
+    "wham": "hmr_trt.export.models.wham",
 }
 
 

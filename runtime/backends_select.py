@@ -156,8 +156,8 @@ def open_backends(export_dir: Path, backend: str = "auto", precision: str = "fp3
 
         step_graph = recurrent_step_graph(contract) if need_step else None
         step = stack.enter_context(make(step_graph.name)) if step_graph is not None else None
-        opened = {model_graph: temporal, "body_model": body, "backbone": backbone, "step": step}
-        opened = {g: b for g, b in opened.items() if b is not None}
+        opened = {g: b for g, b in ((model_graph, temporal), ("body_model", body), ("backbone", backbone),
+                                    ("step", step)) if b is not None}  # a model graph named "step" (WHAM) kept
         providers = {g: list(getattr(b, "ran_on", [])) or [b.name] for g, b in opened.items()}
         if backend == "triton":
             description = f"triton at {triton_url}"

@@ -554,6 +554,10 @@ def make_stage(family: str, backends: Backends, timer: StageTimer, opts: RunOpti
     """The stage of the export's family (feed / end_track / end); scene models find people themselves."""
     if family == "scene":
         return SceneFamilyStage(backends, timer, opts)
+    if family == "track":  # WHAM: keypoints, image features and a recurrent step per track
+        from .wham_video import TrackFamilyStage
+
+        return TrackFamilyStage(backends, timer, opts)
     return CropFamilyStage(backends, timer, opts)
 
 
@@ -703,7 +707,9 @@ class FrameLoop:
                 image["orig_cam"][i] if "orig_cam" in image else None,
                 image["joints2d"][i] if "joints2d" in image else None,
                 joints[i] if joints is not None else None, verts[i] if self.vertices or self.keep_images else None,
-                image["crop_boxes"][i] if "crop_boxes" in image else None)
+                image["crop_boxes"][i] if "crop_boxes" in image else None,
+                {k: v[i] for k, v in extras.items()} if self.backends.contract is not None
+                and self.backends.contract.family == "track" else {})
             frame.pending.discard(r.track_id)
             frame.final = now
 
@@ -842,7 +848,12 @@ STANDARD_OUTPUTS = ("pose_rotmat", "betas", "cam", "vertices", "joints3d")
 
 
 def _model_extras(res: Dict[str, np.ndarray], contract: Any) -> Dict[str, np.ndarray]:
-    """Frame models' own outputs beyond the standard ones (HMR 2.0's ``token``), per row."""
+    """Frame models' own outputs beyond the standard ones (HMR 2.0's ``token``), per row; track models'
+    world trajectory, foot contacts and full-image camera (WHAM)."""
+    if contract is not None and contract.family == "track":
+        from .wham_video import WORLD_OUTPUTS
+
+        return {k: res[k] for k in WORLD_OUTPUTS if k in res}
     if contract is None or contract.family != "frame":
         return {}
     return {k: res[k] for k in contract.model_graph.output_names if k not in STANDARD_OUTPUTS and k in res}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -47,6 +47,9 @@ class Person:
     joints3d: Optional[np.ndarray]  # (J, 3) metres
     vertices: Optional[np.ndarray]  # (V, 3) metres; None with vertices=False
     crop_box: Optional[np.ndarray]  # (4,) the square the crop was cut from
+    # model outputs beyond these (track models: WHAM's root_world (3, 3), trans_world (3,) metres, contact (4,),
+    # cam_t (3,) the camera translation in the full image)
+    extras: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ class JsonlSink:
 
     def frame(self, out: FrameOutput) -> None:
         people = [{"track_id": p.track_id, "box": _row(p.box), "pose": _row(p.pose), "betas": _row(p.betas),
-                   "cam": _row(p.cam), "orig_cam": _row(p.orig_cam), "joints2d": _row(p.joints2d)}
+                   "cam": _row(p.cam), "orig_cam": _row(p.orig_cam), "joints2d": _row(p.joints2d),
+                   **{k: _row(v) for k, v in p.extras.items()}}
                   for p in out.people]
         line = json.dumps({"frame": out.index, "latency_ms": round(out.latency_s * 1000, 3), "people": people},
                           allow_nan=False, default=str)

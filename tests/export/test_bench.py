@@ -236,6 +236,24 @@ def test_tiny_bench_rows_for_each_registered_window_model(tmp_path, model) -> No
                           "onnxruntime fp32 step"} if causal_step else set())
 
 
+@pytest.mark.parametrize("model", [m for m in ("wham", "vitpose") if m in registry.names()])
+def test_tiny_bench_rows_for_the_track_model_and_its_keypoint_model(tmp_path, model) -> None:
+    """WHAM's rows time its step graph (one new frame for a batch of live tracks) against its torch step, not its
+    whole-sequence forward; ViTPose's time its crops -> heatmaps graph per batch of crops."""
+    from hmr_trt.export.bench_sections import STEP_SECTION
+
+    said = []
+    result = run_bench(tmp_path / "bench", [model], tiny=True, plots=False, say=said.append)
+    graph = registry.contract(model).model_graph.name
+    rows = {(t.section, t.system, t.batch) for t in result.timings if t.model == model}
+    assert rows == {(graph, s, b) for s in ("torch eager fp32", "onnxruntime fp32") for b in (1, 4)}
+    assert not any(t.section == STEP_SECTION for t in result.timings)
+    assert result.floors[model]["params"] > 0
+    if registry.contract(model).family == "track":
+        assert graph == "step" and any("batch = tracks" in n for n in result.notes)
+        assert result.floors[model]["recurrent_param_share"] > 0.3  # the LSTMs, counted in the step module
+
+
 # ---------------------------------------------------------------------------------------------
 # `make bench` / `make bench-zoo`: the default target, progress lines, resumable runs, export reuse
 

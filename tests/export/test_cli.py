@@ -150,3 +150,27 @@ def test_truncated_and_non_state_dict_checkpoints(tmp_path) -> None:
     listed = _save([1, 2, 3], tmp_path / "list.pt")
     _fails(["--checkpoint", str(listed)], "holds no state dict of tensors", tmp_path / "out")
     _fails(["--checkpoint", str(good)], "shape mismatches", tmp_path / "out")  # a tiny-config file: other widths
+
+
+def test_size_tiny_refuses_a_checkpoint(tmp_path) -> None:
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"not read")
+    _fails(["--size", "tiny", "--checkpoint", str(ckpt)], "--size tiny is an untrained configuration", tmp_path / "out")
+
+
+def test_size_tiny_is_the_tiny_config_labelled_in_the_manifest_and_the_console(tmp_path) -> None:
+    """`trt-export --model vitpose --size tiny`: the adapter's tiny config, said on the console and first in the
+    manifest's notes (which trt-run prints), never taken for the released network."""
+    from hmr_trt import registry
+    from hmr_trt.export.pipeline import TINY_NOTE
+    from hmr_trt.manifest import Manifest
+
+    if "vitpose" not in registry.names():
+        pytest.skip("no vitpose model registered")
+    result = runner.invoke(app, ["--model", "vitpose", "--size", "tiny", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "UNTRAINED" in " ".join(result.output.split())
+    manifest = Manifest.read(tmp_path / "out")
+    assert manifest.config == registry.adapter("vitpose").tiny_config().to_dict()
+    assert manifest.config != registry.adapter("vitpose").default_config().to_dict()
+    assert manifest.notes[0] == TINY_NOTE
