@@ -232,6 +232,11 @@ def print_track_parity(console, manifest) -> None:  # noqa: ANN001 - rich types 
     status = "[green]PASS[/]" if not p["failures"] else "[red]MISS[/]"
     console.print(f"step graph fed frame by frame ({p['tracks']} tracks x {p['frames']} frames, ONNX Runtime CPU) vs "
                   f"the torch whole-sequence forward: {status}; max abs difference: {worst}")
+    if "floor_max_abs" in p:
+        floor = ", ".join(f"{k} {v:.2g}" for k, v in p["floor_max_abs"].items())
+        console.print(f"float32 floor (the torch sequence vs itself, inputs or weights x (1 +- "
+                      f"{p['relative_perturbation']:.2g})): {floor}; each output passes within "
+                      f"{p['floor_multiple']:g} x its floor")
 
 
 def main() -> None:

@@ -270,7 +270,12 @@ def test_peak_flips_count_the_peaks_read_elsewhere_with_their_margins() -> None:
 
 def test_every_registered_model_has_wrong_graphs() -> None:
     """A new model joins the wrong-graph cases above (each family and each architecture in it)."""
-    assert set(WRONG) == set(registry.names())
+    # the track family (WHAM: init + step graphs judged frame by frame against the torch sequence) has its wrong
+    # graphs in tests/export/models/test_wham.py (test_step_parity_states_the_floor_and_a_wrong_graph_fails)
+    track = {n for n in registry.names()
+             if registry.adapter(n).contract_for(registry.adapter(n).tiny_config()).family == "track"}
+    assert track == {"wham"}
+    assert set(WRONG) == set(registry.names()) - track
     assert {registry.adapter(n).contract_for(registry.adapter(n).tiny_config()).family for n in WRONG} == {
         "window", "frame", "scene"}
 

@@ -343,3 +343,39 @@ def test_camera_angular_velocity_equals_the_official_dpvo_conversion(fixture):
     assert not cam_angvel_from_dpvo(np.tile([0, 0, 0, 0, 0, 0, 1.0], (5, 1)), 30.0).any()  # static: zeros
     with pytest.raises(InputSpecError, match="camera trajectory"):
         cam_angvel_from_dpvo(np.zeros((5, 4)), 30.0)
+
+
+def test_step_parity_states_the_floor_and_a_wrong_graph_fails(wham, tmp_path):
+    """FP32 parity of the step graph follows every model's rule (within the tolerance or 10 x the torch sequence's
+    own float32 floor, stated); a step graph exported from weights 1% off (an LSTM) or a biased head fails it."""
+    import copy
+
+    from hmr_trt.export import onnx_export
+    from hmr_trt.export.track_export import step_parity
+
+    adapter, cfg, model = wham
+    contract = adapter.contract_for(cfg)
+
+    def export(m, folder):
+        folder.mkdir()
+        paths = {}
+        for name in ("init", "step"):
+            paths[name] = folder / f"{name}.onnx"
+            onnx_export.onnx_from_module(adapter.exportable(m, name), contract.graph(name),
+                                         adapter.example_inputs(cfg, name, 2), paths[name], max_batch=8)
+        return paths
+
+    good = step_parity(export(model, tmp_path / "good"), model, adapter, cfg, contract)
+    assert not good["failures"], good["failures"]
+    assert set(good["floor_max_abs"]) == set(good["max_abs"]) and good["floor_multiple"] == 10.0
+    assert max(good["floor_max_abs"].values()) > 0
+    lstm = next(k for k, _ in model.named_parameters() if "weight_ih" in k)
+    head = [k for k, p in model.named_parameters() if k.endswith(".bias") and p.ndim == 1][-1]
+    for label, (key, edit) in {"weight 1% off": (lstm, lambda p: p.mul_(1.01)),
+                               "biased head": (head, lambda p: p.add_(0.01))}.items():
+        wrong = copy.deepcopy(model)
+        with torch.no_grad():
+            edit(wrong.get_parameter(key))
+        report = step_parity(export(wrong, tmp_path / label.replace(" ", "_").replace("%", "")), model, adapter, cfg,
+                             contract)
+        assert report["failures"], f"{label} ({key}) passed FP32 step parity"
