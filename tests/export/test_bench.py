@@ -603,7 +603,10 @@ def _trt_bench(script, out, interrupt_after: str = "", signum=None):
     import threading
 
     args = [sys.executable, str(script), "--models", "all", "--tiny", "--out", str(out), "--video", str(out / "none")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT back to its default in the child: a job started in the background by a non-interactive shell (a CI
+    # runner's, nohup) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     timer = threading.Timer(180, proc.kill)
     timer.start()
     lines: list = []

@@ -290,7 +290,7 @@ def test_a_released_format_export_reports_its_floor_in_the_readme_table(tmp_path
     adapter = registry.adapter("decomr")
     cfg = adapter.tiny_config()
     path = tmp_path / "h36m_up3d.pt"
-    save_released_format(adapter.reference(dataclasses.replace(cfg, head_gain=64.0)), path)
+    save_released_format(adapter.reference(dataclasses.replace(cfg, head_gain=64.0, trained_like=False)), path)
     out = tmp_path / "out"
     pipeline.run_export(pipeline.ExportOptions(out=out, model="decomr", config=cfg, checkpoint=path, parity_windows=3,
                                                with_backbone=False, profile=PROFILE, build_engines=False))
