@@ -184,7 +184,8 @@ def run_export(opts: ExportOptions, step: Step | None = None) -> ExportResult:
         if opts.mean_params is not None:
             adapter.load_mean_params(reference, Path(opts.mean_params))
         body = body_ref = None
-        body_info = "body model: none (the model outputs vertices)"
+        body_info = ("body model: none (a keypoint model: heatmaps, and keypoints in crop pixels)"
+                     if job.contract.body_model == "keypoints" else "body model: none (the model outputs vertices)")
         if job.contract.body_model == "smpl":
             body, body_ref, body_info = body_models(opts.smpl_model)
         backbone = None
