@@ -69,7 +69,10 @@ def load_references(out: Path, contract: Any) -> tuple[dict[str, Any], dict[str,
     return windows, refs
 
 
-def measure_model(name: str, video: Path | None, work: Path, precisions: tuple[str, ...]) -> list[dict[str, Any]]:
+def measure_model(name: str, video: Path | None, work: Path, precisions: tuple[str, ...],
+                  recipes: tuple[str, ...] = (), on_row: Any = None) -> list[dict[str, Any]]:
+    """The rows of one model: its FP32 export once, then each recipe of ``precisions`` (only those named in
+    ``recipes`` when given); ``on_row(rows)`` after each recipe, so a long run keeps what it measured."""
     adapter = registry.adapter(name)
     LOW_SPREAD.clear()
     out = work / name
@@ -90,7 +93,7 @@ def measure_model(name: str, video: Path | None, work: Path, precisions: tuple[s
     cfg = adapter.default_config()
     rows = []
     for recipe in contract.recipes:
-        if recipe.precision not in precisions:
+        if recipe.precision not in precisions or (recipes and recipe.name not in recipes):
             continue
         t = time.perf_counter()
         stage = work / f"{name}-{recipe.name}"
@@ -105,6 +108,8 @@ def measure_model(name: str, video: Path | None, work: Path, precisions: tuple[s
             print(f"{name} {recipe.name}: FAILED {type(exc).__name__}: {exc}", flush=True)
             rows.append({"model": name, "recipe": recipe.name, "precision": recipe.precision,
                          "error": f"{type(exc).__name__}: {exc}"})
+            if on_row is not None:
+                on_row(rows)
             continue
         report.conditioning = dict(fp32.conditioning)
         verdict = report.verdict(recipe.name)
@@ -115,6 +120,8 @@ def measure_model(name: str, video: Path | None, work: Path, precisions: tuple[s
                "description": recipe.description, "seconds": time.perf_counter() - t, **verdict}
         rows.append(row)
         print(f"{name} {recipe.name}: {json.dumps(_short(row))}", flush=True)
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
@@ -259,6 +266,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=",".join(registry.names()))
     ap.add_argument("--precisions", default="fp16,int8")
+    ap.add_argument("--recipes", default="", help="only these recipes (comma-separated names; default: every "
+                                                    "recipe of --precisions)")
     ap.add_argument("--video", type=Path, default=None, help="default: the sample video")
     ap.add_argument("--json", type=Path, default=None, help="append the rows to this JSON file (kept across runs)")
     ap.add_argument("--from-export", type=Path, action="append", default=[],
@@ -280,13 +289,22 @@ def main() -> None:
     for out in args.from_export:
         new = rows_from_export(out)
         rows = [r for r in rows if (r["model"], r["recipe"]) not in {(n["model"], n["recipe"]) for n in new}] + new
+    recipes = tuple(filter(None, args.recipes.split(",")))
+
+    def merged(name: str, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        done = {r["recipe"] for r in new}
+        return [r for r in rows if r["model"] != name or r["recipe"] not in done] + new
+
+    def keep(name: str, new: list[dict[str, Any]]) -> None:
+        if args.json is not None:
+            args.json.write_text(json.dumps(merged(name, new), indent=1, default=str))
+
     with tempfile.TemporaryDirectory() as tmp:
         for name in filter(None, args.models.split(",")):
-            new = measure_model(name, video, Path(tmp), precisions)
-            done = {r["recipe"] for r in new}
-            rows = [r for r in rows if r["model"] != name or r["recipe"] not in done] + new
-            if args.json is not None:
-                args.json.write_text(json.dumps(rows, indent=1, default=str))
+            new = measure_model(name, video, Path(tmp), precisions, recipes,
+                                on_row=lambda new, name=name: keep(name, new))
+            rows = merged(name, new)
+            keep(name, [])
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     order = {n: i for i, n in enumerate(registry.names())}
