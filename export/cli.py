@@ -119,7 +119,9 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
 
     from .parity import ParityTable
 
-    table = Table(title="parity vs PyTorch, ONNX Runtime CPU (all drifts in mm)")
+    keypoints = all(is_keypoint_report(rep) for rep in reports)
+    table = Table(title="parity vs PyTorch, ONNX Runtime CPU (all drifts in "
+                        f"{'pixels of the crop' if keypoints else 'mm'})")
     for col in ParityTable.header:
         table.add_column(col, justify="right")
     for row in ParityTable(reports).lines():
@@ -133,9 +135,10 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
         worst = rep.worst_judged()
         inv = ", ".join(f"{k} {v:.1e}" for k, v in rep.batch_invariance.items()) or "n/a"
         pinned = " (decisions pinned)" if rep.judged_on() == "pinned" else ""
-        console.print(f"{rep.precision}: {status} worst mean vertex drift{pinned} {worst['mm']:.3g} mm ({worst['set']} "
-                      f"windows, batch {worst['batch']}) vs goal {rep.goal_mean_vertex_mm} mm"
-                      f"{floor_clause(rep, worst['set'])}; batch invariance max abs: {inv}")
+        what, unit, inputs = (("keypoint", "px", "crops") if is_keypoint_report(rep) else ("vertex", "mm", "windows"))
+        console.print(f"{rep.precision}: {status} worst mean {what} drift{pinned} {worst['mm']:.3g} {unit} ({worst['set']} "
+                      f"{inputs}, batch {worst['batch']}) vs goal {rep.goal_mean_vertex_mm} {unit}"
+                      f"{floor_clause(rep, worst['set'], unit)}; batch invariance max abs: {inv}")
         if rep.share:
             console.print(f"  {rep.precision}: weights {100 * rep.share['weights_fp16']:.0f}% FP16 / "
                           f"{100 * rep.share['weights_int8']:.0f}% INT8, FLOPs {100 * rep.share['flops_fp16']:.0f}% "
@@ -150,7 +153,12 @@ def print_parity(console, reports) -> None:  # noqa: ANN001 - rich types importe
                           "these is the network's own conditioning)")
 
 
-def floor_clause(rep, set_name: str) -> str:  # noqa: ANN001 - parity.ParityReport
+def is_keypoint_report(rep) -> bool:  # noqa: ANN001 - parity.ParityReport
+    """A keypoint model's report (contract body_model "keypoints"): its drifts are keypoints in crop pixels."""
+    return any("keypoints" in r for r in rep.rows)
+
+
+def floor_clause(rep, set_name: str, unit: str = "mm") -> str:  # noqa: ANN001 - parity.ParityReport
     """FP32: the float32 floor of the worst set and the rule (within the goal, or within the multiple of it)."""
     from .parity import FLOOR_MULTIPLE
 
@@ -159,7 +167,7 @@ def floor_clause(rep, set_name: str) -> str:  # noqa: ANN001 - parity.ParityRepo
         return ""
     within = "" if not rep.passed else (" (within the goal)" if rep.passed_within() == "goal"
                                         else f" (within {FLOOR_MULTIPLE:g} x the floor)")
-    return (f" or {FLOOR_MULTIPLE:g} x the float32 floor {floor['vertices_mean_mm']:.3g} mm{within} (the floor: the "
+    return (f" or {FLOOR_MULTIPLE:g} x the float32 floor {floor['vertices_mean_mm']:.3g} {unit}{within} (the floor: the "
             f"torch reference vs itself, inputs or weights x (1 +- {floor['relative_perturbation']:.2g}))")
 
 

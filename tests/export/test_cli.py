@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -174,3 +175,8 @@ def test_size_tiny_is_the_tiny_config_labelled_in_the_manifest_and_the_console(t
     assert manifest.config == registry.adapter("vitpose").tiny_config().to_dict()
     assert manifest.config != registry.adapter("vitpose").default_config().to_dict()
     assert manifest.notes[0] == TINY_NOTE
+    # a keypoint model's verdict line speaks of keypoints in crop pixels, not of vertices in mm
+    text = " ".join(result.output.split())
+    assert re.search(r"fp32: PASS worst mean keypoint drift [\d.e+-]+ px \(\w+ crops, batch \d+\) vs goal [\d.]+ px",
+                     text), text
+    assert "vertex drift" not in text and "all drifts in pixels of the crop" in text
