@@ -600,7 +600,12 @@ def conditioning(run: Runner, windows: dict[str, Windows], graph: GraphSpec | No
 
 
 def check_spread(report: ParityReport, minimum: float = MIN_SPREAD_MM) -> None:
-    for set_name, spread in report.spread_mm.items():
+    """Parity proves something only on outputs that move: the sample video's windows (the real inputs) must move
+    the outputs at least ``minimum`` mm; without a video set, every set must. Random windows beside a video set are
+    not held to it: a network shaped like a trained one (seeded BatchNorm measured on people) moves less on noise
+    than on people, and its drift there is still judged."""
+    sets = {"video": report.spread_mm["video"]} if "video" in report.spread_mm else report.spread_mm
+    for set_name, spread in sets.items():
         if spread < minimum:
             report.failures.append(
                 f"{set_name}: outputs barely move across windows (spread {spread:.1f} mm < {minimum} mm); "

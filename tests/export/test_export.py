@@ -107,6 +107,19 @@ def test_spread_check_rejects_constant_outputs() -> None:
     assert report.failures and "barely move" in report.failures[0]
 
 
+SPREADS = [({"random": 44.9, "video": 70.0}, []), ({"random": 80.0, "video": 20.0}, ["video"]),
+           ({"random": 49.0}, ["random"]), ({"random": 60.0, "other": 10.0}, ["other"])]
+
+
+@pytest.mark.parametrize(("spread", "fails"), SPREADS)
+def test_spread_check_holds_the_video_windows_to_it_when_there_are_some(spread, fails) -> None:
+    """The sample video's windows must move >= 50 mm (random windows beside them may move less: a network shaped
+    like a trained one moves less on noise); without a video set every set must."""
+    report = parity.ParityReport("fp32", 0.01, spread_mm=spread)
+    parity.check_spread(report)
+    assert [f.split(":")[0] for f in report.failures] == fails
+
+
 def test_drift_and_spread_units() -> None:
     a = np.zeros((2, 4, 5, 3))
     b = a.copy()
