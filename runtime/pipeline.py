@@ -259,7 +259,8 @@ def peer_joints_plan(opts: RunOptions) -> Any:
     spec = next((t for t in body.outputs if t.name == "vertices"), None) if body is not None else None
     vertices = int(spec.shape[1]) if spec is not None and isinstance(spec.shape[1], int) else 0
     note = next((n for n in manifest.notes if n.startswith("body model")), "")
-    return plan_peer_joints(vertices, "SYNTHETIC" in note, opts.vibe_data, peer_demo(manifest.model).file)
+    synthetic = note.startswith("body model: SYNTHETIC, NOT SMPL")  # export/pipeline.py: body_models' note
+    return plan_peer_joints(vertices, synthetic, opts.vibe_data, peer_demo(manifest.model).file)
 
 
 def _streamer(backends: Backends, opts: RunOptions) -> Any:
