@@ -80,6 +80,11 @@ def run(
     output_format: Annotated[Optional[List[OutputFormat]], typer.Option(
         "--format", help="Repeatable. " + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()) + " (default npz).")]
     = None,
+    vibe_data: Annotated[Optional[Path], typer.Option(help="--format vibe: the folder holding the demos' "
+                                                      "J_regressor_extra.npy (VIBE's data/vibe_data; TCMR, "
+                                                      "MPS-Net, GLoT: data/base_data), or the file: joints3d "
+                                                      "then holds the demos' 49 joints (needs an SMPL body "
+                                                      "model), else the body model's 24.")] = None,
     live_drop: Annotated[LiveDrop, typer.Option(help="Live sources, when inference falls behind: drop the oldest "
                                                 "queued frame (counted in the summary), or none (wait).")]
     = LiveDrop.oldest,
@@ -135,7 +140,7 @@ def run(
                           vertices=not no_vertices, max_frames=max_frames, min_track_frames=min_track_frames,
                           threads=threads, border=border.value, device=device.value, ort_providers=ort_providers,
                           triton_url=triton_url, images=list(image) if image is not None else None,
-                          threshold=threshold)
+                          threshold=threshold, vibe_data=vibe_data)
         console = Console(stderr=True)
         if videos is not None:
             if not (ray or ray_address):
@@ -249,6 +254,8 @@ def print_summary(console, summary: dict) -> None:  # noqa: ANN001
                       f"max {lat['max']} ms")
     if summary.get("frames_lost"):
         console.print(f"[yellow]{summary['frames_lost']} frames could not be decoded (damaged video)[/]")
+    if summary.get("vibe_joints"):
+        console.print(f"note: {summary['vibe_joints']['note']}")
     if "image_files" in summary:
         console.print(f"wrote {len(summary['image_files'])} image files and summary.json")
     else:

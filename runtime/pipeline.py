@@ -75,6 +75,7 @@ class RunOptions:
     threshold: Optional[float] = None  # scene family: center-map score threshold in (0, 1) (default 0.2)
     live_drop: str = "oldest"  # live sources: when the loop falls behind, drop the oldest queued frame, or none
     stall_s: float = DEFAULT_STALL_S  # a source that opens or sends nothing for this long ends the run
+    vibe_data: Optional[Path] = None  # --format vibe: VIBE's data/vibe_data (J_regressor_extra.npy) -> 49 joints
 
 
 @dataclass
@@ -226,6 +227,8 @@ def _check_family_options(opts: RunOptions, family: str, mode: str) -> None:
         from .vibe_format import peer_demo
 
         peer_demo(_export_model(opts.export_dir))  # only the models whose demo writes such a file
+    elif opts.vibe_data is not None:
+        raise ConfigError("--vibe-data gives the joint regressor of --format vibe's 49 joints: add --format vibe")
     if "vibe" in formats_of(opts.format) and family == "frame":
         from hmr_trt.manifest import Manifest
 
@@ -240,6 +243,24 @@ def _check_family_options(opts: RunOptions, family: str, mode: str) -> None:
         from .scene_stage import optional_threshold
 
         optional_threshold(opts.threshold)
+
+
+def peer_joints_plan(opts: RunOptions) -> Any:
+    """--format vibe: which joints the peer file holds (runtime/vibe_format.plan_peer_joints), from the export's
+    body model (its vertex count; hmr-trt's synthetic stand-in or not) and --vibe-data, checked before anything
+    runs or is written."""
+    from hmr_trt.manifest import Manifest
+
+    from .backends_select import contract_of
+    from .vibe_format import peer_demo, plan_peer_joints
+
+    manifest = Manifest.read(Path(opts.export_dir))
+    body = contract_of(manifest).graph_for("body_model")
+    spec = next((t for t in body.outputs if t.name == "vertices"), None) if body is not None else None
+    vertices = int(spec.shape[1]) if spec is not None and isinstance(spec.shape[1], int) else 0
+    note = next((n for n in manifest.notes if n.startswith("body model")), "")
+    synthetic = note.startswith("body model: SYNTHETIC, NOT SMPL")  # export/pipeline.py: body_models' note
+    return plan_peer_joints(vertices, synthetic, opts.vibe_data, peer_demo(manifest.model).file)
 
 
 def _streamer(backends: Backends, opts: RunOptions) -> Any:
@@ -290,6 +311,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
     _check_family_options(opts, family, "video")
     if "vibe" in formats and not opts.vertices:
         raise ConfigError("--format vibe holds vertices: drop --no-vertices (or use --format npz)")
+    joints_plan = peer_joints_plan(opts) if "vibe" in formats else None
     live = source_kind(opts.video) != "file"
     # a file is opened (and a bad one refused) before anything else; a live source once the backends are up,
     # so that no frame waits (or is dropped) while the graphs load
@@ -300,7 +322,7 @@ def run_video(opts: RunOptions, progress: Optional[Progress] = None,
                 source = _source(opts)
             with _stop_on_signals(source) as stopper:
                 folder = OutputFolder(opts.out, publish="now" if live else "end")
-                return _run_loop(opts, formats, family, source, folder, progress, backends, stopper)
+                return _run_loop(opts, formats, family, source, folder, progress, backends, stopper, joints_plan)
     finally:
         if source is not None:
             source.close()
@@ -311,7 +333,8 @@ def _source(opts: RunOptions) -> Source:
 
 
 def _run_loop(opts: RunOptions, formats: Tuple[str, ...], family: str, source: Source, folder: OutputFolder,
-              progress: Optional[Progress], backends: Backends, stopper: Dict[str, bool]) -> Dict[str, Any]:
+              progress: Optional[Progress], backends: Backends, stopper: Dict[str, bool],
+              joints_plan: Any = None) -> Dict[str, Any]:
     info = source.info
     timer = StageTimer()
     start = time.perf_counter()
@@ -320,7 +343,7 @@ def _run_loop(opts: RunOptions, formats: Tuple[str, ...], family: str, source: S
     try:
         folder.check_free([SUMMARY_NAME, *(["frames.jsonl"] if "jsonl" in formats else [])])
         stage = make_stage(family, backends, timer, opts)
-        sinks = make_sinks(folder, formats, _export_model(opts.export_dir), (info.width, info.height))
+        sinks = make_sinks(folder, formats, _export_model(opts.export_dir), (info.width, info.height), joints_plan)
         if opts.render is not None:
             sinks["render"] = _render_sink(opts, backends, info, stage.detector_note)
         loop = FrameLoop(stage, backends, timer, (info.width, info.height), vertices=opts.vertices,
@@ -373,6 +396,8 @@ def _run_loop(opts: RunOptions, formats: Tuple[str, ...], family: str, source: S
             "render": str(opts.render) if opts.render else None, "format": ",".join(formats),
             "files": sorted(set(written) | {SUMMARY_NAME}),
         }
+        if joints_plan is not None:
+            summary["vibe_joints"] = {"joints": joints_plan.count, "note": joints_plan.note}
         with timer("writing"):
             folder.write(SUMMARY_NAME, lambda f: f.write(summary_text(summary)))
         folder.commit()

@@ -155,12 +155,14 @@ class VibeSink:
     """The file the model's own demo writes (``vibe_output.pkl``, ``tcmr_output.pkl``, ``mpsnet_output.pkl``,
     ``GLoT_output.pkl``; runtime/vibe_format.py), assembled at the end from the track files on disk."""
 
-    def __init__(self, folder: OutputFolder, npz: NpzSink, model: str, size: Tuple[int, int]) -> None:
+    def __init__(self, folder: OutputFolder, npz: NpzSink, model: str, size: Tuple[int, int],
+                 joints: Any = None) -> None:
         from .vibe_format import peer_demo
 
         self.folder, self.npz = folder, npz
         self.demo = peer_demo(model)  # a model whose demo writes no such file: one line, before any frame
         self.width, self.height = size
+        self.extra = getattr(joints, "extra", None)  # VIBE's J_regressor_extra: the demos' 49 joints
 
     def frame(self, out: FrameOutput) -> None:
         pass
@@ -171,14 +173,15 @@ class VibeSink:
                               "and a model with a body model)")
 
     def close(self) -> List[str]:
-        from .vibe_format import peer_track, write_vibe_output
+        from .vibe_format import peer_joints, peer_track, write_vibe_output
 
         entries = {}
         for track_id, path in self.npz.paths.items():
             with np.load(path, allow_pickle=False) as m:
+                joints = m["joints3d"] if self.extra is None else peer_joints(m["joints3d"], m["vertices"], self.extra)
                 entries[track_id] = peer_track(
                     self.demo, frames=m["frame_indices"], boxes=m["boxes"], crop_boxes=m["crop_boxes"], cam=m["cam"],
-                    verts=m["vertices"], pose=m["pose_axis_angle"], betas=m["betas"], joints3d=m["joints3d"],
+                    verts=m["vertices"], pose=m["pose_axis_angle"], betas=m["betas"], joints3d=joints,
                     width=int(self.width), height=int(self.height))
         tmp = self.folder.temp_path(self.demo.file)
         write_vibe_output(tmp, entries)
@@ -238,14 +241,15 @@ def formats_of(value: Any) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def make_sinks(folder: OutputFolder, formats: Sequence[str], model: str = "", size: Tuple[int, int] = (0, 0)
-               ) -> Dict[str, Any]:
-    """The sinks of ``formats``, by name, in a fixed order (npz before vibe, which reads its files)."""
+def make_sinks(folder: OutputFolder, formats: Sequence[str], model: str = "", size: Tuple[int, int] = (0, 0),
+               joints: Any = None) -> Dict[str, Any]:
+    """The sinks of ``formats``, by name, in a fixed order (npz before vibe, which reads its files); ``joints``:
+    vibe's ``PeerJointsPlan`` (the 49 joints when it holds the extra regressor)."""
     sinks: Dict[str, Any] = {}
     if "npz" in formats:
         sinks["npz"] = NpzSink(folder)
     if "vibe" in formats:
-        sinks["vibe"] = VibeSink(folder, sinks["npz"], model, size)
+        sinks["vibe"] = VibeSink(folder, sinks["npz"], model, size, joints)
     if "jsonl" in formats:
         sinks["jsonl"] = JsonlSink(folder)
     return sinks

@@ -218,9 +218,13 @@ def test_official_readers_put_the_meshes_on_the_people(model, crop_scale) -> Non
         drawn = np.array([*px.min(0), *px.max(0)])
         ious.append(_iou(drawn, box))
     assert min(ious) > 0.85, ious  # on the person (the outline's aspect is not quite the box's)
-    if model == "vibe":  # VIBE's keypoints: its crop projection mapped through the saved box
-        j = entry["joints3d"].astype(np.float64)
-        cam = entry["pred_cam"].astype(np.float64)
-        normalised = cam[:, None, :1] * (j[:, :, :2] + cam[:, None, 1:])
+    if model == "vibe":  # VIBE's keypoints: its models' crop projection (spin.py), mapped through the saved box
+        torch = pytest.importorskip("torch")
+        spin = _functions(root / "lib" / "models" / "spin.py", {"projection", "perspective_projection"},
+                          {"torch": torch})
+        scope = spin["projection"].__globals__
+        scope["perspective_projection"] = spin["perspective_projection"]
+        normalised = scope["projection"](torch.from_numpy(entry["joints3d"].astype(np.float32)),
+                                         torch.from_numpy(entry["pred_cam"].astype(np.float32))).numpy()
         pixels = fns["convert_crop_coords_to_orig_img"](entry["bboxes"], normalised.copy(), 224)
-        np.testing.assert_allclose(pixels, entry["joints2d_img_coord"], atol=1e-6)
+        np.testing.assert_allclose(pixels, entry["joints2d_img_coord"], atol=1e-3)  # pixels; theirs in float32
