@@ -37,15 +37,18 @@ import numpy as np
 from hmr_trt import registry
 from hmr_trt.export import parity
 from hmr_trt.export.pipeline import (
+    BATCH_SIZES,
     PARITY_REFERENCE_NAME,
     ExportOptions,
     Job,
     artifact_file,
+    calibration_windows,
+    ort_runner,
     reduced_precision,
     run_export,
 )
 from hmr_trt.export.sample import default_sample_video
-from hmr_trt.manifest import Manifest
+from hmr_trt.manifest import Manifest, sha256_of
 
 BEGIN, END = "<!-- precision-table:begin -->", "<!-- precision-table:end -->"
 HEADER = ["model", "recipe", "video mean / max mm", "random mean / max mm", "weights FP16/INT8",
@@ -122,7 +125,63 @@ def measure_model(name: str, video: Path | None, work: Path, precisions: tuple[s
         print(f"{name} {recipe.name}: {json.dumps(_short(row))}", flush=True)
         if on_row is not None:
             on_row(rows)
+    if "fp8" in precisions and (not recipes or FP8_ROW in recipes):
+        t = time.perf_counter()
+        try:
+            row = fp8_row(name, opts, contract, work, paths, refs, windows)
+        except Exception as exc:  # noqa: BLE001 - a row saying why
+            print(f"{name} fp8: FAILED {type(exc).__name__}: {exc}", flush=True)
+            row = {"model": name, "recipe": FP8_ROW, "precision": "fp8", "error": f"{type(exc).__name__}: {exc}"}
+        else:
+            row["conditioning"] = dict(fp32.conditioning)
+            row["seconds"] = time.perf_counter() - t
+            print(f"{name} fp8: {json.dumps(_short(row))}", flush=True)
+        rows.append(row)
+        if on_row is not None:
+            on_row(rows)
     return rows
+
+
+FP8_ROW = "fp8"  # the row's recipe name: FP8 E4M3 Q/DQ on the nodes of the contract's INT8 recipe, before its sweep
+
+
+def fp8_row(name: str, opts: ExportOptions, contract: Any, work: Path, paths: dict[str, Path],
+            refs: dict[str, parity.Reference], windows: dict[str, Any]) -> dict[str, Any]:
+    """FP8 (E4M3, Hopper) judged on the CPU: the contract's default INT8 recipe quantizes every node of its op
+    types but its exclusions (no sweep: it would be an INT8 decision), ``calibration/fp8.py`` turns those Q/DQ
+    pairs into float8 ones, and ONNX Runtime's float8 kernels run the graph against the same torch references,
+    judged against the INT8 goal (FP8 is the other 8-bit format)."""
+    import onnx
+
+    from hmr_trt.calibration.fp8 import fp8_onnx_from_int8
+    from hmr_trt.calibration.quantize import int8_onnx_from_fp32, recipe_exclusions
+    from hmr_trt.engines.precision import reduced_precision_share
+
+    graph = contract.model_graph
+    recipe = contract.recipe_for("int8", None)
+    src = paths[graph.name]
+    stage = work / f"{name}-{FP8_ROW}"
+    stage.mkdir(parents=True, exist_ok=True)
+    cal = calibration_windows(dataclasses.replace(opts, precision="int8"), contract, paths)
+    cache = Path.home() / ".cache" / "hmr-trt" / "calibration" / f"{name}_{sha256_of(src)[:16]}.json"  # the export's
+    fixed = recipe_exclusions(onnx.load(str(src), load_external_data=False), recipe)
+    int8_onnx_from_fp32(src, stage / "int8.onnx", cal, cache, fixed, op_types=recipe.int8_ops)
+    info = fp8_onnx_from_int8(stage / "int8.onnx", src, stage / "fp8.onnx")
+    (stage / "int8.onnx").unlink()
+    goal = contract.goal_mm("int8")
+    stack, run = ort_runner({**{n: p for n, p in paths.items() if n != graph.name}, graph.name: stage / "fp8.onnx"})
+    with stack:
+        report = parity.compare(run, refs, windows, precision="fp8", batch_sizes=BATCH_SIZES, goal_mm=goal,
+                                judged={"video"} if "video" in windows else None, contract=contract)
+    report.share = reduced_precision_share(stage / "fp8.onnx")
+    verdict = report.verdict(FP8_ROW)
+    return {"model": name, "recipe": FP8_ROW, "precision": "fp8", "default": False,
+            "description": f"FP8 E4M3 Q/DQ on the nodes of the `{recipe.name}` recipe before its sweep "
+                           f"({len(fixed)} nodes excluded by the recipe)", "fp8": _jsonable(info), **verdict}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
 
 
 LOW_SPREAD: dict[str, float] = {}
@@ -168,8 +227,8 @@ def cells(r: dict[str, Any]) -> dict[str, str]:
     """A measured row's table cells (``CELLS``), as ``markdown`` prints them."""
     share, cond = r["share"], r["conditioning"]
     return {"video": _drift(r, "video"), "random": _drift(r, "random"),
-            "weights": f"{_pct(share['weights_fp16'])} / {_pct(share['weights_int8'])}",
-            "flops": f"{_pct(share['flops_fp16'])} / {_pct(share['flops_int8'])}",
+            "weights": f"{_pct(share['weights_fp16'])} / {_pct(share['weights_int8'])}" + _fp8(share, "weights"),
+            "flops": f"{_pct(share['flops_fp16'])} / {_pct(share['flops_int8'])}" + _fp8(share, "flops"),
             "sensitivity": f"{cond['perturbation_mean_vertex_mm']:.3g}",
             "input_fp16": f"{cond['input_fp16_mean_vertex_mm']:.3g}",
             "verdict": f"{r['verdict']} (goal {r['goal_mm']:g})"}
@@ -244,6 +303,11 @@ def compare_markdown(rows: list[dict[str, Any]], old: list[dict[str, str]], spee
     return "\n".join(lines)
 
 
+def _fp8(share: dict[str, Any], what: str) -> str:
+    value = share.get(f"{what}_fp8", 0.0)
+    return f" (FP8 {_pct(value)})" if value else ""
+
+
 def _pct(share: float) -> str:
     return ">99.9%" if 0.999 < share < 1 else f"{100 * share:.1f}%"
 
@@ -265,7 +329,8 @@ def replace_section(readme: Path, table: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=",".join(registry.names()))
-    ap.add_argument("--precisions", default="fp16,int8")
+    ap.add_argument("--precisions", default="fp16,int8",
+                    help="fp16, int8 and/or fp8 (fp8: the INT8 recipe's nodes in FP8 E4M3, judged on the CPU)")
     ap.add_argument("--recipes", default="", help="only these recipes (comma-separated names; default: every "
                                                     "recipe of --precisions)")
     ap.add_argument("--video", type=Path, default=None, help="default: the sample video")

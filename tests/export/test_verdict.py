@@ -91,3 +91,19 @@ def test_precision_table_old_and_new_side_by_side() -> None:
     assert "| coseg | `fp16` (default) | 0.86 / 8.6 -> 0.0625 / 0.625 | n/a | 100.0% / 0.0% | " \
            ">99.9% / 0.0% -> >99.9% / 0.0% | 0.157 -> 0.157 | 0.336 -> 0.336 | MISS -> PASS (goal 0.1) | n/a |" in table
     assert "| coseg | `fp16-rnn32` | 0.731 / 7.31 -> not re-measured |" in table
+
+
+def test_precision_table_fp8_row_shows_its_fp8_share() -> None:
+    """An FP8 row (tools/precision_table.py --precisions fp8) shows the FP8 share of weights and FLOPs beside the
+    FP16/INT8 ones, which are 0 in an FP8 graph; FP16/INT8 rows stay as they were."""
+    tool = _precision_table_tool()
+    share = {"weights_fp16": 0.0, "weights_int8": 0.0, "flops_fp16": 0.0, "flops_int8": 0.0,
+             "weights_fp8": 0.939, "flops_fp8": 0.9861}
+    cond = {"perturbation_mean_vertex_mm": 0.2, "input_fp16_mean_vertex_mm": 0.5}
+    row = {"share": share, "conditioning": cond, "verdict": "MISS", "goal_mm": 0.4,
+           "drift_by_set": {"video": {"mean_vertex_mm": 238.1, "max_vertex_mm": 642.0}}}
+    cells = tool.cells(row)
+    assert cells["weights"] == "0.0% / 0.0% (FP8 93.9%)" and cells["flops"] == "0.0% / 0.0% (FP8 98.6%)"
+    assert cells["video"] == "238 / 642" and cells["random"] == "n/a" and cells["verdict"] == "MISS (goal 0.4)"
+    int8 = tool.cells({**row, "share": {**share, "weights_int8": 0.5, "weights_fp8": 0.0, "flops_fp8": 0.0}})
+    assert int8["weights"] == "0.0% / 50.0%" and int8["flops"] == "0.0% / 0.0%"
