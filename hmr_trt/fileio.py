@@ -81,5 +81,12 @@ def write_bytes_atomic(path: PathLike, data: Any, error: Type[HmrTrtError] = Out
 
 
 def save_onnx_atomic(model: Any, path: PathLike) -> Path:
-    """An onnx.ModelProto (under 2 GB, weights inline) written atomically."""
+    """An onnx.ModelProto written atomically: weights inline, or, when they are more than one protobuf holds
+    (``hmr_trt.external_data.THRESHOLD_BYTES``: an INT8 graph of the ViT-H with layers left float after the
+    sweep), in one ``<graph>.data`` file beside it (``hmr_trt.external_data.save``: data first, graph last)."""
+    from . import external_data
+
+    if external_data.initializer_bytes(model) > external_data.THRESHOLD_BYTES:
+        external_data.save(model, Path(path), True)
+        return Path(path)
     return atomic_write(path, lambda f: f.write(model.SerializeToString()))

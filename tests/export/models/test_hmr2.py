@@ -315,6 +315,31 @@ def test_export_from_the_released_layout_checkpoint_end_to_end(tmp_path, sample_
 
 # --- graphs over 2 GB: one external data file, checked ------------------------------------------------------
 
+def test_reduced_precision_graphs_over_the_protobuf_limit_go_external(tiny, tiny_onnx, tmp_path, monkeypatch):
+    """An INT8 (and its FP8) graph whose weights exceed one protobuf (the full ViT-H's INT8 graph after the sweep
+    left layers float: 'Protobuf parsing failed' when it was written inline) is written with one data file beside
+    it, and computes what the same graph written inline computes."""
+    from hmr_trt import external_data
+    from hmr_trt.calibration.fp8 import fp8_onnx_from_int8
+    from hmr_trt.calibration.quantize import int8_onnx_from_fp32
+
+    cfg, _ = tiny
+    cal = ADAPTER.example_inputs(cfg, "hmr2", 4, seed=2)[0].numpy()
+    x = ADAPTER.example_inputs(cfg, "hmr2", 2, seed=5)[0].numpy()
+    cache = tmp_path / "cache.json"
+    inline, big = tmp_path / "inline", tmp_path / "big"
+    inline.mkdir(), big.mkdir()
+    int8_onnx_from_fp32(tiny_onnx, inline / "int8.onnx", cal, cache)
+    monkeypatch.setattr(external_data, "THRESHOLD_BYTES", 0)
+    int8_onnx_from_fp32(tiny_onnx, big / "int8.onnx", cal, cache)
+    fp8_onnx_from_int8(big / "int8.onnx", tiny_onnx, big / "fp8.onnx")
+    assert sorted(p.name for p in inline.iterdir()) == ["int8.onnx"]
+    assert sorted(p.name for p in big.iterdir()) == ["fp8.onnx", "fp8.onnx.data", "int8.onnx", "int8.onnx.data"]
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})  # noqa: E731
+    assert all(np.array_equal(a, b) for a, b in zip(run(big / "int8.onnx"), run(inline / "int8.onnx")))
+    assert external_data.check(big / "int8.onnx")["location"] == "int8.onnx.data"
+
+
 def test_external_data_is_one_file_checked_against_its_graph(tiny, tmp_path, monkeypatch):
     from hmr_trt import external_data
     from hmr_trt.engines.preflight import validate_onnx
