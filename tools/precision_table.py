@@ -155,7 +155,6 @@ def fp8_row(name: str, opts: ExportOptions, contract: Any, work: Path, paths: di
 
     from hmr_trt.calibration.fp8 import fp8_onnx_from_int8
     from hmr_trt.calibration.quantize import int8_onnx_from_fp32, recipe_exclusions
-    from hmr_trt.engines.precision import reduced_precision_share
 
     graph = contract.model_graph
     recipe = contract.recipe_for("int8", None)
@@ -167,17 +166,33 @@ def fp8_row(name: str, opts: ExportOptions, contract: Any, work: Path, paths: di
     fixed = recipe_exclusions(onnx.load(str(src), load_external_data=False), recipe)
     int8_onnx_from_fp32(src, stage / "int8.onnx", cal, cache, fixed, op_types=recipe.int8_ops)
     info = fp8_onnx_from_int8(stage / "int8.onnx", src, stage / "fp8.onnx")
+    share = fp8_share(stage / "int8.onnx", stage / "fp8.onnx")
     (stage / "int8.onnx").unlink()
     goal = contract.goal_mm("int8")
     stack, run = ort_runner({**{n: p for n, p in paths.items() if n != graph.name}, graph.name: stage / "fp8.onnx"})
     with stack:
         report = parity.compare(run, refs, windows, precision="fp8", batch_sizes=BATCH_SIZES, goal_mm=goal,
                                 judged={"video"} if "video" in windows else None, contract=contract)
-    report.share = reduced_precision_share(stage / "fp8.onnx")
+    report.share = share
     verdict = report.verdict(FP8_ROW)
     return {"model": name, "recipe": FP8_ROW, "precision": "fp8", "default": False,
             "description": f"FP8 E4M3 Q/DQ on the nodes of the `{recipe.name}` recipe before its sweep "
                            f"({len(fixed)} nodes excluded by the recipe)", "fp8": _jsonable(info), **verdict}
+
+
+def fp8_share(int8_onnx: Path, fp8_onnx: Path) -> dict[str, Any]:
+    """The FP8 graph's share of weights and FLOPs: its INT8 graph's INT8 share (``fp8_onnx_from_int8`` keeps every
+    Q/DQ pair and only changes its type), counted on the INT8 graph, whose shapes ONNX Runtime's symbolic shape
+    inference follows (on the opset-19 FP8 graph of the ViT-H it stops at an Expand, and most MatMuls would count
+    0 FLOPs). The FP8 graph's own FP8 weight share must agree."""
+    from hmr_trt.engines.precision import reduced_precision_share
+
+    int8, fp8 = reduced_precision_share(int8_onnx), reduced_precision_share(fp8_onnx)
+    if abs(int8["weights_int8"] - fp8["weights_fp8"]) > 1e-9:
+        raise RuntimeError(f"{fp8_onnx}: FP8 weights {fp8['weights_fp8']:.4f} of all, its INT8 graph's INT8 weights "
+                           f"{int8['weights_int8']:.4f}: not the same nodes")
+    return {**int8, "weights_int8": 0.0, "flops_int8": 0.0,
+            "weights_fp8": int8["weights_int8"], "flops_fp8": int8["flops_int8"]}
 
 
 def _jsonable(value: Any) -> Any:

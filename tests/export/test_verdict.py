@@ -107,3 +107,26 @@ def test_precision_table_fp8_row_shows_its_fp8_share() -> None:
     assert cells["video"] == "238 / 642" and cells["random"] == "n/a" and cells["verdict"] == "MISS (goal 0.4)"
     int8 = tool.cells({**row, "share": {**share, "weights_int8": 0.5, "weights_fp8": 0.0, "flops_fp8": 0.0}})
     assert int8["weights"] == "0.0% / 50.0%" and int8["flops"] == "0.0% / 0.0%"
+
+
+def test_fp8_share_is_counted_on_its_int8_graph(tmp_path) -> None:
+    """The FP8 graph of a ViT (opset 19) loses its MatMul shapes in shape inference (its own count gave 0.4 of
+    251 GFLOPs for the full ViT-H); the table counts the FP8 share on the INT8 graph it was made from."""
+    from hmr_trt import registry
+    from hmr_trt.calibration.fp8 import fp8_onnx_from_int8
+    from hmr_trt.calibration.quantize import int8_onnx_from_fp32
+    from hmr_trt.engines.precision import reduced_precision_share
+    from hmr_trt.export import onnx_export
+
+    adapter = registry.adapter("hmr2")
+    cfg = adapter.tiny_config()
+    fp32, int8, fp8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx", tmp_path / "fp8.onnx"
+    onnx_export.onnx_from_module(adapter.exportable(adapter.reference(cfg), "hmr2"), adapter.contract_for(cfg).model_graph,
+                                 adapter.example_inputs(cfg, "hmr2", 2), fp32)
+    int8_onnx_from_fp32(fp32, int8, adapter.example_inputs(cfg, "hmr2", 4, seed=2)[0].numpy(), tmp_path / "cache.json")
+    fp8_onnx_from_int8(int8, fp32, fp8)
+    share, own = _precision_table_tool().fp8_share(int8, fp8), reduced_precision_share(fp8)
+    counted = reduced_precision_share(int8)
+    assert share["flops"] == counted["flops"] == reduced_precision_share(fp32)["flops"] > own["flops"]
+    assert share["flops_fp8"] == counted["flops_int8"] > 0.5 and share["flops_int8"] == 0.0
+    assert share["weights_fp8"] == pytest.approx(own["weights_fp8"]) and share["weights_fp8"] > 0.5
