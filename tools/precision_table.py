@@ -246,7 +246,14 @@ def cells(r: dict[str, Any]) -> dict[str, str]:
             "flops": f"{_pct(share['flops_fp16'])} / {_pct(share['flops_int8'])}" + _fp8(share, "flops"),
             "sensitivity": f"{cond['perturbation_mean_vertex_mm']:.3g}",
             "input_fp16": f"{cond['input_fp16_mean_vertex_mm']:.3g}",
-            "verdict": f"{r['verdict']} (goal {r['goal_mm']:g})"}
+            "verdict": f"{r['verdict']} (goal {r['goal_mm']:g}{_nothing_int8(r)})"}
+
+
+def _nothing_int8(r: dict[str, Any]) -> str:
+    """An INT8 row whose sweep left every layer float: its drift is the float graph's, said in the verdict."""
+    share = r["share"]
+    none = r.get("precision") == "int8" and not share.get("weights_int8") and not share.get("flops_int8")
+    return "; no layer stays INT8" if none else ""
 
 
 def markdown(rows: list[dict[str, Any]], speed: str) -> str:

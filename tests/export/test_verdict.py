@@ -107,6 +107,9 @@ def test_precision_table_fp8_row_shows_its_fp8_share() -> None:
     assert cells["video"] == "238 / 642" and cells["random"] == "n/a" and cells["verdict"] == "MISS (goal 0.4)"
     int8 = tool.cells({**row, "share": {**share, "weights_int8": 0.5, "weights_fp8": 0.0, "flops_fp8": 0.0}})
     assert int8["weights"] == "0.0% / 50.0%" and int8["flops"] == "0.0% / 0.0%"
+    assert int8["verdict"] == "MISS (goal 0.4)"  # an fp8 row, though its INT8 shares are 0
+    float_only = tool.cells({**row, "precision": "int8", "share": {**share, "weights_fp8": 0.0, "flops_fp8": 0.0}})
+    assert float_only["verdict"] == "MISS (goal 0.4; no layer stays INT8)"
 
 
 def test_fp8_share_is_counted_on_its_int8_graph(tmp_path) -> None:
