@@ -386,8 +386,7 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
                       "sensitivity sweep over layer groups"):
                 from hmr_trt.calibration.quantize import int8_with_sweep
 
-                cache = (opts.calib_cache or Path.home() / ".cache" / "hmr-trt" / "calibration") / \
-                    f"{opts.model}_{sha256_of(src)[:16]}.json"
+                cache = calibration_cache(opts, src)
                 _, info = int8_with_sweep(src, path, cal, windows[next(reversed(windows))],
                                           paths[body_graph.name] if body_graph is not None else None,
                                           cache, goal_mm=contract.goal_mm("int8"), recipe=recipe, contract=contract)
@@ -414,6 +413,12 @@ def reduced_precision(opts: ExportOptions, job: Job, contract: ModelContract, st
                                                           **external_data.manifest_extra(path)}))
     manifest.parity[opts.precision] = report.to_dict()
     return report
+
+
+def calibration_cache(opts: ExportOptions, src: Path) -> Path:
+    """The INT8 calibration ranges' cache file of the FP32 graph ``src``: --calib-cache or ~/.cache/hmr-trt."""
+    folder = opts.calib_cache or Path.home() / ".cache" / "hmr-trt" / "calibration"
+    return Path(folder) / f"{opts.model}_{sha256_of(src)[:16]}.json"
 
 
 def calibration_windows(opts: ExportOptions, contract: ModelContract,

@@ -59,3 +59,15 @@ def frames_from_video(path: str | Path, max_frames: int | None = None) -> Iterat
             index += 1
     finally:
         cap.release()
+
+
+def frames_at(path: str | Path, indices: set) -> dict:
+    """{index: BGR frame} for the given frame indices (decoding stops after the last one); a video that ends
+    before one of them: one line naming the missing indices."""
+    wanted = set(indices)
+    last = max(wanted, default=-1)
+    frames = {i: f for i, f in frames_from_video(path, last + 1) if i in wanted}
+    missing = sorted(wanted - set(frames))
+    if missing:
+        raise InputSpecError(f"{path}: the video has no frames {missing} (it ends earlier)")
+    return frames

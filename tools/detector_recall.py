@@ -14,29 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-
 from hmr_trt.runtime.detect import HogPeopleDetector, SsdLiteDetector, cached_ssdlite
 from hmr_trt.runtime.detect_eval import read_labels, score_detector
+from hmr_trt.runtime.video import frames_at
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def read_frames(video: Path, indices: set) -> dict:
-    cap = cv2.VideoCapture(str(video))
-    frames, index = {}, 0
-    while len(frames) < len(indices):
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if index in indices:
-            frames[index] = frame
-        index += 1
-    cap.release()
-    missing = sorted(indices - set(frames))
-    if missing:
-        raise SystemExit(f"detector_recall: {video} has no frames {missing}")
-    return frames
 
 
 def main(argv: list | None = None) -> int:
@@ -49,7 +31,7 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     labels = read_labels(args.labels)
-    frames = read_frames(args.video, set(labels))
+    frames = frames_at(args.video, set(labels))
     scores = [score_detector("hog", HogPeopleDetector().detect, frames, labels, args.iou)]
     ssdlite = args.ssdlite or cached_ssdlite()
     if ssdlite is None:

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hmr_trt.runtime.video import frames_at
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "hmr2_official.npz"
 CHECKPOINT = ROOT / "tests" / "fixtures" / "hmr2_official_tiny.ckpt"
@@ -133,20 +135,7 @@ def official_outputs(ViT, Head, cfg, yacs_cfg, checkpoint: Path, images: torch.T
     return {"pose_rotmat": rotmat, "betas": params["betas"], "cam": cam, "cam_t": cam_t, "token": token}
 
 
-def official_crops(Dataset, yacs_cfg, video: Path) -> list:
-    import cv2
-
-    cap = cv2.VideoCapture(str(video))
-    frames, index = {}, 0
-    wanted = {f for f, _ in CROP_BOXES}
-    while len(frames) < len(wanted):
-        ok, frame = cap.read()
-        if not ok:
-            raise SystemExit(f"{video}: ended before frame {max(wanted)}")
-        if index in wanted:
-            frames[index] = frame
-        index += 1
-    cap.release()
+def official_crops(Dataset, yacs_cfg, frames: dict) -> list:
     crops = []
     for frame_index, box in CROP_BOXES:
         item = Dataset(yacs_cfg, frames[frame_index], np.array([box], np.float32))[0]
@@ -191,12 +180,8 @@ def main() -> int:
     for name, value in official.items():
         print(f"max |{name} - official| = {float((ours[name] - value).abs().max()):.3g} "
               f"(range {float(value.abs().max()):.3g})")
-    crops = official_crops(Dataset, yacs_with_bbox(yacs_cfg), args.video)
-    import cv2
-
-    cap = cv2.VideoCapture(str(args.video))
-    frames = [cap.read()[1] for _ in range(max(f for f, _ in CROP_BOXES) + 1)]
-    cap.release()
+    frames = frames_at(args.video, {f for f, _ in CROP_BOXES})
+    crops = official_crops(Dataset, yacs_with_bbox(yacs_cfg), frames)
     for (frame_index, box), (img, _, size, _centre) in zip(CROP_BOXES, crops):
         square = square_box(np.array(box), 1.0, 192 / 256)
         mine = normalise_crops(crop_from_frame(frames[frame_index], square, 256, antialias=True)[None])[0]

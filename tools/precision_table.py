@@ -42,13 +42,14 @@ from hmr_trt.export.pipeline import (
     ExportOptions,
     Job,
     artifact_file,
+    calibration_cache,
     calibration_windows,
     ort_runner,
     reduced_precision,
     run_export,
 )
 from hmr_trt.export.sample import default_sample_video
-from hmr_trt.manifest import Manifest, sha256_of
+from hmr_trt.manifest import Manifest
 
 BEGIN, END = "<!-- precision-table:begin -->", "<!-- precision-table:end -->"
 HEADER = ["model", "recipe", "video mean / max mm", "random mean / max mm", "weights FP16/INT8",
@@ -162,7 +163,7 @@ def fp8_row(name: str, opts: ExportOptions, contract: Any, work: Path, paths: di
     stage = work / f"{name}-{FP8_ROW}"
     stage.mkdir(parents=True, exist_ok=True)
     cal = calibration_windows(dataclasses.replace(opts, precision="int8"), contract, paths)
-    cache = Path.home() / ".cache" / "hmr-trt" / "calibration" / f"{name}_{sha256_of(src)[:16]}.json"  # the export's
+    cache = calibration_cache(opts, src)  # the INT8 step's cache: its ranges are reused
     fixed = recipe_exclusions(onnx.load(str(src), load_external_data=False), recipe)
     int8_onnx_from_fp32(src, stage / "int8.onnx", cal, cache, fixed, op_types=recipe.int8_ops)
     info = fp8_onnx_from_int8(stage / "int8.onnx", src, stage / "fp8.onnx")

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hmr_trt.runtime.video import frames_at
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "vitpose_official.npz"
 CHECKPOINT = ROOT / "tests" / "fixtures" / "vitpose_official_tiny.pth"
@@ -131,22 +133,6 @@ def read_config(official: Path) -> dict:
     namespace: dict = {}
     exec(compile(text.replace("{{_base_.dataset_info}}", "None"), CONFIG, "exec"), namespace)  # our checkout's file
     return namespace
-
-
-def read_frames(video: Path, wanted: set) -> dict:
-    import cv2
-
-    cap = cv2.VideoCapture(str(video))
-    frames, index = {}, 0
-    while len(frames) < len(wanted):
-        ok, frame = cap.read()
-        if not ok:
-            raise SystemExit(f"{video}: ended before frame {max(wanted)}")
-        if index in wanted:
-            frames[index] = frame
-        index += 1
-    cap.release()
-    return frames
 
 
 def official_crops(off, config: dict, frames: dict) -> list:
@@ -282,7 +268,7 @@ def main() -> int:
     config = read_config(official)
     from hmr_trt.runtime.keypoints import decode_heatmaps, topdown_crop
 
-    frames = read_frames(args.video, {f for f, _ in CROP_BOXES})
+    frames = frames_at(args.video, {f for f, _ in CROP_BOXES})
     crops = official_crops(off, config, frames)
     arrays: dict = {}
     ours_trans = []
